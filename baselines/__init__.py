@@ -1,0 +1,57 @@
+"""Continual-learning baselines and the sequential trainer that writes one checkpoint per stage.
+
+Methods register by name in :data:`METHODS` (one module each): ``seq-lora``, ``dora``, ``replay``, ``ewc``,
+``lwf``, ``multitask``, ``dir-lora``, ``zero-shot``. The trainer is :func:`cvit_bench.baselines.trainer.train_run`;
+the runner loads any method's stage folder with :func:`load_for_eval`.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..registry import Registry
+
+#: name → Method subclass
+METHODS: Registry[type] = Registry("method")
+
+_MODULES = ("seq_lora", "dora", "replay", "ewc", "lwf", "multitask", "dir_lora", "zero_shot")
+
+
+def _load_all() -> None:
+    for mod in _MODULES:
+        importlib.import_module(f"{__name__}.{mod}")
+
+
+def get_method(name: str) -> type:
+    """The Method class registered as ``name`` (unknown names list the valid ones)."""
+    _load_all()
+    return METHODS.get(name)
+
+
+def method_names() -> list[str]:
+    _load_all()
+    return METHODS.names()
+
+
+def make_method(name: str, options: Mapping[str, Any] | None = None, *, seed: int = 0) -> Any:
+    """Instantiate a method with its typed config built from ``options`` (unknown options → error)."""
+    cls = get_method(name)
+    return cls(cls.config_cls.from_options(options, method=name), seed=seed)
+
+
+def load_for_eval(base_model: Any, stage_dir: str | Path, *, method: str | None = None,
+                  options: Mapping[str, Any] | None = None, adapter_name: str = "default") -> Any:
+    """Attach the adapter of a stage folder to ``base_model`` through its method's own loader.
+
+    The method is ``method`` if given, else the one recorded in the folder's ``cvit_stage.json``, else
+    ``seq-lora`` (a plain PEFT adapter folder written elsewhere).
+    """
+    from .run_dir import read_stage_marker
+
+    stage_dir = Path(stage_dir)
+    marker = read_stage_marker(stage_dir)
+    name = method or (marker or {}).get("method") or "seq-lora"
+    cfg = options if options is not None else (marker or {}).get("config") if (marker or {}).get("method") == name else None
+    return make_method(name, cfg).load_for_eval(base_model, stage_dir, adapter_name=adapter_name)

@@ -1,0 +1,58 @@
+"""What every model backend offers the runner: generation requests, the Backend protocol, the registry.
+
+A backend holds one base model for the whole evaluation and swaps adapters on it (``add_adapter``,
+``activate``, ``remove_adapter``); it never reloads the base between stages. ``generate`` takes one batch
+whose images are already decoded (the runner's DataLoader decodes them in worker processes) and returns one
+string per request, in order. Outputs must not depend on which other requests share the batch beyond what
+the numerics of the device allow; the backend records what could change them (dtype, batch size) through
+``describe``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from PIL import Image
+
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One sample to answer: the user text (without image token), the image path or None, the budget.
+
+    ``image_mode`` is ``pad`` or ``crop`` (see :mod:`cvit_bench.images`); ``max_new_tokens`` is this
+    request's own limit, honoured exactly even when the batch generates longer.
+    """
+
+    uid: str
+    prompt: str
+    image: str | None
+    max_new_tokens: int
+    image_mode: str = "pad"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    def add_adapter(self, name: str, path: str) -> None: ...
+
+    def activate(self, name: str | None) -> None: ...
+
+    def remove_adapter(self, name: str) -> None: ...
+
+    def generate(self, requests: list[GenerationRequest], images: list[Image.Image | None]) -> list[str]: ...
+
+    def auto_batch_size(self, requests: list[GenerationRequest], images: list[Image.Image | None]) -> int: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+#: name → backend class; each class has ``load(model, *, dtype=None, device="auto", prompt_format=...)``.
+BACKENDS: Registry[type] = Registry("backend")
+
+
+def load_backend(name: str, model: str, **kwargs: Any) -> Backend:
+    """Instantiate a registered backend (importing the built-in ones first)."""
+    from . import hf, predictions  # noqa: F401  (register "hf" and "predictions")
+
+    return BACKENDS.get(name).load(model, **kwargs)

@@ -1,0 +1,99 @@
+"""Checkpoint sequences to evaluate: a run directory (``run.json``) or ordered adapter folders.
+
+``run.json`` (DESIGN.md "Contracts pinned down")::
+
+    {"schema_version": 1, "benchmark": "cvit", "template_set": "single", "base_model": "...",
+     "method": {"name": "seq-lora", "config": {...}},
+     "stages": [{"index": 1, "task": "scienceqa", "path": "stage-01-scienceqa", "sha256": "..."}, ...],
+     "fewshot": [{"name": "fewshot-5", "task": "places365", "path": "...", "sha256": "..."}],
+     "eval_adapter": "chain" | "own-task"}
+
+``eval_adapter = "own-task"`` (dir-lora: one independent adapter per task) makes the runner evaluate task i with
+stage i's adapter at every later stage, so that reference's BWT is 0 by construction.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .benchmark import BenchmarkSpec
+from .errors import CvitError, SchemaVersionError
+from .files import read_json, sha256_file
+
+RUN_SCHEMA_VERSION = 1
+ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+@dataclass
+class StageCheckpoint:
+    label: str                 # "1".."T" or "fewshot-<k>"
+    task: str                  # task trained at this stage
+    path: Path
+    sha256: str
+
+
+@dataclass
+class RunPlan:
+    base_model: str | None
+    method: dict[str, Any] | None
+    template_set: str | None
+    benchmark: str | None
+    stages: list[StageCheckpoint]
+    fewshot: list[StageCheckpoint] = field(default_factory=list)
+    eval_adapter: str = "chain"
+    source: str = ""
+
+
+def adapter_weights(path: Path) -> Path:
+    for name in ADAPTER_WEIGHT_FILES:
+        if (path / name).is_file():
+            return path / name
+    raise CvitError(f"{path}: stage folder missing or not an adapter (expected adapter_config.json and "
+                    f"{' or '.join(ADAPTER_WEIGHT_FILES)})")
+
+
+def checkpoint_sha256(path: Path) -> str:
+    if not (path / "adapter_config.json").is_file():
+        raise CvitError(f"{path}: stage folder missing or not an adapter (no adapter_config.json)")
+    return sha256_file(adapter_weights(path))
+
+
+def load_run_dir(run_dir: str | os.PathLike) -> RunPlan:
+    run_dir = Path(run_dir)
+    data = read_json(run_dir / "run.json", "run description (run.json) of a run directory")
+    if data.get("schema_version") not in (RUN_SCHEMA_VERSION,):
+        raise SchemaVersionError(run_dir / "run.json", data.get("schema_version"), (RUN_SCHEMA_VERSION,), "run")
+
+    def stage(entry: dict, label: str) -> StageCheckpoint:
+        path = run_dir / entry["path"]
+        actual = checkpoint_sha256(path)
+        if entry.get("sha256") and entry["sha256"] != actual:
+            raise CvitError(f"{path}: adapter weights sha256 {actual[:12]}… differs from run.json ({entry['sha256'][:12]}…)")
+        return StageCheckpoint(label=label, task=entry["task"], path=path, sha256=actual)
+
+    stages = [stage(e, str(e["index"])) for e in sorted(data.get("stages", []), key=lambda e: e["index"])]
+    fewshot = [stage(e, e["name"]) for e in data.get("fewshot", [])]
+    return RunPlan(base_model=data.get("base_model"), method=data.get("method"), template_set=data.get("template_set"),
+                   benchmark=data.get("benchmark"), stages=stages, fewshot=fewshot,
+                   eval_adapter=data.get("eval_adapter", "chain"), source=str(run_dir))
+
+
+def plan_from_paths(paths: list[str], stage_tasks: list[str] | None, spec: BenchmarkSpec) -> RunPlan:
+    """Ordered ``--checkpoint`` adapter folders; their tasks from ``--stage-tasks`` or the benchmark order."""
+    tasks = stage_tasks or list(spec.upstream[: len(paths)])
+    if len(tasks) != len(paths):
+        raise CvitError(f"{len(paths)} checkpoints but {len(tasks)} stage tasks (--stage-tasks)")
+    stages = [StageCheckpoint(label=str(i), task=t, path=Path(p), sha256=checkpoint_sha256(Path(p)))
+              for i, (p, t) in enumerate(zip(paths, tasks), 1)]
+    return RunPlan(base_model=None, method=None, template_set=None, benchmark=spec.id, stages=stages, source="--checkpoint")
+
+
+def check_sequence(plan: RunPlan, spec: BenchmarkSpec, allow_partial: bool) -> None:
+    """A run must follow the benchmark order (a prefix is fine); anything else needs ``--allow-partial``."""
+    trained = [s.task for s in plan.stages]
+    if trained == list(spec.upstream[: len(trained)]) or allow_partial:
+        return
+    raise CvitError(f"{plan.source}: stages train {', '.join(trained)} but benchmark {spec.id} expects the order "
+                    f"{', '.join(spec.upstream)}; pass --allow-partial to evaluate a run that skips or reorders tasks")

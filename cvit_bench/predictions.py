@@ -1,0 +1,93 @@
+"""Prediction files: ours (``{"uid", "prediction"}``) and the CoIN/SMoLoRA reference format (``{"question_id", "text"}``).
+
+Layout (DESIGN.md): ``<dir>/<stage>/<task>.jsonl`` where ``<stage>`` is ``0`` (zero-shot), ``1``…``T``, the name of
+the upstream task trained at that stage, or ``fewshot-<k>``. Reference-format ids are joined on the sample's
+``source_id`` after ``str()`` (spec/formats.md b.4); line order is kept because two compat scorers align by position.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .benchmark import ZERO_SHOT_STAGE, BenchmarkSpec
+from .errors import CvitError, DataError
+from .files import iter_jsonl
+
+
+@dataclass
+class PredictionFile:
+    path: Path
+    key_kind: str                 # "uid" (ours) or "source_id" (reference format)
+    keys: list[str]
+    texts: list[str]
+    lines: list[int]
+    meta: list[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False) -> PredictionFile:
+    path = Path(path)
+    kind = None
+    keys, texts, lines, metas = [], [], [], []
+    for line_no, obj in iter_jsonl(path, tolerate_truncated_tail=tolerate_truncated_tail):
+        if "uid" in obj:
+            this, key, text_field = "uid", obj["uid"], "prediction"
+        elif "question_id" in obj:
+            this, key, text_field = "source_id", obj["question_id"], "text"
+        else:
+            raise DataError("needs `uid` (cvit-bench) or `question_id` (reference format)", file=path,
+                            record=f"line {line_no}", field="uid")
+        if kind is None:
+            kind = this
+        elif kind != this:
+            raise DataError("mixes cvit-bench (`uid`) and reference (`question_id`) lines", file=path, record=f"line {line_no}")
+        if text_field not in obj:
+            raise DataError("required field missing", file=path, record=f"line {line_no} (id {key})", field=text_field)
+        text = obj[text_field]
+        if text is None:
+            text = ""
+        if not isinstance(text, str):
+            raise DataError(f"must be a string, got {type(text).__name__}", file=path, record=f"line {line_no} (id {key})",
+                            field=text_field)
+        keys.append(str(key))
+        texts.append(text)
+        lines.append(line_no)
+        metas.append({k: v for k, v in obj.items() if k not in ("uid", "question_id", text_field)})
+    return PredictionFile(path=path, key_kind=kind or "uid", keys=keys, texts=texts, lines=lines, meta=metas)
+
+
+def stage_label(name: str, spec: BenchmarkSpec) -> str:
+    """Normalise a stage folder name: ``0``, ``1``…``T``, an upstream task name, or ``fewshot-<k>``."""
+    if name == ZERO_SHOT_STAGE:
+        return name
+    if name.isdigit() and 1 <= int(name) <= spec.T:
+        return str(int(name))
+    if name in spec.upstream:
+        return str(spec.upstream.index(name) + 1)
+    fewshot = {label for label, _ in spec.fewshot_stages()}
+    if name in fewshot:
+        return name
+    valid = ["0", f"1..{spec.T}", *spec.upstream, *sorted(fewshot)]
+    raise CvitError(f"unknown stage folder {name!r}; valid names: {', '.join(valid)}")
+
+
+def discover(predictions_dir: str | os.PathLike, spec: BenchmarkSpec) -> dict[tuple[str, str], Path]:
+    """Map ``(stage label, task)`` → prediction file for everything under ``predictions_dir``."""
+    root = Path(predictions_dir)
+    if not root.is_dir():
+        raise CvitError(f"{root}: predictions folder does not exist")
+    found: dict[tuple[str, str], Path] = {}
+    for stage_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        label = stage_label(stage_dir.name, spec)
+        for f in sorted(stage_dir.glob("*.jsonl")):
+            task = f.stem
+            spec.task(task)
+            if (label, task) in found:
+                raise CvitError(f"two prediction files for stage {label}, task {task}: {found[(label, task)]} and {f}")
+            found[(label, task)] = f
+    if not found:
+        raise CvitError(f"{root}: no prediction files (<stage>/<task>.jsonl)")
+    return found

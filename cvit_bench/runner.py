@@ -1,0 +1,368 @@
+"""``cvit-bench evaluate``: a checkpoint sequence × the benchmark → predictions, scores and ``results.json``.
+
+Engine (DESIGN.md "Evaluation engine"): the base model is loaded once; each stage's adapter is attached and
+activated (hot swap, never a reload) and removed once no remaining cell needs it. Per cell, the samples still
+missing from ``OUT/predictions/<stage>/<task>.jsonl`` are sorted by prompt length, batched (left padding, greedy,
+the task's ``max_new_tokens``), their images decoded by a DataLoader, and each batch is appended and flushed.
+Every line carries the cell's fingerprint (checkpoint sha256, task fingerprint, generation settings); a rerun
+skips finished uids, tolerates a truncated last line and refuses a file written under another fingerprint.
+A finished cell is rewritten in sample order, scored at once, and ``OUT/results.json`` is rewritten atomically.
+
+Several processes (``torchrun`` / ``accelerate launch``): samples are sharded by a hash of the uid, each rank
+appends to its own shard file, rank 0 merges, scores and writes results — the output does not depend on the
+number of processes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .benchmark import ZERO_SHOT_STAGE, BenchmarkSpec, load_benchmark, upstream_cells
+from .checkpoints import RunPlan, StageCheckpoint, check_sequence
+from .errors import CvitError
+from .files import JsonlAppender, atomic_write_text, iter_jsonl, sha256_file
+from .manifest import image_root, read_manifest, resolve_prepared, verify_files
+from .predictions import read_prediction_file
+from .results import write_results
+from .sample import Sample, read_samples
+from .score import CellScore, assemble_results, score_cell, stage_sort_key, write_score_files
+
+BASE_ADAPTER = "base"
+
+
+@dataclass(frozen=True)
+class Cell:
+    stage: str               # row label: "0", "1".."T", "fewshot-<k>"
+    task: str
+    adapter: str | None      # stage label whose adapter is active; None = the bare base
+
+
+@dataclass
+class EvalOptions:
+    profile: str = "compat"
+    schedule: str = "lower"
+    zero_shot: bool = False
+    tasks: list[str] | None = None
+    limit: int | None = None
+    batch_size: int | str = 8
+    num_workers: int = 2
+    allow_partial: bool = False
+    downstream: bool = True
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+def dist_info() -> DistInfo:
+    """Rank and world size under torchrun / accelerate launch (env vars), initialising gloo/nccl once."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size())
+
+
+def shard_of(uid: str, world: int) -> int:
+    return int.from_bytes(hashlib.sha256(uid.encode()).digest()[:8], "big") % world
+
+
+def plan_cells(spec: BenchmarkSpec, plan: RunPlan, opts: EvalOptions, available: set[str]) -> list[Cell]:
+    """Cells the schedule needs, in execution order (grouped by adapter so each is attached once)."""
+    trained = [s.task for s in plan.stages]
+    wanted = set(opts.tasks) if opts.tasks else None
+
+    def keep(task: str) -> bool:
+        return task in available and (wanted is None or task in wanted)
+
+    cells: list[Cell] = []
+    if opts.zero_shot:
+        cells += [Cell(ZERO_SHOT_STAGE, t, None) for t in spec.upstream if keep(t)]
+    n = len(plan.stages)
+    for t, i in upstream_cells(spec.T, opts.schedule, stages=n):
+        task = spec.upstream[i - 1] if opts.schedule == "full" else trained[i - 1]
+        if not keep(task):
+            continue
+        adapter = str(t)
+        if plan.eval_adapter == "own-task" and task in trained[:t]:
+            adapter = str(trained.index(task) + 1)
+        cells.append(Cell(str(t), task, adapter))
+    if opts.downstream and n == spec.T:
+        for d in spec.downstream:
+            if d.protocol == "zero-shot-final" and keep(d.task):
+                cells.append(Cell(str(n), d.task, str(n)))
+        for ck in plan.fewshot:
+            if keep(ck.task):
+                cells.append(Cell(ck.label, ck.task, ck.label))
+    return cells
+
+
+def generation_settings(spec: BenchmarkSpec, task: str, prompt_format: str, dtype: str, base_model: str) -> dict[str, Any]:
+    t = spec.task(task)
+    return {"max_new_tokens": t.max_new_tokens, "image_mode": t.image_mode, "do_sample": False, "num_beams": 1,
+            "prompt_format": prompt_format, "dtype": dtype, "base_model": base_model}
+
+
+def cell_fingerprint(checkpoint_sha: str, task_fp: str, settings: dict[str, Any]) -> str:
+    payload = json.dumps({"checkpoint": checkpoint_sha, "task": task_fp, "generation": settings}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def read_done(path: Path, fp: str) -> dict[str, dict]:
+    """Finished lines of a (possibly interrupted) prediction file; a line of another fingerprint is an error."""
+    done: dict[str, dict] = {}
+    if not path.exists():
+        return done
+    for line_no, obj in iter_jsonl(path, tolerate_truncated_tail=True):
+        if obj.get("fp") != fp:
+            raise CvitError(f"{path}: line {line_no} was written under fingerprint {obj.get('fp')!r}, this run is {fp!r} "
+                            "(different checkpoint, data or generation settings); use another --out or delete the file")
+        done[obj["uid"]] = obj
+    return done
+
+
+@dataclass
+class Evaluation:
+    """State of one evaluate call: what is loaded, which cells are done; drives the per-cell loop."""
+    spec: BenchmarkSpec
+    plan: RunPlan
+    backend: Any
+    samples: dict[str, list[Sample]]
+    task_fps: dict[str, str]
+    img_root: Path
+    out: Path
+    opts: EvalOptions
+    dist: DistInfo
+    base_model: str
+    template_set: str
+    prompt_format: str
+    dtype: str
+    log: Callable[[str], None] = print
+    progress: Any = None
+    scored: dict[tuple[str, str], CellScore] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    batch_size_used: int | None = None
+
+    def checkpoint(self, label: str | None) -> StageCheckpoint | None:
+        if label is None:
+            return None
+        for s in self.plan.stages + self.plan.fewshot:
+            if s.label == label:
+                return s
+        raise CvitError(f"no checkpoint for stage {label}")
+
+    def requests_for(self, cell: Cell) -> list:
+        from .backends.base import GenerationRequest
+
+        t = self.spec.task(cell.task)
+        samples = self.samples[cell.task]
+        return [GenerationRequest(uid=s.uid, prompt=s.prompt, image=str(self.img_root / s.image) if s.image else None,
+                                  max_new_tokens=t.max_new_tokens, image_mode=t.image_mode) for s in samples]
+
+    def pred_path(self, cell: Cell) -> Path:
+        return self.out / "predictions" / cell.stage / f"{cell.task}.jsonl"
+
+    def run_cell(self, cell: Cell) -> None:
+        ck = self.checkpoint(cell.adapter)
+        settings = generation_settings(self.spec, cell.task, self.prompt_format, self.dtype, self.base_model)
+        fp = cell_fingerprint(ck.sha256 if ck else BASE_ADAPTER, self.task_fps[cell.task], settings)
+        final_path = self.pred_path(cell)
+        requests = self.requests_for(cell)
+        order = {r.uid: i for i, r in enumerate(requests)}
+        shard_path = final_path if self.dist.world == 1 else final_path.with_name(
+            f"{cell.task}.shard-{self.dist.rank}-of-{self.dist.world}.jsonl")
+        done = read_done(final_path, fp)
+        if len(done) < len(requests) and shard_path != final_path:
+            done.update(read_done(shard_path, fp))
+        mine = [r for r in requests if r.uid not in done and (self.dist.world == 1 or shard_of(r.uid, self.dist.world) == self.dist.rank)]
+        started = time.perf_counter()
+        if mine:
+            self.backend.activate(cell.adapter)
+            self._generate(cell, mine, shard_path, fp)
+        self.dist.barrier()
+        if self.dist.is_main:
+            merged = read_done(final_path, fp)
+            for r in range(self.dist.world) if self.dist.world > 1 else []:
+                part = final_path.with_name(f"{cell.task}.shard-{r}-of-{self.dist.world}.jsonl")
+                merged.update(read_done(part, fp))
+            missing = [r.uid for r in requests if r.uid not in merged]
+            if missing:
+                raise CvitError(f"{final_path}: {len(missing)} samples have no prediction after generation (e.g. {missing[0]})")
+            lines = [json.dumps(merged[r.uid], ensure_ascii=False, sort_keys=True) for r in sorted(requests, key=lambda r: order[r.uid])]
+            atomic_write_text(final_path, "\n".join(lines) + "\n")
+            for r in range(self.dist.world) if self.dist.world > 1 else []:
+                final_path.with_name(f"{cell.task}.shard-{r}-of-{self.dist.world}.jsonl").unlink(missing_ok=True)
+            self.failures += [f"{cell.stage}/{cell.task} {o['uid']}: {o['error']}" for o in merged.values() if o.get("error")]
+            self.score(cell)
+        self.dist.barrier()
+        self.timings[f"{cell.stage}/{cell.task}"] = time.perf_counter() - started
+
+    def _generate(self, cell: Cell, requests: list, path: Path, fp: str) -> None:
+        import torch
+
+        from .backends.loader import ImageFailure, make_loader
+
+        requests = sorted(requests, key=lambda r: (len(r.prompt) + (1000 if r.image else 0), r.uid))
+        batch_size = self.opts.batch_size
+        if batch_size == "auto":
+            batch_size = self.batch_size_used or self._auto_batch(requests)
+        self.batch_size_used = int(batch_size)
+        task_bar = self.progress.add_task(f"stage {cell.stage} · {cell.task}", total=len(requests)) if self.progress else None
+        with JsonlAppender(path) as sink:
+            pending = list(requests)
+            while pending:
+                loader = make_loader(pending, self.opts.num_workers, int(batch_size))
+                try:
+                    for reqs, images in loader:
+                        ok = [(r, im) for r, im in zip(reqs, images) if not isinstance(im, ImageFailure)]
+                        failed = [(r, im) for r, im in zip(reqs, images) if isinstance(im, ImageFailure)]
+                        texts = self.backend.generate([r for r, _ in ok], [im for _, im in ok]) if ok else []
+                        lines = [{"uid": r.uid, "prediction": t, "fp": fp} for (r, _), t in zip(ok, texts)]
+                        lines += [{"uid": r.uid, "prediction": "", "fp": fp, "error": f"image: {im.message}"} for r, im in failed]
+                        sink.write_many(lines)
+                        done_uids = {r.uid for r in reqs}
+                        pending = [r for r in pending if r.uid not in done_uids]
+                        if task_bar is not None:
+                            self.progress.advance(task_bar, len(reqs))
+                except torch.OutOfMemoryError:
+                    if int(batch_size) == 1:
+                        raise CvitError(f"stage {cell.stage} · {cell.task}: out of memory at batch size 1") from None
+                    batch_size = max(1, int(batch_size) // 2)
+                    self.batch_size_used = batch_size
+                    self.log(f"CUDA out of memory: batch size halved to {batch_size}; continuing")
+                    torch.cuda.empty_cache()
+        if task_bar is not None:
+            self.progress.remove_task(task_bar)
+
+    def _auto_batch(self, requests: list) -> int:
+        from .images import load_image
+
+        probe = requests[-8:]
+        images = [load_image(r.image, r.image_mode) if r.image else None for r in probe]
+        size = self.backend.auto_batch_size(probe, images)
+        self.log(f"auto batch size: {size}")
+        return size
+
+    def score(self, cell: Cell) -> None:
+        pf = read_prediction_file(self.pred_path(cell))
+        scored = score_cell(self.spec, cell.stage, cell.task, self.opts.profile, self.samples[cell.task], pf)
+        write_score_files(self.out, scored)
+        self.scored[(cell.stage, cell.task)] = scored
+        self.write_results()
+
+    def write_results(self) -> dict[str, Any]:
+        stages = [{"label": ZERO_SHOT_STAGE, "kind": "zero-shot"}] if any(s == ZERO_SHOT_STAGE for s, _ in self.scored) else []
+        stages += [{"label": s.label, "kind": "upstream", "task": s.task, "checkpoint_sha256": s.sha256, "path": str(s.path)}
+                   for s in self.plan.stages]
+        stages += [{"label": s.label, "kind": "fewshot", "task": s.task, "checkpoint_sha256": s.sha256, "path": str(s.path)}
+                   for s in self.plan.fewshot]
+        generation = {"profile": self.spec.generation_profile, "do_sample": False, "num_beams": 1,
+                      "max_new_tokens": {t: self.spec.task(t).max_new_tokens for t in self.samples},
+                      "image_mode": {t: self.spec.task(t).image_mode for t in self.samples},
+                      "batch_size": self.batch_size_used, "dtype": self.dtype, "prompt_format": self.prompt_format,
+                      "processes": self.dist.world, "schedule": self.opts.schedule}
+        warnings = list(self.failures)
+        if self.opts.limit:
+            warnings.append(f"evaluated on the first {self.opts.limit} samples per task (--limit): not comparable to full runs")
+        extra = {}
+        routing = self.out.parent / "routing.json"
+        if routing.is_file():
+            extra["routing"] = json.loads(routing.read_text())
+        results = assemble_results(
+            self.spec, self.opts.profile, self.template_set,
+            self.scored, base_model=self.base_model, method=self.plan.method, stages=stages, generation=generation,
+            provenance={"run": self.plan.source, "eval_adapter": self.plan.eval_adapter, "seed": None,
+                        "backend": self.backend.describe() if hasattr(self.backend, "describe") else {}},
+            warnings=warnings, extra=extra or None)
+        write_results(self.out / "results.json", results)
+        return results
+
+
+def evaluate(
+    plan: RunPlan,
+    *,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    benchmark: str = "cvit",
+    base_model: str | None = None,
+    backend: str = "hf",
+    backend_options: dict[str, Any] | None = None,
+    dtype: str | None = None,
+    device: str = "auto",
+    prompt_format: str | None = None,
+    opts: EvalOptions | None = None,
+    log: Callable[[str], None] = print,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Evaluate ``plan`` on the prepared benchmark; returns the final results dict (also in ``OUT/results.json``)."""
+    from .backends.base import load_backend
+
+    opts = opts or EvalOptions()
+    spec = load_benchmark(benchmark)
+    folder = resolve_prepared(data, spec.id)
+    manifest = read_manifest(folder)
+    verify_files(folder, manifest)
+    if manifest["benchmark"]["id"] != spec.id:
+        raise CvitError(f"{folder} holds benchmark {manifest['benchmark']['id']!r}, not {spec.id!r}")
+    if plan.template_set and plan.template_set != manifest["template_set"]:
+        raise CvitError(f"{plan.source} was trained on template set {plan.template_set!r} but {folder} was prepared "
+                        f"with {manifest['template_set']!r}")
+    check_sequence(plan, spec, opts.allow_partial)
+    base = base_model or plan.base_model
+    if not base:
+        raise CvitError("no base model: pass --base-model (run.json has none)")
+    available = {info["task"] for info in manifest["files"].values() if info["split"] == spec.eval_split}
+    cells = plan_cells(spec, plan, opts, available)
+    if not cells:
+        raise CvitError("nothing to evaluate: no cell of the schedule has prepared data (check --tasks and the data)")
+    samples: dict[str, list[Sample]] = {}
+    for task in dict.fromkeys(c.task for c in cells):
+        rows = read_samples(folder / f"{task}/{spec.eval_split}.parquet")
+        samples[task] = rows[: opts.limit] if opts.limit else rows
+    task_fps = {t: manifest["files"][f"{t}/{spec.eval_split}.parquet"]["fingerprint"] for t in samples}
+    fmt = prompt_format or spec.prompt_format
+    be = load_backend(backend, base, dtype=dtype, device=device, prompt_format=fmt, **(backend_options or {}))
+    ev = Evaluation(spec=spec, plan=plan, backend=be, samples=samples, task_fps=task_fps, img_root=image_root(folder, manifest),
+                    out=Path(out), opts=opts, dist=dist_info(), base_model=str(base), template_set=manifest["template_set"],
+                    prompt_format=fmt,
+                    dtype=getattr(be, "dtype", dtype or "float32"), log=log, progress=progress)
+    remaining: dict[str | None, int] = {}
+    for c in cells:
+        remaining[c.adapter] = remaining.get(c.adapter, 0) + 1
+    loaded: set[str] = set()
+    for c in cells:
+        if c.adapter is not None and c.adapter not in loaded:
+            be.add_adapter(c.adapter, str(ev.checkpoint(c.adapter).path))
+            loaded.add(c.adapter)
+        ev.run_cell(c)
+        remaining[c.adapter] -= 1
+        if c.adapter is not None and remaining[c.adapter] == 0:
+            be.remove_adapter(c.adapter)       # keep memory flat over long sequences
+            loaded.discard(c.adapter)
+    results = ev.write_results() if ev.dist.is_main else {}
+    if ev.dist.is_main:
+        results["_timings"] = ev.timings
+    return results

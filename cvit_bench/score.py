@@ -1,0 +1,319 @@
+"""``cvit-bench score``: prediction files → per-cell scores → ``results.json`` (schema in :mod:`cvit_bench.results`).
+
+Pipeline per cell (stage × task): join prediction lines to samples (:func:`join_cell`, profile-dependent: the
+compat scorers count prediction lines and two of them align by position; standard rules join by id over the
+whole split), score with the task's metric for the profile, compute instruction-following flags, a standard
+error clustered by image and, for earlier tasks, a paired test of the learned stage against the final stage.
+:func:`assemble_results` turns scored cells into the accuracy matrix and recomputes every summary from it.
+The runner uses the same two functions after every finished cell.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .benchmark import PROFILES, ZERO_SHOT_STAGE, BenchmarkSpec, TaskSpec, load_benchmark
+from .continual import AccuracyMatrix, mif, summarize, zero_shot_ap
+from .errors import CvitError, DataError
+from .files import atomic_write_text, sha256_file
+from .manifest import read_manifest, resolve_prepared
+from .predictions import PredictionFile, discover, read_prediction_file
+from .results import write_results
+from .sample import Sample, read_samples
+from .scoring.base import Metric, get_metric
+from .scoring.instruction_following import if_flags, if_rate
+from .stats import clustered_se, paired_test
+
+N_EXAMPLES = 5
+
+
+@dataclass
+class JoinReport:
+    n_lines: int
+    unknown: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_lines": self.n_lines, "n_unknown": len(self.unknown), "unknown_examples": self.unknown[:N_EXAMPLES],
+                "n_duplicates": len(self.duplicates), "duplicate_examples": self.duplicates[:N_EXAMPLES],
+                "n_missing": len(self.missing), "missing_examples": self.missing[:N_EXAMPLES]}
+
+    def warnings(self, where: str) -> list[str]:
+        out = []
+        for name, items in (("unknown ids", self.unknown), ("duplicate ids", self.duplicates), ("missing predictions", self.missing)):
+            if items:
+                out.append(f"{where}: {len(items)} {name} (e.g. {', '.join(items[:N_EXAMPLES])})")
+        return out
+
+
+@dataclass
+class CellScore:
+    stage: str
+    task: str
+    metric_id: str
+    scale: str
+    value: float | None
+    n: int
+    uids: list[str]                       # aligned with per_sample
+    per_sample: list[float | None]
+    if_flags: dict[str, int | None]
+    if_rate: float | None
+    stderr: float | None
+    join: JoinReport
+    extras: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        extras = dict(self.extras)
+        return {"value": self.value, "metric": self.metric_id, "scale": self.scale, "n": self.n, "stderr": self.stderr,
+                "if_rate": self.if_rate, "n_predictions": self.join.n_lines,
+                "n_missing": int(extras.pop("n_missing", len(self.join.missing))),
+                "n_empty": int(extras.pop("n_empty", 0)), "join": self.join.to_dict(), "extras": extras}
+
+
+def resolve_metric(task: TaskSpec, profile: str, samples: list[Sample]) -> tuple[str, list[str]]:
+    """The metric id a cell is scored with, and why it differs from the benchmark's (never a silent swap)."""
+    metric_id = task.metric(profile)
+    notes = []
+    if metric_id == "vqa_soft@m4c" and samples and all(len(s.references) < 3 for s in samples):
+        # spec metrics.md 3: without the 10 official answers, fall back to exact@m4c and label the cell so.
+        notes.append(f"{task.id}: the prepared data has no 10 human answers; scored with exact@m4c instead of vqa_soft@m4c")
+        metric_id = "exact@m4c"
+    if metric_id.startswith("cider_d@ptb"):
+        from .scoring.cider_d import resolve_metric_id
+
+        resolved = resolve_metric_id(metric_id)
+        if resolved != metric_id:
+            notes.append(f"{task.id}: Java PTB tokenizer unavailable; scored with {resolved} instead of {metric_id}")
+            metric_id = resolved
+    return metric_id, notes
+
+
+def join_cell(samples: list[Sample], pf: PredictionFile, metric: Metric, profile: str) -> tuple[list[Sample], list[str | None], JoinReport]:
+    """Align prediction lines with samples the way the metric's reference scorer does."""
+    key_of = (lambda s: s.uid) if pf.key_kind == "uid" else (lambda s: s.source_id)
+    index = {key_of(s): s for s in samples}
+    counts = Counter(pf.keys)
+    report = JoinReport(n_lines=len(pf), unknown=[k for k in dict.fromkeys(pf.keys) if k not in index],
+                        duplicates=[k for k, c in counts.items() if c > 1])
+    if report.duplicates and profile == "standard":
+        raise DataError(f"{len(report.duplicates)} duplicate ids (e.g. {', '.join(report.duplicates[:N_EXAMPLES])});"
+                        " the standard profile joins by id and needs one line per sample", file=pf.path, field=pf.key_kind)
+    present = set(pf.keys)
+    report.missing = [s.uid for s in samples if key_of(s) not in present]
+    if metric.positional and pf.key_kind == "source_id":
+        # The compat ImageNet/Places365 scorer pairs line i with eval entry i; refuse rather than misalign.
+        expected = [s.source_id for s in samples]
+        if pf.keys != expected:
+            if len(pf.keys) != len(expected):
+                raise DataError(f"positional alignment ({metric.id}) needs one line per eval sample in eval-file order: "
+                                f"{len(pf.keys)} lines vs {len(expected)} samples", file=pf.path)
+            first = next(i for i, (a, b) in enumerate(zip(pf.keys, expected)) if a != b)
+            raise DataError(f"positional alignment ({metric.id}): line {pf.lines[first]} has question_id {pf.keys[first]!r} "
+                            f"but eval entry {first + 1} is {expected[first]!r}; the file is not in eval-file order", file=pf.path)
+    if metric.universe == "predictions":
+        pairs = [(index[k], t) for k, t in zip(pf.keys, pf.texts) if k in index]
+        return [s for s, _ in pairs], [t for _, t in pairs], report
+    last = {k: t for k, t in zip(pf.keys, pf.texts)}     # duplicates collapse to the last line (reference dict)
+    return list(samples), [last.get(key_of(s)) for s in samples], report
+
+
+def score_cell(spec: BenchmarkSpec, stage: str, task_id: str, profile: str, samples: list[Sample], pf: PredictionFile) -> CellScore:
+    if profile not in PROFILES:
+        raise CvitError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    task = spec.task(task_id)
+    metric_id, notes = resolve_metric(task, profile, samples)
+    metric = get_metric(metric_id)
+    cell_samples, preds, report = join_cell(samples, pf, metric, profile)
+    result = metric.score(cell_samples, preds)
+    flags: dict[str, int | None] = {}
+    rate = None
+    if task.if_check:
+        if profile == "compat":   # reference IF scripts iterate over predictions keyed by id
+            last = dict(zip(pf.keys, pf.texts))
+            key_of = (lambda s: s.uid) if pf.key_kind == "uid" else (lambda s: s.source_id)
+            if_samples = [s for s in samples if key_of(s) in last] if task.kind != "multiple_choice" else list(samples)
+            if_preds = [last.get(key_of(s)) for s in if_samples]
+        else:
+            if_samples, if_preds = list(samples), [p for p in join_cell(samples, pf, _SamplesUniverse, profile)[1]]
+        values = if_flags(task.if_check, if_samples, if_preds, profile)
+        flags = {s.uid: v for s, v in zip(if_samples, values)}
+        rate = if_rate(values)
+    uids = [s.uid for s in cell_samples]
+    se = clustered_se(result.per_sample, [s.image or s.uid for s in cell_samples])
+    where = f"{pf.path}"
+    warnings = notes + report.warnings(where)
+    if "warning" in result.extras:
+        warnings.append(f"{task_id} @ stage {stage}: {result.extras['warning']}")
+    return CellScore(stage=stage, task=task_id, metric_id=result.metric_id, scale=result.scale, value=result.value,
+                     n=result.n, uids=uids, per_sample=list(result.per_sample), if_flags=flags, if_rate=rate, stderr=se,
+                     join=report, extras=dict(result.extras), warnings=warnings)
+
+
+class _SamplesUniverse:
+    """A stand-in metric description for joining every sample by id (used for standard IF checks)."""
+    id = "join@samples"
+    universe = "samples"
+    positional = False
+
+
+def _per_uid(cell: CellScore) -> dict[str, float]:
+    return {u: v for u, v in zip(cell.uids, cell.per_sample) if v is not None}
+
+
+def _library_versions() -> dict[str, str]:
+    out = {}
+    for name in ("torch", "transformers", "peft", "datasets", "pyarrow", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                              text=True, timeout=5, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def stage_sort_key(label: str) -> tuple[int, str]:
+    return (int(label), "") if label.isdigit() else (10_000, label)
+
+
+def assemble_results(
+    spec: BenchmarkSpec,
+    profile: str,
+    template_set: str,
+    cells: dict[tuple[str, str], CellScore],
+    *,
+    base_model: str | None = None,
+    method: dict | None = None,
+    stages: list[dict] | None = None,
+    generation: dict | None = None,
+    provenance: dict | None = None,
+    warnings: list[str] | None = None,
+    extra: dict | None = None,
+) -> dict[str, Any]:
+    """Build the results.json dict from scored cells; the summary is always recomputed from the matrix."""
+    T = spec.T
+    upstream_stage_numbers = sorted({int(s) for s, t in cells if s.isdigit() and s != ZERO_SHOT_STAGE and t in spec.upstream})
+    rows = ([ZERO_SHOT_STAGE] if any(s == ZERO_SHOT_STAGE for s, _ in cells) else [])
+    rows += [str(t) for t in range(1, (max(upstream_stage_numbers) if upstream_stage_numbers else 0) + 1)]
+    tasks = list(spec.upstream)
+
+    def cell_value(stage: str, task: str, attr: str):
+        c = cells.get((stage, task))
+        return getattr(c, attr) if c is not None else None
+
+    values = [[cell_value(r, t, "value") for t in tasks] for r in rows]
+    if_values = [[cell_value(r, t, "if_rate") for t in tasks] for r in rows]
+    metric_ids = []
+    for t in tasks:
+        used = {c.metric_id for (s, tt), c in cells.items() if tt == t}
+        metric_ids.append(sorted(used)[0] if len(used) == 1 else (", ".join(sorted(used)) or spec.task(t).metric(profile)))
+    matrix = AccuracyMatrix(tasks=tasks, stages=rows, values=values)
+    final = str(T)
+    final_if = [cell_value(final, t, "if_rate") for t in tasks] if final in rows else None
+    summary = summarize(matrix, final_if)
+
+    cell_dicts: dict[str, Any] = {}
+    for (stage, task), c in sorted(cells.items(), key=lambda kv: (stage_sort_key(kv[0][0]), kv[0][1])):
+        d = c.to_dict()
+        if task in spec.upstream and stage.isdigit() and int(stage) == spec.upstream.index(task) + 1 and int(stage) < T:
+            final_cell = cells.get((final, task))
+            if final_cell is not None:
+                a, b = _per_uid(c), _per_uid(final_cell)
+                common = [u for u in a if u in b]
+                test = paired_test([a[u] for u in common], [b[u] for u in common])
+                d["paired_vs_final"] = test.to_dict() if test is not None else None
+        cell_dicts[f"{stage}/{task}"] = d
+
+    downstream: dict[str, Any] = {}
+    zs_values, zs_if = [], []
+    for d in spec.downstream:
+        labels = d.stage_labels() or [final]
+        for label in labels:
+            c = cells.get((label, d.task))
+            key = d.task if d.protocol != "few-shot" else f"{d.task}@{label}"
+            downstream[key] = {"value": c.value if c else None, "metric": c.metric_id if c else spec.task(d.task).metric(profile),
+                               "if_rate": c.if_rate if c else None, "stage": label, "n": c.n if c else 0, "protocol": d.protocol}
+            if d.protocol == "zero-shot-final":
+                zs_values.append(c.value if c else None)
+                zs_if.append(c.if_rate if c else None)
+    all_warnings = list(warnings or [])
+    for c in cells.values():
+        all_warnings.extend(w for w in c.warnings if w not in all_warnings)
+    results = {
+        "benchmark": {"id": spec.id, "version": spec.version, "template_set": template_set, "profile": profile},
+        "base_model": base_model, "method": method, "stages": stages or [],
+        "matrix": {"tasks": tasks, "stages": rows, "values": values, "metrics": metric_ids},
+        "if_rates": {"tasks": tasks, "stages": rows, "values": if_values},
+        "cells": cell_dicts, "summary": summary, "downstream": downstream,
+        "downstream_summary": {"zero_shot_AP": zero_shot_ap(zs_values) if spec.downstream and zs_values else None,
+                               "zero_shot_MIF": mif(zs_if) if zs_if else None},
+        "generation": generation or {},
+        "provenance": {"cvit_bench_version": __version__, "git_commit": git_commit(), "libraries": _library_versions(),
+                       **(provenance or {})},
+        "warnings": all_warnings,
+    }
+    if extra:
+        results.update(extra)
+    return results
+
+
+def write_score_files(out: str | os.PathLike, cell: CellScore) -> Path:
+    """``OUT/scores/<stage>/<task>.jsonl``: per sample ``uid``, ``score`` and ``if`` (written atomically)."""
+    import json
+
+    path = Path(out) / "scores" / cell.stage / f"{cell.task}.jsonl"
+    lines = [json.dumps({"uid": u, "score": v, "if": cell.if_flags.get(u)}, sort_keys=True) for u, v in zip(cell.uids, cell.per_sample)]
+    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
+    return path
+
+
+def load_eval_samples(folder: Path, manifest: dict, spec: BenchmarkSpec, task: str, split: str | None = None) -> list[Sample]:
+    split = split or spec.eval_split
+    rel = f"{task}/{split}.parquet"
+    if rel not in manifest.get("files", {}):
+        raise CvitError(f"{folder}: the prepared data has no {rel} (tasks prepared: {', '.join(sorted(manifest.get('tasks', {})))})")
+    return read_samples(folder / rel)
+
+
+def score_directory(
+    predictions: str | os.PathLike,
+    data: str | os.PathLike,
+    *,
+    benchmark: str = "cvit",
+    profile: str = "compat",
+    out: str | os.PathLike,
+) -> dict[str, Any]:
+    """Score every ``<stage>/<task>.jsonl`` under ``predictions`` and write ``OUT/results.json`` + score files."""
+    spec = load_benchmark(benchmark)
+    folder = resolve_prepared(data, spec.id)
+    manifest = read_manifest(folder)
+    if manifest["benchmark"]["id"] != spec.id:
+        raise CvitError(f"{folder} holds benchmark {manifest['benchmark']['id']!r}, not {spec.id!r}")
+    files = discover(predictions, spec)
+    cells: dict[tuple[str, str], CellScore] = {}
+    cache: dict[str, list[Sample]] = {}
+    for (stage, task), path in sorted(files.items(), key=lambda kv: (stage_sort_key(kv[0][0]), kv[0][1])):
+        if task not in cache:
+            cache[task] = load_eval_samples(folder, manifest, spec, task)
+        cell = score_cell(spec, stage, task, profile, cache[task], read_prediction_file(path))
+        write_score_files(out, cell)
+        cells[(stage, task)] = cell
+    results = assemble_results(spec, profile, manifest["template_set"], cells,
+                               provenance={"data_manifest_sha256": sha256_file(folder / "manifest.json"),
+                                           "predictions": str(Path(predictions).resolve())})
+    write_results(Path(out) / "results.json", results)
+    return results

@@ -1,0 +1,70 @@
+"""The metric interface and registry.
+
+A metric scores one cell (one task's predictions at one stage) against the samples' ``references``.
+The caller (``cvit_bench.score``) joins prediction lines to samples and passes aligned lists:
+
+* ``samples[i]`` is the unified sample, ``predictions[i]`` its prediction text, or ``None`` when the
+  prediction file has no line for it (only possible for metrics whose ``universe == "samples"``).
+* ``universe == "predictions"``: the caller passes only samples that have a prediction line, in file
+  order (the compat scorers' denominator is the number of prediction lines).
+* ``universe == "samples"``: the caller passes every sample of the eval split; the metric decides what a
+  missing prediction means (compat ScienceQA: ``FAILED``; standard rules: the empty string).
+
+Metric ids are ``<rule>@<variant>`` (``spec/metrics.md`` §1) and are looked up in :data:`METRICS`;
+the module implementing id ``rule@variant`` is ``cvit_bench/scoring/<rule>.py`` (listed in
+:data:`METRIC_MODULES`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+from ..registry import Registry
+from ..sample import Sample
+
+Scale = Literal["percent", "cider_x100"]
+Universe = Literal["predictions", "samples"]
+
+
+@dataclass
+class MetricResult:
+    metric_id: str
+    value: float | None          # aggregate on the papers' scale (percent, or CIDEr x100); None if nothing scored
+    per_sample: list[float | None]  # aligned with the input; each on the same scale as ``value``; None = not counted
+    n: int                       # the denominator actually used
+    scale: Scale = "percent"
+    extras: dict[str, Any] = field(default_factory=dict)  # e.g. GQA binary/open, missing/empty counts
+
+
+class Metric(Protocol):
+    id: ClassVar[str]
+    scale: ClassVar[Scale]
+    universe: ClassVar[Universe]
+    positional: ClassVar[bool]   # compat scorers that align by line position (ImageNet/Places365)
+
+    def score(self, samples: Sequence[Sample], predictions: Sequence[str | None]) -> MetricResult: ...
+
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def get_metric(metric_id: str) -> Metric:
+    _load_all()
+    return METRICS.get(metric_id)
+
+
+def metric_ids() -> list[str]:
+    _load_all()
+    return METRICS.names()
+
+
+# One module per rule; importing a module registers its metrics. Keep in sync with the files.
+METRIC_MODULES: tuple[str, ...] = ("mc_letter", "vqa_soft", "exact", "substring", "cider_d", "iou50")
+
+
+def _load_all() -> None:
+    import importlib
+
+    for name in METRIC_MODULES:
+        importlib.import_module(f"{__package__}.{name}")

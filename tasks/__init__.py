@@ -1,0 +1,64 @@
+"""Task loaders: one module per source dataset, registered by name.
+
+Sources (``prepare --source NAME``) are registered in :data:`SOURCES`:
+
+* ``cvit-files`` (:mod:`cvit_bench.tasks.cvit_files`): the published LLaVA-style CVIT instruction files, joined
+  with the official annotation files the scorers need;
+* ``raw``: the official raw datasets, one loader per dataset in :data:`RAW_LOADERS` (module
+  ``cvit_bench/tasks/<task>.py``).
+
+A loader turns one (task, split) into unified :class:`~cvit_bench.sample.Sample` records. Sources whose
+files already contain the instruction (``assigns_templates = False``) fill ``instruction``/``template_index``
+themselves; otherwise :func:`cvit_bench.prepare.prepare` assigns templates from ``(seed, uid)``.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ..benchmark import BenchmarkSpec, TaskSpec
+from ..registry import Registry
+from ..sample import Sample
+from ..templates import TemplateSet
+
+
+@dataclass
+class LoadContext:
+    benchmark: BenchmarkSpec
+    template_set: TemplateSet
+    seed: int
+    raw_root: Path
+    image_root: Path
+    paths: dict[str, Path] = field(default_factory=dict)   # --path NAME=PATH overrides
+
+
+class Source(Protocol):
+    name: str
+    assigns_templates: bool        # False: the files carry their instruction text
+    loader_version: str
+
+    def splits(self, ctx: LoadContext, task: TaskSpec) -> list[str]: ...
+
+    def load(self, ctx: LoadContext, task: TaskSpec, split: str) -> list[Sample]: ...
+
+
+SOURCES: Registry[Source] = Registry("source")
+# Raw-dataset loaders (issue: `prepare --source raw`), keyed by task id: fn(ctx, task, split) -> list[Sample].
+RAW_LOADERS: Registry[Callable[[LoadContext, TaskSpec, str], list[Sample]]] = Registry("raw loader")
+
+# Modules that register sources/loaders on import.
+_MODULES = ("cvit_files", "raw", "scienceqa", "textvqa", "flickr30k", "imagenet", "gqa", "vqav2", "vizwiz",
+            "textcaps", "ocrvqa", "places365", "synthetic")
+
+
+def load_sources() -> None:
+    for name in _MODULES:
+        importlib.import_module(f"{__name__}.{name}")
+
+
+def get_source(name: str) -> Source:
+    load_sources()
+    return SOURCES.get(name)

@@ -1,0 +1,233 @@
+"""Source ``cvit-files``: the published CVIT instruction files (HF dataset ``zackie29/SMoLoRA``).
+
+Layout (DESIGN.md "Published CVIT files"): ``DIR/Instructions_Single/<Task>/`` for the single-type set and
+``DIR/Instructions_Multi/<Task>/`` (or ``Instructions_Five/``) for the five-type set, with the files as released
+(``train.json``; ``test.json``/``val.json``; ``train_5shot.json``, ``train_10shot.json``). Formats: spec/formats.md
+a.2 (training: LLaVA conversations) and a.3 (evaluation: ``question_id``, ``image``, ``text``, ``answer``).
+
+The scorers need more than the files hold, so evaluation splits are joined with official annotations:
+ScienceQA ``problems.json`` (+ ``pid_splits.json``) for the choices and gold letter, TextVQA
+``TextVQA_0.5.1_val.json`` for the 10 human answers, GQA ``testdev_balanced_questions.json`` for balance and
+question types. ``--path NAME=PATH`` overrides: ``instructions`` (the Instructions_* folder), a task id (that
+task's folder), ``scienceqa_problems``, ``scienceqa_splits``, ``textvqa_annotations``, ``gqa_questions``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..benchmark import TaskSpec
+from ..errors import DataError, MissingFileError
+from ..files import read_json
+from ..registry import Registry
+from ..sample import Sample
+from ..templates import compose_prompt, split_prompt
+from . import SOURCES, LoadContext
+from .scienceqa_format import LETTERS
+
+INSTRUCTION_DIRS = {"single": ("Instructions_Single",), "five": ("Instructions_Multi", "Instructions_Five")}
+
+# Per-task joins with official annotations: fn(ctx, task, split, path, records, samples) -> None (mutates samples).
+JOINS: Registry[Callable[..., None]] = Registry("cvit-files join")
+
+
+def instructions_dir(ctx: LoadContext) -> Path:
+    if "instructions" in ctx.paths:
+        return ctx.paths["instructions"]
+    candidates = INSTRUCTION_DIRS.get(ctx.template_set.id, (f"Instructions_{ctx.template_set.id}",))
+    for name in candidates:
+        if (ctx.raw_root / name).is_dir():
+            return ctx.raw_root / name
+    return ctx.raw_root / candidates[0]
+
+
+def task_file(ctx: LoadContext, task: TaskSpec, split: str) -> Path:
+    spec = task.cvit_files
+    folder = ctx.paths.get(task.id) or instructions_dir(ctx) / spec["folder"]
+    return Path(folder) / spec["splits"][split]
+
+
+def _id_type(value: Any) -> str:
+    return "int" if isinstance(value, int) and not isinstance(value, bool) else "str"
+
+
+def _require(rec: dict, key: str, path: Path, record: object, types: tuple[type, ...]) -> Any:
+    if key not in rec:
+        raise DataError("required field missing", file=path, record=record, field=key)
+    value = rec[key]
+    if not isinstance(value, types) or isinstance(value, bool):
+        names = " or ".join(t.__name__ for t in types)
+        raise DataError(f"must be {names}, got {type(value).__name__}", file=path, record=record, field=key)
+    return value
+
+
+def _image(rec: dict, path: Path, record: object) -> str | None:
+    image = rec.get("image")
+    if image is not None and not isinstance(image, str):
+        raise DataError("must be a string path", file=path, record=record, field="image")
+    return image or None
+
+
+def _fill_instruction(ctx: LoadContext, task: TaskSpec, text: str) -> tuple[str, str, int, str]:
+    question, instruction = split_prompt(text, task.composition)
+    index = ctx.template_set.find(task.family, instruction)
+    prompt = compose_prompt(question, instruction, task.composition)
+    return question, instruction, (-1 if index is None else index), prompt
+
+
+def read_eval_file(ctx: LoadContext, task: TaskSpec, split: str, path: Path) -> tuple[list[dict], list[Sample]]:
+    data = read_json(path, f"CVIT evaluation file of task {task.id!r}")
+    if not isinstance(data, list):
+        raise DataError("must be a JSON array of {question_id, image, text, answer} objects", file=path)
+    samples = []
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict):
+            raise DataError("must be a JSON object", file=path, record=f"#{i}")
+        qid = _require(rec, "question_id", path, f"#{i}", (str, int))
+        text = _require(rec, "text", path, qid, (str,))
+        answer = _require(rec, "answer", path, qid, (str, list))
+        if isinstance(answer, list) and not all(isinstance(a, str) for a in answer):
+            raise DataError("must be a string or a list of strings", file=path, record=qid, field="answer")
+        question, instruction, index, prompt = _fill_instruction(ctx, task, text)
+        references = list(answer) if isinstance(answer, list) else [answer]
+        meta = {"question_id_type": _id_type(qid), "ins_type": task.family}
+        if isinstance(answer, str) and task.kind == "caption":
+            meta["answer_is_string"] = True
+        samples.append(Sample(
+            uid=Sample.make_uid(task.id, split, str(qid)), task=task.id, split=split, source_id=str(qid),
+            image=_image(rec, path, qid), question=question, instruction=instruction,
+            template_set=ctx.template_set.id, template_index=index, prompt=prompt,
+            target=answer if isinstance(answer, str) else (answer[0] if answer else ""),
+            references=references, choices=[], meta=meta,
+        ))
+    return data, samples
+
+
+def read_train_file(ctx: LoadContext, task: TaskSpec, split: str, path: Path) -> tuple[list[dict], list[Sample]]:
+    data = read_json(path, f"CVIT training file of task {task.id!r}")
+    if not isinstance(data, list):
+        raise DataError("must be a JSON array of LLaVA conversation records", file=path)
+    samples = []
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict):
+            raise DataError("must be a JSON object", file=path, record=f"#{i}")
+        rid = rec.get("id", i)
+        if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+            raise DataError("must be a string or an integer", file=path, record=f"#{i}", field="id")
+        convs = _require(rec, "conversations", path, rid, (list,))
+        human = next((c for c in convs if isinstance(c, dict) and c.get("from") == "human"), None)
+        gpt = next((c for c in convs if isinstance(c, dict) and c.get("from") == "gpt"), None)
+        if human is None or not isinstance(human.get("value"), str):
+            raise DataError("needs a {'from': 'human', 'value': str} turn", file=path, record=rid, field="conversations")
+        if gpt is None or not isinstance(gpt.get("value"), str):
+            raise DataError("needs a {'from': 'gpt', 'value': str} turn", file=path, record=rid, field="conversations")
+        question, instruction, index, prompt = _fill_instruction(ctx, task, human["value"])
+        meta = {"question_id_type": _id_type(rid), "ins_type": task.family}
+        if "id" not in rec:
+            meta["id_from_position"] = True
+        samples.append(Sample(
+            uid=Sample.make_uid(task.id, split, str(rid)), task=task.id, split=split, source_id=str(rid),
+            image=_image(rec, path, rid), question=question, instruction=instruction,
+            template_set=ctx.template_set.id, template_index=index, prompt=prompt, target=gpt["value"],
+            references=[gpt["value"]], choices=[], meta=meta,
+        ))
+    return data, samples
+
+
+def _official(ctx: LoadContext, name: str, default: Path, what: str) -> Any:
+    return read_json(ctx.paths.get(name, default), what)
+
+
+@JOINS.register("scienceqa")
+def join_scienceqa(ctx: LoadContext, task: TaskSpec, split: str, path: Path, samples: list[Sample]) -> None:
+    """Choices and the gold letter from the official ``problems.json`` (the scorer's universe is the test split)."""
+    problems_path = ctx.paths.get("scienceqa_problems", ctx.raw_root / "ScienceQA" / "problems.json")
+    problems = read_json(problems_path, "official ScienceQA problems.json")
+    for s in samples:
+        problem = problems.get(s.source_id)
+        if problem is None:
+            if s.split == ctx.benchmark.eval_split:
+                raise DataError(f"problem id not in {problems_path}", file=path, record=s.source_id, field="question_id")
+            continue
+        choices = problem.get("choices")
+        answer = problem.get("answer")
+        if not isinstance(choices, list) or not isinstance(answer, int):
+            raise DataError("needs `choices` (list) and `answer` (int)", file=problems_path, record=s.source_id, field="choices")
+        s.choices = [str(c) for c in choices]
+        if s.split == ctx.benchmark.eval_split:
+            s.references = [LETTERS[answer]] if 0 <= answer < len(LETTERS) else []
+        s.meta.update({k: problem[k] for k in ("grade", "subject", "category") if k in problem})
+    if split == ctx.benchmark.eval_split:
+        splits_path = ctx.paths.get("scienceqa_splits", ctx.raw_root / "ScienceQA" / "pid_splits.json")
+        if Path(splits_path).is_file():
+            official = set(read_json(splits_path, "official ScienceQA pid_splits.json").get("test", []))
+            present = {s.source_id for s in samples}
+            missing = sorted(official - present)
+            if missing:
+                # The compat scorer counts every official test problem; a file lacking some makes numbers incomparable.
+                for s in samples[:1]:
+                    s.meta["official_test_missing"] = len(missing)
+
+
+@JOINS.register("textvqa")
+def join_textvqa(ctx: LoadContext, task: TaskSpec, split: str, path: Path, samples: list[Sample]) -> None:
+    """The 10 human answers from ``TextVQA_0.5.1_val.json`` (the scorer looks them up by ``str(question_id)``)."""
+    if split != ctx.benchmark.eval_split:
+        return
+    ann_path = ctx.paths.get("textvqa_annotations", ctx.raw_root / "TextVQA" / "TextVQA_0.5.1_val.json")
+    ann = read_json(ann_path, "official TextVQA_0.5.1_val.json")
+    if not isinstance(ann, dict) or not isinstance(ann.get("data"), list):
+        raise DataError("must be an object with a `data` list", file=ann_path, field="data")
+    answers = {str(q.get("question_id")): q.get("answers") for q in ann["data"] if isinstance(q, dict)}
+    for s in samples:
+        found = answers.get(s.source_id)
+        if found is None:
+            raise DataError(f"question id not in {ann_path}", file=path, record=s.source_id, field="question_id")
+        if not isinstance(found, list) or len(found) != 10:
+            raise DataError("must be a list of exactly 10 answers", file=ann_path, record=s.source_id, field="answers")
+        s.references = [str(a) for a in found]
+
+
+@JOINS.register("gqa")
+def join_gqa(ctx: LoadContext, task: TaskSpec, split: str, path: Path, samples: list[Sample]) -> None:
+    """Balance flag and question types from ``testdev_balanced_questions.json`` (unknown ids crash the scorer)."""
+    if split != ctx.benchmark.eval_split:
+        return
+    q_path = ctx.paths.get("gqa_questions", ctx.raw_root / "GQA" / "testdev_balanced_questions.json")
+    questions = read_json(q_path, "official GQA testdev_balanced_questions.json")
+    for s in samples:
+        q = questions.get(s.source_id)
+        if q is None:
+            raise DataError(f"question id not in {q_path}", file=path, record=s.source_id, field="question_id")
+        if "answer" not in q:
+            raise DataError("required field missing", file=q_path, record=s.source_id, field="answer")
+        s.references = [str(q["answer"])]
+        types = q.get("types") or {}
+        s.meta.update({"is_balanced": bool(q.get("isBalanced", False)),
+                       "structural": types.get("structural"), "semantic": types.get("semantic")})
+
+
+class CvitFilesSource:
+    name = "cvit-files"
+    assigns_templates = False
+    loader_version = "cvit-files/1"
+
+    def splits(self, ctx: LoadContext, task: TaskSpec) -> list[str]:
+        if not task.cvit_files:
+            raise DataError(f"task {task.id!r} has no `cvit_files` entry", file=ctx.benchmark.source_file, record=task.id)
+        return list(task.cvit_files["splits"])
+
+    def load(self, ctx: LoadContext, task: TaskSpec, split: str) -> list[Sample]:
+        path = task_file(ctx, task, split)
+        if not path.is_file():
+            raise MissingFileError(path, f"CVIT {split} file of task {task.id!r} ({task.cvit_files['folder']}/"
+                                         f"{task.cvit_files['splits'][split]})")
+        is_eval = split == ctx.benchmark.eval_split
+        _, samples = (read_eval_file if is_eval else read_train_file)(ctx, task, split, path)
+        if task.id in JOINS:
+            JOINS.get(task.id)(ctx, task, split, path, samples)
+        return samples
+
+
+SOURCES.add("cvit-files", CvitFilesSource())

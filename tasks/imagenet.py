@@ -1,0 +1,114 @@
+"""ImageNet-1k / ILSVRC2012 classification (spec/formats.md c.4).
+
+Accepted layouts in the dataset folder:
+
+* class names: ``LOC_synset_mapping.txt`` (Kaggle) or ``synset_words.txt``; lines ``<wnid> <name>, <name>, …``;
+* train: class folders ``ILSVRC/Data/CLS-LOC/train/<wnid>/*.JPEG`` (Kaggle) or ``train/<wnid>/``;
+* val: class folders ``…/val/<wnid>/`` (the common re-sorted layout) when the val folder has sub-folders;
+  otherwise the flat official folder with labels from ``LOC_val_solution.csv`` (``ImageId,PredictionString``;
+  the label is the first token of ``PredictionString``), ordered by ``ImageId``.
+
+The devkit's ``meta.mat`` + ``ILSVRC2012_validation_ground_truth.txt`` is not read (it needs a MATLAB reader,
+and its ids are not in sorted-wnid order); use the Kaggle CSV or class folders.
+
+Decision on class names (the published rule is unconfirmed): ``target`` = the first synonym as written,
+``references`` = every synonym, canonical first (the ``standard`` scorer accepts any of them); meta ``wnid``.
+Classes: every class with images in the split, unless the task's ``raw.classes`` names a list (a named class
+without images is an error listing it). ``source_id`` = the image file stem.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from ..benchmark import TaskSpec
+from ..errors import DataError
+from ..sample import Sample
+from . import RAW_LOADERS, LoadContext
+from ._raw_common import check_classes, dataset_dir, find_dir, find_file, image_prefix, join_image, make_sample, raw_split
+
+MAPPING_FILES = ("LOC_synset_mapping.txt", "synset_words.txt", "ILSVRC/LOC_synset_mapping.txt")
+VAL_LABEL_FILES = ("LOC_val_solution.csv", "ILSVRC/LOC_val_solution.csv")
+SPLIT_DIRS = {"train": ("ILSVRC/Data/CLS-LOC/train", "train"), "val": ("ILSVRC/Data/CLS-LOC/val", "val")}
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
+
+
+def read_synsets(path: Path) -> dict[str, list[str]]:
+    """``wnid -> synonyms`` from a mapping file (``n01440764 tench, Tinca tinca``)."""
+    out: dict[str, list[str]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            wnid, _, names = line.partition(" ")
+            synonyms = [s.strip() for s in names.split(",") if s.strip()]
+            if not wnid.startswith("n") or not synonyms:
+                raise DataError("must be '<wnid> <name>[, <name>…]'", file=path, record=f"line {n}", field="wnid")
+            out[wnid] = synonyms
+    return out
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def class_folder_items(folder: Path, synsets: dict[str, list[str]], mapping: Path) -> list[tuple[str, str]]:
+    """``(wnid, file name relative to folder)`` from ``folder/<wnid>/<image>``."""
+    items = []
+    for cls_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if cls_dir.name not in synsets:
+            raise DataError(f"class folder {cls_dir.name!r} is not in the synset mapping {mapping}", file=cls_dir,
+                            record=cls_dir.name, field="wnid")
+        items.extend((cls_dir.name, f"{cls_dir.name}/{p.name}") for p in _images_in(cls_dir))
+    return items
+
+
+def val_csv_items(path: Path, synsets: dict[str, list[str]]) -> list[tuple[str, str]]:
+    items = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
+            raise DataError("header must be 'ImageId,PredictionString'", file=path, record="line 1")
+        for n, row in enumerate(reader, 2):
+            if not row:
+                continue
+            image_id = row[0].strip()
+            tokens = row[1].split() if len(row) > 1 else []
+            if not image_id:
+                raise DataError("empty image id", file=path, record=f"line {n}", field="ImageId")
+            if not tokens:
+                raise DataError("no label", file=path, record=image_id, field="PredictionString")
+            if tokens[0] not in synsets:
+                raise DataError(f"label {tokens[0]!r} is not in the synset mapping", file=path, record=image_id,
+                                field="PredictionString")
+            items.append((tokens[0], f"{image_id}.JPEG"))
+    return sorted(items, key=lambda item: item[1])
+
+
+@RAW_LOADERS.register("imagenet")
+def load(ctx: LoadContext, task: TaskSpec, split: str) -> list[Sample]:
+    official = raw_split(ctx, task, split).official
+    folder = dataset_dir(ctx, task)
+    mapping = find_file(folder, MAPPING_FILES, "ImageNet synset mapping (LOC_synset_mapping.txt)")
+    synsets = read_synsets(mapping)
+    image_dir = find_dir(folder, SPLIT_DIRS.get(official, (official,)))
+    if image_dir.is_dir() and any(p.is_dir() for p in image_dir.iterdir()):
+        items = class_folder_items(image_dir, synsets, mapping)
+    elif official == "train":
+        raise DataError("expected class folders <wnid>/ with images", file=image_dir, field="train")
+    else:
+        items = val_csv_items(find_file(folder, VAL_LABEL_FILES, "ImageNet validation labels (LOC_val_solution.csv)"), synsets)
+    keep = check_classes(task.raw.get("classes"), {w for w, _ in items}, file=ctx.benchmark.source_file,
+                         record=f"tasks.{task.id}.raw")
+    prefix = image_prefix(ctx, image_dir)
+    samples = []
+    for wnid, rel in items:
+        if keep is not None and wnid not in keep:
+            continue
+        names = synsets[wnid]
+        samples.append(make_sample(ctx, task, split, Path(rel).stem, image=join_image(prefix, rel), question="",
+                                   target=names[0], references=list(names),
+                                   meta={"question_id_type": "str", "wnid": wnid}))
+    return samples
