@@ -236,11 +236,42 @@ def evaluate_command(checkpoints, stage_tasks, base_model, data, out, benchmark,
         click.echo(f"wrote {out / 'results.json'}")
 
 
+@main.command("demo")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("demo-out"), show_default=True)
+@click.option("--methods", default="seq-lora,replay,dir-lora", show_default=True)
+@click.option("--templates", type=click.Choice(["single", "five"]), default="single", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo_command(out, methods, templates, seed) -> None:
+    """Prepare cvit-mini, train SeqLoRA/Replay/DirLoRA on a tiny model, evaluate, score and report (CPU, minutes)."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .demo import run_demo
+
+    started = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        result = run_demo(out, methods=_csv(methods), templates=templates, seed=seed,
+                          log=lambda m: progress.console.print(m, highlight=False), progress=progress)
+    summary = Table(title="cvit-mini: continual-learning summary per method")
+    for col in ("method", "AP", "MAP", "BWT", "MIF"):
+        summary.add_column(col, justify="right")
+    for method, results in result.results.items():
+        s = results["summary"]
+        summary.add_row(method, *("—" if s[k] is None else f"{s[k]:.2f}" for k in ("AP", "MAP", "BWT", "MIF")))
+    stdout.print(summary)
+    for name, path in result.paths().items():
+        stdout.print(f"{name:>18}: {path}", highlight=False)
+    stdout.print(f"done in {time.perf_counter() - started:.0f} s", highlight=False)
+
+
 def _register_optional_commands() -> None:
     """Commands that live in their own modules (one module per command family)."""
     import importlib
 
-    for module, attr in (("cli_metrics", "metrics_command"), ("cli_report", "report_command")):
+    for module, attr in (("cli_metrics", "metrics_command"), ("cli_report", "report_command"),
+                         ("cli_train", "train_command")):
         try:
             mod = importlib.import_module(f"{__package__}.{module}")
         except ModuleNotFoundError as exc:

@@ -1,7 +1,6 @@
 """m4c answer normalisation (spec/metrics.md §4) and caption tokenisers (§5.2)."""
 from __future__ import annotations
 
-import os
 
 import pytest
 from hypothesis import given, settings

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cvit_bench.errors import CvitError, DataError
+from cvit_bench.errors import DataError
 from cvit_bench.sample import Sample
 from cvit_bench.scoring.base import METRIC_MODULES, get_metric, metric_ids
 from cvit_bench.scoring.iou50 import iou, parse_coin_box, parse_robust_box
