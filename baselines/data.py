@@ -55,6 +55,9 @@ class Example:
     input_ids: torch.Tensor                                  # 1-D long
     labels: torch.Tensor                                     # 1-D long, IGNORE_INDEX outside the answer
     image: dict[str, torch.Tensor] | ImageRef | None = None  # per-image processor outputs (rows of this image)
+    # Other per-token processor outputs (e.g. Qwen2-VL's ``mm_token_type_ids``), aligned with input_ids; 0 on
+    # the answer tokens and on padding.
+    token_extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def n_tokens(self) -> int:
@@ -135,6 +138,7 @@ def encode_samples(
     parts = [prompt_format.render_train(s.prompt, s.target, s.image is not None) for s in samples]
     answers = answer_token_ids(tok, [p for p, _ in parts], [a for _, a in parts])
     prefix_ids: list[list[int] | None] = [None] * len(samples)
+    extras: list[dict[str, list[int]]] = [{} for _ in samples]
     images: list[dict[str, torch.Tensor] | ImageRef | None] = [None] * len(samples)
     cached_bytes, keep = 0, True
     for start in range(0, len(samples), chunk_size):
@@ -145,10 +149,15 @@ def encode_samples(
             refs = [ImageRef(str(root / samples[i].image), mode_of(samples[i])) for i in with_img]
             pil = [load_image(r.path, r.mode) for r in refs]
             out = processor(images=pil, text=[parts[i][0] for i in with_img], padding=True, return_tensors="pt")
-            feats = split_image_features({k: v for k, v in out.items() if k not in _TEXT_KEYS}, len(with_img),
-                                         where or (samples[0].task if samples else ""))
+            shape = out["input_ids"].shape
+            per_token = [k for k, v in out.items() if k not in _TEXT_KEYS and isinstance(v, torch.Tensor)
+                         and v.shape == shape]
+            feats = split_image_features({k: v for k, v in out.items() if k not in _TEXT_KEYS and k not in per_token},
+                                         len(with_img), where or (samples[0].task if samples else ""))
             for j, i in enumerate(with_img):
-                prefix_ids[i] = out["input_ids"][j][out["attention_mask"][j].bool()].tolist()
+                keep_mask = out["attention_mask"][j].bool()
+                prefix_ids[i] = out["input_ids"][j][keep_mask].tolist()
+                extras[i] = {k: out[k][j][keep_mask].tolist() for k in per_token}
                 cached_bytes += _feature_bytes(feats[j])
                 keep = keep and cached_bytes <= cache_bytes
                 images[i] = feats[j] if keep else refs[j]
@@ -169,7 +178,9 @@ def encode_samples(
         ans = ans[: max_length - len(pre)]
         ids = torch.tensor(pre + ans, dtype=torch.long)
         labels = torch.tensor([IGNORE_INDEX] * len(pre) + ans, dtype=torch.long)
-        examples.append(Example(uid=s.uid, task=s.task, input_ids=ids, labels=labels, image=images[i]))
+        token_extras = {k: torch.tensor(v + [0] * len(ans), dtype=torch.long) for k, v in extras[i].items()}
+        examples.append(Example(uid=s.uid, task=s.task, input_ids=ids, labels=labels, image=images[i],
+                                token_extras=token_extras))
     split = samples[0].split if samples else ""
     return EncodedTask(task=samples[0].task if samples else "", split=split, examples=examples, dropped=dropped)
 
@@ -196,6 +207,12 @@ class Collator:
             attention[row, :k] = 1
             labels[row, :k] = e.labels
         batch: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+        for key in sorted({k for e in examples for k in e.token_extras}):
+            extra = torch.zeros((n, longest), dtype=torch.long)
+            for row, e in enumerate(examples):
+                if key in e.token_extras:
+                    extra[row, : e.n_tokens] = e.token_extras[key]
+            batch[key] = extra
         with_img = [e.image for e in examples if e.image is not None]
         if with_img:
             batch.update(self._image_features(with_img))

@@ -455,6 +455,8 @@ def _train_stage(m: Method, ctx: StageContext, wrapped: Any, acc: Any, settings:
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
     optimizer = acc.prepare_optimizer(optimizer)
+    # Dropout (and any other randomness) depends only on (seed, stage): a resumed stage equals an uninterrupted one.
+    torch.manual_seed(settings.seed * 1000 + stage.index)
     m.before_stage(ctx)
     model.train()
     losses: list[float] = []

@@ -91,8 +91,9 @@ def list_command() -> None:
 @click.option("--path", "path_overrides", multiple=True, help="NAME=PATH override of one dataset folder or file")
 @click.option("--embed-images", is_flag=True, help="copy the images into the prepared folder")
 @click.option("--allow-missing-images", is_flag=True, help="leave out samples whose image is missing (listed in the manifest)")
+@click.option("--verify-images", is_flag=True, help="decode every image; undecodable files count as missing (slow)")
 def prepare_command(benchmark, templates, source, raw_root, out, tasks, limit_per_split, seed, image_root, path_overrides,
-                    embed_images, allow_missing_images) -> None:
+                    embed_images, allow_missing_images, verify_images) -> None:
     """Build the prepared benchmark (parquet per task and split + manifest.json)."""
     from .prepare import prepare
 
@@ -102,7 +103,8 @@ def prepare_command(benchmark, templates, source, raw_root, out, tasks, limit_pe
         result = prepare(benchmark, templates=templates, source=source, raw_root=raw_root or Path("."), out=out,
                          tasks=_csv(tasks), limit_per_split=limit_per_split, seed=seed, image_root=image_root,
                          paths=_pairs(path_overrides, "--path"), embed_images=embed_images,
-                         allow_missing_images=allow_missing_images, progress=lambda m: status.update(m))
+                         allow_missing_images=allow_missing_images, verify_images=verify_images,
+                         progress=lambda m: status.update(m))
     table = Table(title=f"prepared {result.folder}")
     for col in ("task", "split", "rows", "templates used", "missing images"):
         table.add_column(col)
@@ -271,7 +273,7 @@ def _register_optional_commands() -> None:
     import importlib
 
     for module, attr in (("cli_metrics", "metrics_command"), ("cli_report", "report_command"),
-                         ("cli_train", "train_command")):
+                         ("cli_train", "train_command"), ("cli_leaderboard", "leaderboard_group")):
         try:
             mod = importlib.import_module(f"{__package__}.{module}")
         except ModuleNotFoundError as exc:

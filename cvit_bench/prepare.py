@@ -71,8 +71,21 @@ def assign_templates(samples: list[Sample], spec: BenchmarkSpec, template_set, s
         s.meta.setdefault("ins_type", task.family)
 
 
-def find_missing_images(samples: list[Sample], root: Path) -> list[tuple[str, str]]:
-    return [(s.uid, s.image) for s in samples if s.image is not None and not os.path.isfile(root / s.image)]
+def find_missing_images(samples: list[Sample], root: Path, verify: bool = False) -> list[tuple[str, str]]:
+    """Samples whose image file is absent, or (``verify``) cannot be decoded at all — both count as missing."""
+    missing = [(s.uid, s.image) for s in samples if s.image is not None and not os.path.isfile(root / s.image)]
+    if verify:
+        from .images import load_image
+
+        absent = {uid for uid, _ in missing}
+        for s in samples:
+            if s.image is None or s.uid in absent:
+                continue
+            try:
+                load_image(root / s.image, "crop")
+            except DataError:
+                missing.append((s.uid, s.image))
+    return missing
 
 
 def prepare(
@@ -89,6 +102,7 @@ def prepare(
     paths: dict[str, str] | None = None,
     embed_images: bool = False,
     allow_missing_images: bool = False,
+    verify_images: bool = False,
     progress=None,
 ) -> PrepareResult:
     spec = load_benchmark(benchmark)
@@ -120,7 +134,7 @@ def prepare(
                 samples = subsample(samples, limit_per_split, seed)
                 if src.assigns_templates:
                     assign_templates(samples, spec, template_set, seed)
-                missing = find_missing_images(samples, img_root)
+                missing = find_missing_images(samples, img_root, verify_images)
                 all_missing.extend(missing)
                 loaded.append((task_id, split, samples))
         if all_missing and not allow_missing_images:
@@ -143,7 +157,10 @@ def prepare(
             info = task_info.setdefault(task_id, {"loader_version": src.loader_version, "family": task.family, "_uids": []})
             info["_uids"].extend(s.uid for s in kept)
             summary.append(SplitSummary(task_id, split, len(kept), templates_used, len(dropped)))
+        notes = {}
         for task_id, info in task_info.items():
+            if hasattr(src, "notes"):   # e.g. subset and k-shot rules of the raw loaders (spec 1.4)
+                notes[task_id] = src.notes(ctx, spec.task(task_id))
             uids = info.pop("_uids")
             info["fingerprint"] = fingerprint(src.loader_version, template_set.templates(spec.task(task_id).family), uids)
         manifest = {
@@ -152,7 +169,7 @@ def prepare(
             "template_set": template_set.id, "seed": seed, "source": source,
             "image_root": "images" if embed_images else str(img_root.resolve()),
             "limit_per_split": limit_per_split,
-            "files": files, "tasks": task_info, "left_out": left_out,
+            "files": files, "tasks": task_info, "left_out": left_out, "notes": notes,
         }
         write_manifest(tmp, manifest)
         if final.exists():

@@ -215,7 +215,8 @@ class Evaluation:
             atomic_write_text(final_path, "\n".join(lines) + "\n")
             for r in range(self.dist.world) if self.dist.world > 1 else []:
                 final_path.with_name(f"{cell.task}.shard-{r}-of-{self.dist.world}.jsonl").unlink(missing_ok=True)
-            self.failures += [f"{cell.stage}/{cell.task} {o['uid']}: {o['error']}" for o in merged.values() if o.get("error")]
+            self.failures += [f"{cell.stage}/{cell.task} {o['uid']}: {o.get('error') or o['warning']}"
+                              for o in merged.values() if o.get("error") or o.get("warning")]
             self.score(cell)
         self.dist.barrier()
         self.timings[f"{cell.stage}/{cell.task}"] = time.perf_counter() - started
@@ -241,6 +242,9 @@ class Evaluation:
                         failed = [(r, im) for r, im in zip(reqs, images) if isinstance(im, ImageFailure)]
                         texts = self.backend.generate([r for r, _ in ok], [im for _, im in ok]) if ok else []
                         lines = [{"uid": r.uid, "prediction": t, "fp": fp} for (r, _), t in zip(ok, texts)]
+                        for line, (_, im) in zip(lines, ok):
+                            if im is not None and im.info.get("cvit_truncated"):
+                                line["warning"] = "image file truncated; decoded the readable part"
                         lines += [{"uid": r.uid, "prediction": "", "fp": fp, "error": f"image: {im.message}"} for r, im in failed]
                         sink.write_many(lines)
                         done_uids = {r.uid for r in reqs}

@@ -26,6 +26,9 @@ from ..sample import Sample
 from . import LoadContext
 
 
+_MISSING = object()
+
+
 @dataclass(frozen=True)
 class RawSplit:
     """One benchmark split's recipe from the task's ``raw.splits`` block in the benchmark YAML.
@@ -138,6 +141,12 @@ def expect(value: Any, types: type | tuple[type, ...], *, file: Path, record: ob
 
 
 def require(rec: dict, key: str, types: type | tuple[type, ...], *, file: Path, record: object) -> Any:
+    try:
+        value = rec[key]
+    except (KeyError, TypeError, IndexError):
+        value = _MISSING
+    if value is not _MISSING and isinstance(value, types) and type(value) is not bool:
+        return value                                    # fast path: called millions of times on big files
     if not isinstance(rec, dict):
         raise DataError(f"must be a JSON object, got {type(rec).__name__}", file=file, record=record)
     if key not in rec:
@@ -157,13 +166,17 @@ def require_str_list(rec: dict, key: str, *, file: Path, record: object, length:
 def answers_of(rec: dict, key: str, *, file: Path, record: object, length: int) -> list[str]:
     """The human answers of a VQA record: ``[{"answer": str, ...}]`` (VQAv2, VizWiz) of exactly ``length``."""
     value = require(rec, key, list, file=file, record=record)
+    try:
+        out = [a["answer"] for a in value]              # fast path; validated below
+    except (TypeError, KeyError):
+        out = None
+    if out is not None and len(out) == length and all(type(a) is str for a in out):
+        return out
     if len(value) != length:
         raise DataError(f"must hold exactly {length} answers, got {len(value)}", file=file, record=record, field=key)
-    out = []
     for i, a in enumerate(value):
         if not isinstance(a, dict) or not isinstance(a.get("answer"), str):
             raise DataError(f"entry {i} must be an object with a string `answer`", file=file, record=record, field=key)
-        out.append(a["answer"])
     return out
 
 

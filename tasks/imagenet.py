@@ -19,6 +19,7 @@ without images is an error listing it). ``source_id`` = the image file stem.
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from ..benchmark import TaskSpec
@@ -49,18 +50,25 @@ def read_synsets(path: Path) -> dict[str, list[str]]:
     return out
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+def _images_in(folder: Path) -> list[str]:
+    # os.scandir: the entry type comes with the listing, no stat per file (1.28M training images)
+    with os.scandir(folder) as it:
+        return sorted(e.name for e in it if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file())
+
+
+def _subfolders(folder: Path) -> list[str]:
+    with os.scandir(folder) as it:
+        return sorted(e.name for e in it if e.is_dir())
 
 
 def class_folder_items(folder: Path, synsets: dict[str, list[str]], mapping: Path) -> list[tuple[str, str]]:
     """``(wnid, file name relative to folder)`` from ``folder/<wnid>/<image>``."""
     items = []
-    for cls_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        if cls_dir.name not in synsets:
-            raise DataError(f"class folder {cls_dir.name!r} is not in the synset mapping {mapping}", file=cls_dir,
-                            record=cls_dir.name, field="wnid")
-        items.extend((cls_dir.name, f"{cls_dir.name}/{p.name}") for p in _images_in(cls_dir))
+    for wnid in _subfolders(folder):
+        if wnid not in synsets:
+            raise DataError(f"class folder {wnid!r} is not in the synset mapping {mapping}", file=folder / wnid,
+                            record=wnid, field="wnid")
+        items.extend((wnid, f"{wnid}/{name}") for name in _images_in(folder / wnid))
     return items
 
 
@@ -94,7 +102,7 @@ def load(ctx: LoadContext, task: TaskSpec, split: str) -> list[Sample]:
     mapping = find_file(folder, MAPPING_FILES, "ImageNet synset mapping (LOC_synset_mapping.txt)")
     synsets = read_synsets(mapping)
     image_dir = find_dir(folder, SPLIT_DIRS.get(official, (official,)))
-    if image_dir.is_dir() and any(p.is_dir() for p in image_dir.iterdir()):
+    if image_dir.is_dir() and _subfolders(image_dir):
         items = class_folder_items(image_dir, synsets, mapping)
     elif official == "train":
         raise DataError("expected class folders <wnid>/ with images", file=image_dir, field="train")

@@ -23,6 +23,10 @@ from ..sample import Sample
 from . import RAW_LOADERS, SOURCES, LoadContext
 from ._raw_common import raw_split, raw_splits, take_subset
 
+SUBSET_RULE = "the n samples with the smallest sha256('raw-subset:<seed>:<uid>'), kept in file order"
+KSHOT_RULE = ("per class, the k images with the smallest sha256('kshot:<seed>:<image path>'), kept in file order; "
+              "the key does not depend on k, so smaller shots are subsets of larger ones")
+
 
 class RawSource:
     name = "raw"
@@ -31,6 +35,17 @@ class RawSource:
 
     def splits(self, ctx: LoadContext, task: TaskSpec) -> list[str]:
         return list(raw_splits(ctx, task))
+
+    def notes(self, ctx: LoadContext, task: TaskSpec) -> dict:
+        """What the manifest should record about how this task was drawn from the raw data (its ``notes``)."""
+        splits = raw_splits(ctx, task)
+        out: dict = {"splits": {name: {"official": s.official, "n": s.n, "shots": s.shots} for name, s in splits.items()},
+                     "seed": ctx.seed}
+        if any(s.n is not None for s in splits.values()):
+            out["subset_rule"] = SUBSET_RULE
+        if any(s.shots is not None for s in splits.values()):
+            out["kshot_rule"] = KSHOT_RULE
+        return out
 
     def load(self, ctx: LoadContext, task: TaskSpec, split: str) -> list[Sample]:
         spec = raw_split(ctx, task, split)

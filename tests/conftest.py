@@ -6,6 +6,10 @@ import os
 # Before anything imports huggingface_hub: an accidental hub id must fail at once, not retry for 25 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# datasets writes an Arrow cache; keep it out of the user's home during tests.
+import tempfile  # noqa: E402
+
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="cvit-hf-datasets-"))
 
 import pytest  # noqa: E402
 

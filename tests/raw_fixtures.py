@@ -17,11 +17,19 @@ DATASETS = ("scienceqa", "textvqa", "flickr30k", "imagenet", "gqa", "vqav2", "vi
 COLORS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (120, 60, 200), (10, 10, 10)]
 
 
-def image(path: Path, i: int = 0) -> None:
-    """A 6x4 RGB image; the format follows the suffix (``.JPEG``/``.jpg`` -> JPEG, ``.png`` -> PNG)."""
+def image(path: Path, i: int = 0, mode: str = "RGB", exif_orientation: int | None = None) -> None:
+    """A 6x4 image; the format follows the suffix (``.JPEG``/``.jpg`` -> JPEG, ``.png`` -> PNG). ``mode``
+    (``P``, ``CMYK``, ...) and an EXIF orientation make the awkward files real datasets contain."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = "PNG" if path.suffix.lower() == ".png" else "JPEG"
-    Image.new("RGB", (6, 4), COLORS[i % len(COLORS)]).save(path, format=fmt)
+    img = Image.new("RGB", (6, 4), COLORS[i % len(COLORS)])
+    img = img.convert(mode) if mode != "P" else img.quantize(4)
+    kwargs = {}
+    if exif_orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        kwargs["exif"] = exif.tobytes()
+    img.save(path, format=fmt, **kwargs)
 
 
 def write_json(path: Path, obj) -> None:
@@ -105,7 +113,7 @@ def write_flickr30k(folder: Path) -> None:
     ]
     write_json(folder / "dataset_flickr30k.json", {"images": images, "dataset": "flickr30k"})
     for i, rec in enumerate(images):
-        image(folder / "flickr30k-images" / rec["filename"], i)
+        image(folder / "flickr30k-images" / rec["filename"], i, exif_orientation=6 if i == 2 else None)
 
 
 # ---------------------------------------------------------------------------------------------- ImageNet (c.4)
@@ -149,7 +157,7 @@ def write_gqa(folder: Path) -> None:
         "201640614": gqa_question("n161313", "Who is wearing the dress?", "woman", False, "query", "rel", "relS"),
     })
     for i, stem in enumerate(("2354786", "2375429", "n288870", "n161313")):
-        image(folder / "images" / f"{stem}.jpg", i)
+        image(folder / "images" / f"{stem}.jpg", i, mode="L" if stem == "n161313" else "RGB")
 
 
 # ------------------------------------------------------------------------------------------------- VQAv2 (c.6)
@@ -197,7 +205,7 @@ def write_vizwiz(folder: Path) -> None:
     test = [{"image": "VizWiz_test_00000001.jpg", "question": "Is it dark?"}]
     write_json(folder / "Annotations" / "val.json", val)
     write_json(folder / "Annotations" / "test.json", test)
-    image(folder / "val" / "VizWiz_val_00000001.jpg", 0)
+    image(folder / "val" / "VizWiz_val_00000001.jpg", 0, mode="CMYK")
     image(folder / "val" / "VizWiz_val_00000002.jpg", 1)
     image(folder / "test" / "VizWiz_test_00000001.jpg", 2)
 
@@ -243,7 +251,7 @@ def write_ocrvqa(folder: Path) -> None:
     write_json(folder / "dataset.json", data)
     image(folder / "images" / "761183272.jpg", 0)
     image(folder / "images" / "1880418622.jpg", 1)
-    image(folder / "images" / "B00ABC1234.png", 2)
+    image(folder / "images" / "B00ABC1234.png", 2, mode="P")
 
 
 # -------------------------------------------------------------------------------------------- Places365 (c.10)

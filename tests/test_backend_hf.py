@@ -238,6 +238,34 @@ def test_folder_that_is_not_an_adapter(tiny_llava_dir, adapters, tmp_path):
         backend.add_adapter("a", adapters["lora2"])
 
 
+def test_other_adapter_types_load_and_cannot_mix_with_lora(tiny_llava_dir, adapters, tmp_path):
+    from peft import IA3Config, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    ia3 = get_peft_model(AutoModelForImageTextToText.from_pretrained(tiny_llava_dir), IA3Config(
+        target_modules=r".*language_model.*\.(k_proj|v_proj|down_proj)",
+        feedforward_modules=r".*language_model.*\.down_proj"))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in ia3.named_parameters():
+            if "ia3_l" in name:
+                p.copy_(1.0 + torch.randn(p.shape, generator=gen))
+    ia3.save_pretrained(tmp_path / "ia3")
+
+    reqs, imgs = _mixed_batch(4)
+    backend = _load(tiny_llava_dir)
+    base = backend.generate(reqs, imgs)
+    backend.add_adapter("ia3", tmp_path / "ia3")
+    backend.activate("ia3")
+    tuned = backend.generate(reqs, imgs)
+    assert tuned != base
+    with pytest.raises(CvitError, match="LORA adapter cannot be loaded next to the IA3 adapters"):
+        backend.add_adapter("lora", adapters["lora1"])
+    assert backend.generate(reqs, imgs) == tuned
+    backend.remove_adapter("ia3")
+    assert backend.generate(reqs, imgs) == base
+
+
 # --------------------------------------------------------------------------- Qwen2-VL
 
 

@@ -307,3 +307,14 @@ def test_cli_prepare_prints_summary_and_list_shows_benchmark(raw_single, tmp_pat
     assert res.exit_code == 2 and "missing" in res.output
     res = runner.invoke(main, ["list"])
     assert res.exit_code == 0 and "scienceqa" in res.output and "five" in res.output
+
+
+def test_verify_images_counts_undecodable_files_as_missing(tmp_path):
+    raw = make_cvit_files(tmp_path / "raw", "single")
+    (raw / "images" / "ocrvqa" / "1.png").write_bytes(b"\x89PNG garbage")
+    # Without verification the file exists, so prepare accepts it (the runner reports it at decode time).
+    assert _prepare(raw, tmp_path / "a", tasks=["ocrvqa"]).manifest["left_out"] == {}
+    with pytest.raises(MissingImagesError, match="images/ocrvqa/1.png"):
+        _prepare(raw, tmp_path / "b", tasks=["ocrvqa"], verify_images=True)
+    result = _prepare(raw, tmp_path / "c", tasks=["ocrvqa"], verify_images=True, allow_missing_images=True)
+    assert [x["image"] for x in result.manifest["left_out"]["ocrvqa/test"]] == ["images/ocrvqa/1.png"]

@@ -140,6 +140,14 @@ def test_imagenet_class_list_from_yaml(raw_root):
     assert exc.value.field == "classes"
 
 
+def test_imagenet_class_folder_outside_the_mapping_is_named(tmp_path):
+    WRITERS["imagenet"](tmp_path / "imagenet")
+    image(tmp_path / "imagenet" / "ILSVRC" / "Data" / "CLS-LOC" / "train" / "n00000001" / "x.JPEG")
+    with pytest.raises(DataError) as exc:
+        load(tmp_path, "imagenet", "train")
+    assert (exc.value.record, exc.value.field) == ("n00000001", "wnid") and "LOC_synset_mapping.txt" in str(exc.value)
+
+
 def test_gqa(raw_root):
     def meta(image_id, balanced, structural, semantic, detailed):
         return {"question_id_type": "str", "image_id": image_id, "is_balanced": balanced, "structural": structural,
@@ -228,6 +236,11 @@ def test_places365(raw_root):
     ]
     shot = load(raw_root, "places365", "fewshot-5")[0]
     assert shot.image == f"places365/data_256/{shot.source_id}" and shot.meta["shots"] == 5
+    bakery = dataclasses.replace(SPEC.task("places365"), raw={**SPEC.task("places365").raw, "classes": ["/b/bakery/shop"]})
+    assert [s.target for s in load(raw_root, "places365", "fewshot-10", task_spec=bakery)] == ["bakery shop"] * 7
+    unknown = dataclasses.replace(bakery, raw={**bakery.raw, "classes": ["/b/bakery/shop", "/z/zoo"]})
+    with pytest.raises(DataError, match="/z/zoo"):
+        load(raw_root, "places365", "test", task_spec=unknown)
 
 
 def test_raw_samples_carry_no_instruction(raw_root):
@@ -269,6 +282,13 @@ def test_yaml_subset_n_is_deterministic_by_seed(raw_root):
     assert [s.source_id for s in a] == sorted(s.source_id for s in a)
     subsets = {tuple(s.uid for s in load(raw_root, "places365", "test", task_spec=spec, seed=seed)) for seed in range(4)}
     assert len(subsets) > 1
+
+
+def test_source_notes_record_the_draw_rules(raw_root):
+    notes = get_source("raw").notes(ctx_for(raw_root, seed=3), SPEC.task("places365"))
+    assert notes["splits"]["fewshot-5"] == {"official": "train", "n": None, "shots": 5}
+    assert notes["seed"] == 3 and "kshot:<seed>" in notes["kshot_rule"] and "raw-subset" in notes["subset_rule"]
+    assert "kshot_rule" not in get_source("raw").notes(ctx_for(raw_root), SPEC.task("vqav2"))
 
 
 def test_bad_raw_block_is_named(raw_root):
@@ -442,6 +462,9 @@ def test_whole_cvit_benchmark_from_one_raw_root(raw_root, tmp_path, templates):
     assert {k[: -len(".parquet")]: v["rows"] for k, v in files.items()} == EXPECTED_ROWS
     assert res.manifest["source"] == "raw" and res.manifest["left_out"] == {}
     assert {v["loader_version"] for v in res.manifest["tasks"].values()} == {"raw/1"}
+    # The draw rules (subsets, k-shot per class) are recorded in the manifest.
+    assert res.manifest["notes"]["places365"]["splits"]["fewshot-10"]["shots"] == 10
+    assert "kshot_rule" in res.manifest["notes"]["places365"]
     tset = load_template_set(templates)
     used = set()
     for rel in files:
@@ -456,6 +479,28 @@ def test_whole_cvit_benchmark_from_one_raw_root(raw_root, tmp_path, templates):
     # re-running gives identical files (manifest sha256s) — determinism
     again = _prepare(raw_root, tmp_path / "b", templates)
     assert {k: v["sha256"] for k, v in again.manifest["files"].items()} == {k: v["sha256"] for k, v in files.items()}
+
+
+def test_every_prepared_image_decodes_to_rgb(raw_root, tmp_path):
+    """Awkward files (CMYK JPEG, palette PNG, EXIF-rotated) are referenced as they are; the runner's decoder
+    (cvit_bench.images) turns each into RGB in the task's preprocessing mode."""
+    from PIL import Image
+
+    from cvit_bench.images import load_image
+
+    res = _prepare(raw_root, tmp_path / "a", "single")
+    modes = set()
+    for rel in res.manifest["files"]:
+        for s in read_samples(res.folder / rel):
+            if s.image is None:
+                continue
+            with Image.open(raw_root / s.image) as raw:
+                modes.add(raw.mode)
+            img = load_image(raw_root / s.image, SPEC.task(s.task).image_mode)
+            assert img.mode == "RGB", s.uid
+    assert {"CMYK", "P", "L", "RGB"} <= modes
+    rotated = read_samples(res.folder / "flickr30k/test.parquet")[0]
+    assert load_image(raw_root / rotated.image, "crop").size == (4, 6)     # EXIF orientation 6 applied
 
 
 def test_limit_per_split_and_seed(raw_root, tmp_path):
@@ -477,3 +522,21 @@ def test_missing_images_error_and_allow_flag(tmp_path):
     assert res.manifest["files"]["vizwiz/test.parquet"]["rows"] == 1
     assert res.manifest["left_out"] == {"vizwiz/test": [{"uid": "vizwiz/test/VizWiz_val_00000002",
                                                          "image": "vizwiz/val/VizWiz_val_00000002.jpg"}]}
+
+
+def test_cli_prepare_source_raw_with_path_override(raw_root, tmp_path):
+    from click.testing import CliRunner
+
+    from cvit_bench.cli import main
+
+    moved = tmp_path / "vizwiz-copy"
+    shutil.copytree(raw_root / "vizwiz", moved)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["prepare", "--source", "raw", "--raw-root", str(raw_root), "--out", str(out),
+                                       "--tasks", "vizwiz,ocrvqa", "--templates", "five", "--path", f"vizwiz={moved}"])
+    assert result.exit_code == 0, result.output
+    samples = read_samples(out / "cvit" / "vizwiz" / "test.parquet")
+    assert [s.image for s in samples] == [(moved / "val" / f"VizWiz_val_0000000{i}.jpg").as_posix() for i in (1, 2)]
+    bad = CliRunner().invoke(main, ["prepare", "--source", "raw", "--raw-root", str(tmp_path / "nowhere"), "--out",
+                                    str(out), "--tasks", "gqa"])
+    assert bad.exit_code == 2 and "nowhere/gqa/train_balanced_questions.json" in bad.output

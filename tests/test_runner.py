@@ -207,3 +207,17 @@ def test_two_processes_equal_one(baseline, run_dir, prepared, bench_yaml, tmp_pa
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["matrix"] == results8["matrix"] and results["generation"]["processes"] == 2
     assert not list((tmp_path / "predictions").rglob("*shard*"))
+
+
+def test_undecodable_image_is_recorded_not_fatal(run_dir, bench_yaml, tmp_path):
+    raw = make_cvit_files(tmp_path / "raw", "single", n=8)
+    folder = prepare(str(bench_yaml), templates="single", source="cvit-files", raw_root=raw, out=tmp_path / "prep",
+                     tasks=["scienceqa"]).folder
+    (raw / "images/scienceqa/test/102/image.png").write_bytes(b"not an image at all")
+    results = evaluate(load_run_dir(run_dir), data=folder, out=tmp_path / "out", benchmark=str(bench_yaml),
+                       opts=EvalOptions(num_workers=1, allow_partial=True), log=lambda m: None)
+    lines = [json.loads(x) for x in (tmp_path / "out/predictions/1/scienceqa.jsonl").read_text().splitlines()]
+    bad = [x for x in lines if x.get("error")]
+    assert [x["uid"] for x in bad] == ["scienceqa/test/102"] and "image.png" in bad[0]["error"]
+    assert len(lines) == 8 and results["cells"]["1/scienceqa"]["n"] == 8
+    assert any("scienceqa/test/102" in w for w in results["warnings"])

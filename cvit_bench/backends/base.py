@@ -31,6 +31,10 @@ class GenerationRequest:
     max_new_tokens: int
     image_mode: str = "pad"
 
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"request {self.uid}: max_new_tokens must be at least 1, got {self.max_new_tokens}")
+
 
 @runtime_checkable
 class Backend(Protocol):

@@ -150,11 +150,19 @@ class HFBackend:
         if not any((path / w).is_file() for w in _ADAPTER_WEIGHTS):
             raise CvitError(f"{path}: not a PEFT adapter folder (no {' or '.join(_ADAPTER_WEIGHTS)})")
         try:
-            PeftConfig.from_pretrained(str(path))
+            config = PeftConfig.from_pretrained(str(path))
         except Exception as e:  # peft raises ValueError/TypeError/JSONDecodeError for bad configs
             raise CvitError(f"{path}: adapter_config.json is not a valid PEFT config ({e})") from None
 
         first = not self._is_peft()
+        if not first:
+            loaded = {str(c.peft_type.value) for c in self.model.peft_config.values()}
+            if str(config.peft_type.value) not in loaded:
+                raise CvitError(
+                    f"{path}: a {config.peft_type.value} adapter cannot be loaded next to the"
+                    f" {'/'.join(sorted(loaded))} adapters {sorted(self.adapters)} (peft cannot mix adapter"
+                    " types on one model); remove those first"
+                )
         peft_name = f"cvit{self._counter}"
         self._counter += 1
         try:
@@ -223,10 +231,16 @@ class HFBackend:
         if self.active == name:
             self.active = None
         if not self.adapters:
-            self.model = self.model.unload()
+            # LoRA-like tuners replace modules: unload() puts the originals back (no merge). Prompt-learning
+            # adapters (no unload) never touched the base's modules.
+            unload = getattr(self.model.base_model, "unload", None)
+            self.model = unload() if callable(unload) else self.model.get_base_model()
         else:
-            # delete_adapter may activate another adapter; with self.active None generation disables them all
-            self.model.delete_adapter(peft_name)
+            # delete_adapter may activate another adapter (and warn); we re-apply our own choice, and with
+            # self.active None generation disables them all
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*which is now deleted.*")
+                self.model.delete_adapter(peft_name)
             self._apply_active()
 
     def _adapter_context(self):

@@ -1,0 +1,83 @@
+"""``cvit-bench train``: train a baseline method stage after stage (thin wrapper over
+:func:`cvit_bench.baselines.trainer.train_run`; errors are :class:`~cvit_bench.errors.CvitError`, which the
+``main`` group maps to exit code 2, Ctrl-C to 130 with the finished stages kept).
+
+Defaults are the papers' recipe for the real models (benchmarks.md §1.10): LoRA r 128, α 256, lr 1e-4, one
+epoch per task, effective batch 64 (16 × 4 accumulation on one process), warm-up ratio 0.03 + cosine.
+Method options: ``--option key=value`` (repeatable); ``--lora-r``/``--lora-alpha`` are shortcuts for
+``lora_r``/``lora_alpha``. Works under ``accelerate launch -m cvit_bench train ...``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .errors import CvitError
+
+
+def parse_options(values: tuple[str, ...]) -> dict[str, str]:
+    """``("k=v", ...)`` → ``{k: v}``; a value without ``=`` is an error naming it."""
+    out: dict[str, str] = {}
+    for v in values:
+        if "=" not in v:
+            raise CvitError(f"--option expects KEY=VALUE, got {v!r}")
+        key, value = v.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _methods_help() -> str:
+    from .baselines import method_names
+
+    return ", ".join(method_names())
+
+
+@click.command("train")
+@click.option("--method", required=True, help="method name (seq-lora, dora, replay, ewc, lwf, multitask, dir-lora, zero-shot)")
+@click.option("--base-model", required=True, help="base model folder or hub id")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="prepared folder (prepare --out) or its benchmark subfolder")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="run directory (created, or resumed)")
+@click.option("--benchmark", default=None, help="benchmark id of the prepared data (default: the only one in --data)")
+@click.option("--tasks", default=None, help="comma-separated upstream tasks, in training order (default: all prepared)")
+@click.option("--epochs", type=int, default=1, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--lora-r", type=int, default=None, help="LoRA rank (method default 128)")
+@click.option("--lora-alpha", type=float, default=None, help="LoRA alpha (default 2 x rank)")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="per process")
+@click.option("--grad-accum", type=int, default=4, show_default=True)
+@click.option("--max-steps-per-task", type=int, default=None, help="exactly N optimizer steps per stage (overrides --epochs)")
+@click.option("--warmup-ratio", type=float, default=0.03, show_default=True)
+@click.option("--warmup-steps", type=int, default=None, help="overrides --warmup-ratio")
+@click.option("--weight-decay", type=float, default=0.01, show_default=True)
+@click.option("--max-length", type=int, default=2048, show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
+              help="default: bfloat16 on GPU, float32 on CPU")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--prompt-format", default=None, help="default: the benchmark's (vicuna_v1 for cvit)")
+@click.option("--no-fewshot", is_flag=True, help="skip the few-shot downstream stages")
+@click.option("--gradient-checkpointing", is_flag=True)
+@click.option("--option", "method_options", multiple=True, metavar="KEY=VALUE", help="method option (repeatable)")
+def train_command(method, base_model, data, out, benchmark, tasks, epochs, lr, lora_r, lora_alpha, batch_size,
+                  grad_accum, max_steps_per_task, warmup_ratio, warmup_steps, weight_decay, max_length, dtype, device,
+                  seed, prompt_format, no_fewshot, gradient_checkpointing, method_options) -> None:
+    """Train a continual-learning baseline, one checkpoint per stage, resuming a partial run in --out."""
+    from .baselines.trainer import train_run
+
+    options = parse_options(method_options)
+    for key, value in (("lora_r", lora_r), ("lora_alpha", lora_alpha)):
+        if value is not None:
+            options[key] = value
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    info = train_run(method, base_model, data, out, benchmark=benchmark, tasks=task_list, epochs=epochs, lr=lr,
+                     batch_size=batch_size, grad_accum=grad_accum, max_steps_per_task=max_steps_per_task,
+                     warmup_ratio=warmup_ratio, warmup_steps=warmup_steps, weight_decay=weight_decay,
+                     max_length=max_length, dtype=dtype, device=device, seed=seed, options=options,
+                     prompt_format=prompt_format, fewshot=not no_fewshot,
+                     gradient_checkpointing=gradient_checkpointing, progress=True)
+    for folder in info.skipped:
+        click.echo(f"kept    {info.out / folder} (complete, sha256 verified)")
+    for folder in info.trained:
+        click.echo(f"trained {info.out / folder}")
+    click.echo(f"run: {info.out / 'run.json'}")
