@@ -21,8 +21,10 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import shutil
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -160,7 +162,7 @@ def check_members(members: list[tarfile.TarInfo], limits: Limits, where: str) ->
         if not (m.isfile() or m.isdir()):
             raise DataError("refused: device, FIFO or other special file (nothing was extracted)", file=where,
                             record=f"member {m.name!r}")
-        norm = PurePosixPath(m.name).as_posix().lstrip("./") if m.name.startswith("./") else PurePosixPath(m.name).as_posix()
+        norm = PurePosixPath(m.name).as_posix()          # "./a" and "a" are the same member
         if norm in seen:
             raise DataError("refused: member appears twice", file=where, record=f"member {m.name!r}")
         seen.add(norm)
@@ -184,6 +186,7 @@ def open_bundle(path: str | os.PathLike, limits: Limits = Limits(), *, workdir: 
     size = path.stat().st_size
     if size > limits.max_bundle_bytes:
         raise DataError(f"refused: the bundle has {size} bytes, more than the limit of {limits.max_bundle_bytes}", file=where)
+    root: Path | None = None
     try:
         with tarfile.open(path, mode="r:*") as tf:
             members = []
@@ -201,13 +204,20 @@ def open_bundle(path: str | os.PathLike, limits: Limits = Limits(), *, workdir: 
                 if len(data) != m.size:
                     raise DataError("refused: member size differs from its header", file=where, record=f"member {m.name!r}")
                 target.write_bytes(data)
-    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
+        submission = validate_submission(read_json(root / SUBMISSION_NAME, "submission.json inside the bundle"),
+                                         f"{where}:{SUBMISSION_NAME}")
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        _cleanup(root)
         raise DataError(f"not a readable .tar.gz bundle: {exc}", file=where) from None
-    sub_path = root / SUBMISSION_NAME
-    submission = validate_submission(read_json(sub_path, "submission.json inside the bundle"), f"{where}:{SUBMISSION_NAME}")
+    except BaseException:
+        _cleanup(root)
+        raise
     return OpenedBundle(path=path, sha256=sha256_file(path), root=root, submission=submission)
+
+
+def _cleanup(root: Path | None) -> None:
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def verify_manifest(bundle: OpenedBundle) -> None:

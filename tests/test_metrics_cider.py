@@ -139,6 +139,9 @@ def test_no_nan_and_non_negative_on_degenerate_input(images):
 
 def test_empty_corpus_and_missing_predictions():
     assert cider_d([], []) == (0.0, [])
+    # all sentences empty (no n-gram anywhere), with and without the best-reference grouping
+    assert cider_d(["", ""], [[""], [""]]) == (0.0, [0.0, 0.0])
+    assert cider_d_bestref(["", "a"], [["", ""], [""]]) == (0.0, [0.0, 0.0])
     samples = [caption_sample(i, refs) for i, refs in enumerate(FLICKR_REFS)]
     res = get_metric("cider_d@ptb-py").score(samples, [None, "   "])
     assert res.per_sample == [0.0, 0.0] and res.value == 0.0 and res.n == 2

@@ -325,3 +325,13 @@ def test_cli_trains_and_resumes(prepared, tiny_llava_dir, tmp_path):
     result = CliRunner().invoke(train_command, args)
     assert result.exit_code == 0 and "kept" in result.output
     shutil.rmtree(tmp_path / "run")
+
+
+def test_qwen2vl_with_its_chat_template(prepared, tiny_qwen2vl_dir, tmp_path):
+    """Dynamic image tokens and per-token processor outputs (mm_token_type_ids) go through the same path."""
+    out = tmp_path / "run"
+    train_run("seq-lora", tiny_qwen2vl_dir, prepared, out, tasks=["imagenet"], fewshot=False,
+              prompt_format="chat-template", **FAST)
+    run = read_run(out)
+    assert run["prompt_format"] == "chat-template" and len(run["stages"]) == 1
+    assert entry_hash_ok(out, run["stages"][0])

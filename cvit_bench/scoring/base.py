@@ -12,7 +12,8 @@ The caller (``cvit_bench.score``) joins prediction lines to samples and passes a
 
 Metric ids are ``<rule>@<variant>`` (``spec/metrics.md`` §1) and are looked up in :data:`METRICS`;
 the module implementing id ``rule@variant`` is ``cvit_bench/scoring/<rule>.py`` (listed in
-:data:`METRIC_MODULES`).
+:data:`METRIC_MODULES`); two rules live beside their base rule: ``cider_d_bestref`` in ``cider_d.py`` and
+``exact_any`` in ``exact.py``.
 """
 from __future__ import annotations
 

@@ -151,7 +151,7 @@ def cider_d_scores(
         keys = np.concatenate((group[img_gram // n_grams] * n_grams + img_gram % n_grams,
                                group_of_sent[sent] * n_grams + gram))
         _, ids = _unique_inverse(keys)
-        df = np.bincount(ids[: img_gram.size], minlength=int(ids.max()) + 1)
+        df = np.bincount(ids[: img_gram.size], minlength=int(ids.max()) + 1 if ids.size else 0)
         entry_df = df[ids[img_gram.size:]].astype(np.float64)
     weight = tf * (log_n[group_of_sent[sent]] - np.log(np.maximum(1.0, entry_df)))
 

@@ -1,0 +1,125 @@
+"""``cvit-bench leaderboard submit BUNDLE --board DIR [--data PREPARED]``: verify, re-score, store one entry.
+
+Order of checks (each refusal says exactly what is wrong; nothing is written to the board before the last step):
+
+1. the archive's members (no absolute path, ``..``, link or device; size limits), then extraction into a
+   temporary folder outside the board (:func:`.bundle.open_bundle`);
+2. ``submission.json`` against the JSON Schema, schema version first;
+3. every listed file's sha256, size and row count; no unlisted file (:func:`.bundle.verify_manifest`);
+4. ``results.json`` (its own schema version);
+5. tier ``rescored``: the prediction files cover the schedule's cells with exact id sets, are re-scored against
+   the board's references, every summary is recomputed, and each submitted number that differs by more than
+   0.01 is flagged (:mod:`.verify`). Tier ``reported``: the summary is recomputed from the submitted matrix where
+   the matrix allows it, flagged the same way, and the rest is marked "reported, not recomputable";
+6. the entry (and a copy of the bundle) is written atomically under ``DIR/submissions/``; an entry with the same
+   method name and checkpoint hashes is replaced.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cvit_bench.benchmark import load_benchmark
+from cvit_bench.continual import AccuracyMatrix, summarize
+from cvit_bench.errors import DataError
+from cvit_bench.files import atomic_write_bytes
+from cvit_bench.report.runs import final_row, final_row_label
+from cvit_bench.results import read_results
+
+from .board import NOT_RECOMPUTABLE, BoardKey, Entry, entry_id, entry_path, flag_differences, write_entry
+from .bundle import Limits, OpenedBundle, open_bundle, verify_manifest
+from .schema import RESULTS_NAME
+from .verify import rescore
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    entry: Entry
+    path: Path
+    replaced: bool
+
+
+def checkpoint_hashes(results: dict[str, Any], bundle: OpenedBundle) -> list[str]:
+    """The submission's identity: its checkpoint hashes, or (scored elsewhere, none recorded) its predictions'."""
+    hashes = [str(s["checkpoint_sha256"]) for s in results.get("stages") or []
+              if isinstance(s, dict) and s.get("checkpoint_sha256")]
+    if hashes:
+        return hashes
+    return [f["sha256"] for f in bundle.submission["files"] if f["path"] != RESULTS_NAME] or [bundle.sha256]
+
+
+def reported_summary(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], list[dict[str, Any]]]:
+    """Numbers-only entry: recompute what the matrix allows, keep the rest as reported (and say so)."""
+    claimed = dict(results.get("summary") or {})
+    m = results["matrix"]
+    final_label = final_row_label(results)
+    if_rates = results.get("if_rates") or {}
+    final_if = None
+    if final_label in (if_rates.get("stages") or []):
+        final_if = if_rates["values"][if_rates["stages"].index(final_label)]
+    try:
+        recomputed = summarize(AccuracyMatrix(m["tasks"], m["stages"], m["values"]), final_if)
+    except DataError:
+        recomputed = {}
+    summary, status = {}, {}
+    for key in sorted(set(claimed) | {k for k, v in recomputed.items() if v is not None}):
+        if recomputed.get(key) is not None:
+            summary[key], status[key] = recomputed[key], "recomputed"
+        else:
+            summary[key], status[key] = claimed.get(key), NOT_RECOMPUTABLE
+    flags = flag_differences({k: v for k, v in claimed.items() if recomputed.get(k) is not None}, recomputed, "summary.")
+    return summary, status, flags
+
+
+def build_entry(bundle: OpenedBundle, submitted: dict[str, Any], *, data: Path | None, where: str) -> Entry:
+    meta = bundle.submission["meta"]
+    tier = bundle.submission["tier"]
+    bench = submitted["benchmark"]
+    if tier == "rescored":
+        spec = load_benchmark(str(bench.get("id")))
+        if data is None:
+            raise DataError("a re-scored submission needs the board's prepared references (--data PREPARED, or "
+                            "DIR/data)", file=where)
+        results, flags = rescore(bundle.root / "predictions", submitted, spec, data, where=where)
+        summary = dict(results["summary"])
+        status = {k: "recomputed" for k in summary}
+    else:
+        results = submitted
+        summary, status, flags = reported_summary(submitted)
+    row = final_row(results)
+    name = meta["method"]["name"]
+    board = BoardKey(benchmark=str(bench.get("id")), template_set=str(bench.get("template_set")),
+                     base_model=meta["base_model"]["name"], profile=str(bench.get("profile")))
+    return Entry(
+        id=entry_id(name, checkpoint_hashes(submitted, bundle)), tier=tier,
+        kind="reference" if (submitted.get("method") or {}).get("kind") == "reference" else "method",
+        board=board, method=dict(meta["method"]), base_model=dict(meta["base_model"]), tasks=list(row),
+        final_row=row, summary=summary, summary_status=status, trainable_params=meta.get("trainable_params"),
+        extra_data=dict(meta["extra_data"]), links=dict(meta.get("links") or {}), contact=meta["contact"], flags=flags,
+        checkpoints=checkpoint_hashes(submitted, bundle), results=results,
+        submitted_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), bundle_sha256=bundle.sha256,
+    )
+
+
+def submit(bundle: str | os.PathLike, board: str | os.PathLike, *, data: str | os.PathLike | None = None,
+           limits: Limits = Limits()) -> SubmitOutcome:
+    """Verify and store one submission (see the module docstring); raises :class:`DataError` on refusal."""
+    board = Path(board)
+    if data is None and (board / "data").is_dir():
+        data = board / "data"
+    opened = open_bundle(bundle, limits)
+    try:
+        verify_manifest(opened)
+        where = str(opened.path)
+        submitted = read_results(opened.root / RESULTS_NAME)
+        entry = build_entry(opened, submitted, data=Path(data) if data is not None else None, where=where)
+        # Accepted: only now does anything reach the board.
+        atomic_write_bytes(entry_path(board, entry.id).with_suffix(".tar.gz"), opened.path.read_bytes())
+        path, replaced = write_entry(board, entry)
+        return SubmitOutcome(entry=entry, path=path, replaced=replaced)
+    finally:
+        shutil.rmtree(opened.root, ignore_errors=True)

@@ -1,0 +1,118 @@
+"""Re-scoring a submission: which cells the benchmark requires, exact id coverage, and recomputed results.
+
+Required cells (the benchmark's schedule, :func:`cvit_bench.benchmark.upstream_cells` over all T stages): the
+upstream cells of the schedule (``lower``: task i after every stage t ≥ i) and, at the final stage T, every
+``zero-shot-final`` downstream task. Other recognised cells (the zero-shot row ``0``, above-diagonal cells,
+few-shot stages) are optional; when present they are checked and scored the same way.
+
+Coverage is exact: each prediction file must hold every eval sample of its task once and nothing else (ids
+are uids, or ``question_id`` = source ids for files in the reference format). Missing, extra and duplicate ids
+are refused with counts and examples, so a board never ranks a run scored on a subset.
+
+Re-scoring uses :func:`cvit_bench.score.score_cell` with the board's prepared references and the pinned metric
+of the submission's profile, then :func:`cvit_bench.score.assemble_results`, which recomputes every summary
+from the matrix. The submitted results.json contributes only descriptions (method, base model, stages and
+checkpoint hashes, generation settings, provenance); its numbers are compared, never trusted.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cvit_bench.benchmark import BenchmarkSpec, upstream_cells
+from cvit_bench.errors import DataError
+from cvit_bench.files import sha256_file
+from cvit_bench.manifest import read_manifest, resolve_prepared
+from cvit_bench.predictions import PredictionFile, discover, read_prediction_file
+from cvit_bench.sample import Sample
+from cvit_bench.score import CellScore, assemble_results, load_eval_samples, score_cell, stage_sort_key
+
+from .board import flag_differences
+
+N_EXAMPLES = 5
+
+
+def required_cells(spec: BenchmarkSpec) -> list[tuple[str, str]]:
+    """(stage label, task) the schedule requires of a complete run, in order."""
+    cells = [(str(t), spec.upstream[i - 1]) for t, i in upstream_cells(spec.T, spec.schedule)]
+    cells += [(str(spec.T), d.task) for d in spec.downstream if d.protocol == "zero-shot-final"]
+    return cells
+
+
+def check_required(found: set[tuple[str, str]], spec: BenchmarkSpec, where: str) -> None:
+    missing = [c for c in required_cells(spec) if c not in found]
+    if missing:
+        shown = ", ".join(f"predictions/{s}/{t}.jsonl" for s, t in missing[:N_EXAMPLES])
+        raise DataError(f"{len(missing)} prediction file(s) the {spec.id} schedule ({spec.schedule}) requires are "
+                        f"missing: {shown}{' ...' if len(missing) > N_EXAMPLES else ''}", file=where, field="predictions")
+
+
+def check_ids(pf: PredictionFile, samples: list[Sample], where: str) -> None:
+    """The file's ids are exactly the eval samples' ids, each once."""
+    key_of = (lambda s: s.uid) if pf.key_kind == "uid" else (lambda s: s.source_id)
+    expected = {key_of(s) for s in samples}
+    seen: set[str] = set()
+    duplicates = []
+    for k in pf.keys:
+        if k in seen:
+            duplicates.append(k)
+        seen.add(k)
+    problems = []
+    missing = sorted(expected - seen)
+    extra = sorted(seen - expected)
+    for label, items in (("missing", missing), ("extra (not in the board's references)", extra), ("duplicate", duplicates)):
+        if items:
+            problems.append(f"{len(items)} {label} id(s), e.g. {', '.join(items[:N_EXAMPLES])}")
+    if problems:
+        raise DataError("predictions must cover the eval split exactly (" + "; ".join(problems) + ")",
+                        file=where, field=pf.key_kind)
+
+
+def rescore(pred_root: Path, submitted: dict[str, Any], spec: BenchmarkSpec, data: Path, *,
+            where: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Re-score every prediction file under ``pred_root``; returns (recomputed results, flags)."""
+    bench = submitted["benchmark"]
+    profile, template_set = str(bench.get("profile")), str(bench.get("template_set"))
+    if str(bench.get("version")) != spec.version:
+        raise DataError(f"benchmark version {bench.get('version')!r} is not the board's {spec.version!r}",
+                        file=where, field="benchmark.version")
+    folder = resolve_prepared(data, spec.id)
+    manifest = read_manifest(folder)
+    if manifest["template_set"] != template_set:
+        raise DataError(f"template set {template_set!r} but the board's references at {folder} are "
+                        f"{manifest['template_set']!r}", file=where, field="benchmark.template_set")
+    if str(manifest["benchmark"].get("version")) != spec.version:
+        raise DataError(f"the board's references at {folder} are benchmark version {manifest['benchmark'].get('version')!r}, "
+                        f"not {spec.version!r}", file=where, field="benchmark.version")
+    files = discover(pred_root, spec)
+    check_required(set(files), spec, where)
+    cache: dict[str, list[Sample]] = {}
+    cells: dict[tuple[str, str], CellScore] = {}
+    for (stage, task), path in sorted(files.items(), key=lambda kv: (stage_sort_key(kv[0][0]), kv[0][1])):
+        if task not in cache:
+            cache[task] = load_eval_samples(folder, manifest, spec, task)
+        pf = read_prediction_file(path)
+        check_ids(pf, cache[task], f"{where}:predictions/{path.parent.name}/{path.name}")
+        cells[(stage, task)] = score_cell(spec, stage, task, profile, cache[task], pf)
+    recomputed = assemble_results(
+        spec, profile, template_set, cells, base_model=submitted.get("base_model"), method=submitted.get("method"),
+        stages=submitted.get("stages") or [], generation=submitted.get("generation") or {},
+        provenance={"rescored_by": "cvit-bench leaderboard submit", "data_manifest_sha256": sha256_file(folder / "manifest.json"),
+                    "submitted": submitted.get("provenance") or {}},
+    )
+    return recomputed, compare_results(submitted, recomputed)
+
+
+def matrix_cells(results: dict[str, Any]) -> dict[str, float | None]:
+    m = results.get("matrix") or {}
+    return {f"{s}/{t}": v for s, row in zip(m.get("stages", []), m.get("values", [])) for t, v in zip(m.get("tasks", []), row)}
+
+
+def compare_results(submitted: dict[str, Any], recomputed: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every claimed number (matrix cells, summary, downstream values) that the recomputation does not confirm."""
+    flags = flag_differences(submitted.get("summary") or {}, recomputed.get("summary") or {}, "summary.")
+    flags += flag_differences(matrix_cells(submitted), matrix_cells(recomputed), "matrix.")
+    sub_down = {k: (v or {}).get("value") for k, v in (submitted.get("downstream") or {}).items() if isinstance(v, dict)}
+    rec_down = {k: (v or {}).get("value") for k, v in (recomputed.get("downstream") or {}).items()}
+    flags += flag_differences(sub_down, rec_down, "downstream.")
+    return flags
