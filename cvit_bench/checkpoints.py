@@ -6,10 +6,12 @@
      "method": {"name": "seq-lora", "config": {...}},
      "stages": [{"index": 1, "task": "scienceqa", "path": "stage-01-scienceqa", "sha256": "..."}, ...],
      "fewshot": [{"name": "fewshot-5", "task": "places365", "path": "...", "sha256": "..."}],
-     "eval_adapter": "chain" | "own-task"}
+     "eval_adapter": "latest" | "own-task", "kind": "sequential" | "multitask" | "independent" | "zero-shot"}
 
-``eval_adapter = "own-task"`` (dir-lora: one independent adapter per task) makes the runner evaluate task i with
-stage i's adapter at every later stage, so that reference's BWT is 0 by construction.
+(the full schema written by ``train`` is in :mod:`cvit_bench.baselines.run_dir`). ``eval_adapter = "own-task"``
+(dir-lora: one independent adapter per task) makes the runner evaluate task i with stage i's adapter at every later
+stage, so that reference's BWT is 0 by construction. ``kind = "multitask"`` (one stage trained on every upstream
+task) is evaluated as the final row only; ``kind = "zero-shot"`` (no stages) as the zero-shot row.
 """
 from __future__ import annotations
 
@@ -42,22 +44,23 @@ class RunPlan:
     benchmark: str | None
     stages: list[StageCheckpoint]
     fewshot: list[StageCheckpoint] = field(default_factory=list)
-    eval_adapter: str = "chain"
+    eval_adapter: str = "latest"
+    kind: str = "sequential"
     source: str = ""
 
 
-def adapter_weights(path: Path) -> Path:
-    for name in ADAPTER_WEIGHT_FILES:
+def adapter_weights(path: Path, weights: str | None = None) -> Path:
+    for name in ((weights,) if weights else ADAPTER_WEIGHT_FILES):
         if (path / name).is_file():
             return path / name
     raise CvitError(f"{path}: stage folder missing or not an adapter (expected adapter_config.json and "
                     f"{' or '.join(ADAPTER_WEIGHT_FILES)})")
 
 
-def checkpoint_sha256(path: Path) -> str:
+def checkpoint_sha256(path: Path, weights: str | None = None) -> str:
     if not (path / "adapter_config.json").is_file():
         raise CvitError(f"{path}: stage folder missing or not an adapter (no adapter_config.json)")
-    return sha256_file(adapter_weights(path))
+    return sha256_file(adapter_weights(path, weights))
 
 
 def load_run_dir(run_dir: str | os.PathLike) -> RunPlan:
@@ -68,7 +71,7 @@ def load_run_dir(run_dir: str | os.PathLike) -> RunPlan:
 
     def stage(entry: dict, label: str) -> StageCheckpoint:
         path = run_dir / entry["path"]
-        actual = checkpoint_sha256(path)
+        actual = checkpoint_sha256(path, entry.get("weights"))
         if entry.get("sha256") and entry["sha256"] != actual:
             raise CvitError(f"{path}: adapter weights sha256 {actual[:12]}… differs from run.json ({entry['sha256'][:12]}…)")
         return StageCheckpoint(label=label, task=entry["task"], path=path, sha256=actual)
@@ -77,7 +80,8 @@ def load_run_dir(run_dir: str | os.PathLike) -> RunPlan:
     fewshot = [stage(e, e["name"]) for e in data.get("fewshot", [])]
     return RunPlan(base_model=data.get("base_model"), method=data.get("method"), template_set=data.get("template_set"),
                    benchmark=data.get("benchmark"), stages=stages, fewshot=fewshot,
-                   eval_adapter=data.get("eval_adapter", "chain"), source=str(run_dir))
+                   eval_adapter=data.get("eval_adapter", "latest"), kind=data.get("kind", "sequential"),
+                   source=str(run_dir))
 
 
 def plan_from_paths(paths: list[str], stage_tasks: list[str] | None, spec: BenchmarkSpec) -> RunPlan:
@@ -93,6 +97,8 @@ def plan_from_paths(paths: list[str], stage_tasks: list[str] | None, spec: Bench
 def check_sequence(plan: RunPlan, spec: BenchmarkSpec, allow_partial: bool) -> None:
     """A run must follow the benchmark order (a prefix is fine); anything else needs ``--allow-partial``."""
     trained = [s.task for s in plan.stages]
+    if plan.kind in ("multitask", "zero-shot"):
+        return
     if trained == list(spec.upstream[: len(trained)]) or allow_partial:
         return
     raise CvitError(f"{plan.source}: stages train {', '.join(trained)} but benchmark {spec.id} expects the order "

@@ -305,7 +305,7 @@ def pretrain(model, data: Encoded, recipe: MiniRecipe, seed: int, progress: Prog
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, recipe.warmup, recipe.steps))
     n = data.input_ids.shape[0]
     perm, cursor, losses = torch.randperm(n, generator=gen), 0, []

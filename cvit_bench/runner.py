@@ -98,8 +98,16 @@ def plan_cells(spec: BenchmarkSpec, plan: RunPlan, opts: EvalOptions, available:
         return task in available and (wanted is None or task in wanted)
 
     cells: list[Cell] = []
-    if opts.zero_shot:
+    if opts.zero_shot or plan.kind == "zero-shot":
         cells += [Cell(ZERO_SHOT_STAGE, t, None) for t in spec.upstream if keep(t)]
+    if plan.kind == "multitask":
+        # One adapter trained jointly on every upstream task: the papers' "Multitask" row (final row only).
+        final, adapter = str(spec.T), plan.stages[0].label
+        cells += [Cell(final, t, adapter) for t in spec.upstream if keep(t)]
+        if opts.downstream:
+            cells += [Cell(final, d.task, adapter) for d in spec.downstream if d.protocol == "zero-shot-final" and keep(d.task)]
+            cells += [Cell(ck.label, ck.task, ck.label) for ck in plan.fewshot if keep(ck.task)]
+        return cells
     n = len(plan.stages)
     for t, i in upstream_cells(spec.T, opts.schedule, stages=n):
         task = spec.upstream[i - 1] if opts.schedule == "full" else trained[i - 1]

@@ -70,15 +70,18 @@ def count_rows(data: bytes) -> int:
     return sum(1 for line in data.split(b"\n") if line.strip())
 
 
-def bundle_files(run_out: Path, *, reported: bool) -> list[tuple[str, Path]]:
-    """(archive path, file) of everything a bundle carries from a run output folder, sorted."""
+def bundle_files(run_out: Path, *, reported: bool, predictions: Path | None = None) -> list[tuple[str, Path]]:
+    """(archive path, file) of everything a bundle carries from a run output folder, sorted.
+
+    ``predictions`` defaults to ``run_out/predictions`` (what ``evaluate --out`` writes); ``score --out`` keeps
+    the predictions where they were, so pass that folder."""
     results = run_out / RESULTS_NAME
     if not results.is_file():
         raise MissingFileError(results, "results.json of the run (cvit-bench evaluate/score --out writes it)")
     files = [(RESULTS_NAME, results)]
     if reported:
         return files
-    pred_root = run_out / "predictions"
+    pred_root = predictions if predictions is not None else run_out / "predictions"
     preds = sorted(p for p in pred_root.glob("*/*.jsonl") if p.is_file()) if pred_root.is_dir() else []
     if not preds:
         raise CvitError(f"{pred_root}: no prediction files (<stage>/<task>.jsonl); a re-scored submission needs them "
@@ -95,14 +98,15 @@ def _tar_add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def pack(run_out: str | os.PathLike, meta: str | os.PathLike | dict[str, Any], out: str | os.PathLike, *,
-         reported: bool = False) -> Path:
+         reported: bool = False, predictions: str | os.PathLike | None = None) -> Path:
     """Write the bundle of ``run_out`` (results.json + predictions) with ``meta`` to ``out``; returns ``out``."""
     run_out, out = Path(run_out), Path(out)
     meta_doc = load_meta(meta)
     read_json(run_out / RESULTS_NAME, "results.json of the run")   # malformed JSON is caught here, not on the board
     entries = []
     blobs: dict[str, bytes] = {}
-    for name, path in bundle_files(run_out, reported=reported):
+    for name, path in bundle_files(run_out, reported=reported,
+                                           predictions=Path(predictions) if predictions is not None else None):
         data = path.read_bytes()
         blobs[name] = data
         entries.append({"path": name, "sha256": sha256_bytes(data), "bytes": len(data),

@@ -221,3 +221,24 @@ def test_undecodable_image_is_recorded_not_fatal(run_dir, bench_yaml, tmp_path):
     assert [x["uid"] for x in bad] == ["scienceqa/test/102"] and "image.png" in bad[0]["error"]
     assert len(lines) == 8 and results["cells"]["1/scienceqa"]["n"] == 8
     assert any("scienceqa/test/102" in w for w in results["warnings"])
+
+
+@pytest.mark.parametrize("method", ["multitask", "dir-lora", "zero-shot"])
+def test_trained_reference_runs_evaluate_with_their_semantics(method, tiny_llava_dir, prepared, bench_yaml, tmp_path):
+    from cvit_bench.baselines.trainer import train_run
+
+    train_run(method, tiny_llava_dir, prepared, tmp_path / "run", benchmark=str(bench_yaml), tasks=TASKS,
+              max_steps_per_task=2, batch_size=4, grad_accum=1, lr=5e-3, options={"lora_r": 4} if method != "zero-shot" else {})
+    results = _evaluate(tmp_path / "run", prepared, bench_yaml, tmp_path / "eval", downstream=False)
+    m = results["matrix"]
+    if method == "multitask":
+        assert m["stages"] == ["1", "2", "3"] and m["values"][:2] == [[None] * 3, [None] * 3]
+        assert all(v is not None for v in m["values"][2])
+        assert results["summary"]["AP"] is not None and results["summary"]["BWT"] is None
+    elif method == "dir-lora":
+        assert results["summary"]["BWT"] == 0.0 and results["summary"]["forgetting_max"] == 0.0
+        final = _preds(tmp_path / "eval")
+        assert final["predictions/3/scienceqa.jsonl"] == final["predictions/1/scienceqa.jsonl"]
+    else:
+        assert m["stages"] == ["0"] and all(v is not None for v in m["values"][0])
+        assert results["summary"]["AP"] is None

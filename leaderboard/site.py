@@ -1,0 +1,253 @@
+"""``cvit-bench leaderboard build --board DIR --out SITE``: a static site (no server, no network).
+
+Output::
+
+    SITE/index.html                    # one table per board key, filters, search, "How to submit"
+    SITE/entries/<entry id>.html       # one page per entry: numbers, flags, caveats, provenance, figures
+    SITE/entries/<entry id>/heatmap.svg, forgetting.svg    # re-scored entries (figures from the report module)
+    SITE/static/board.css, board.js    # the only style and script; no remote anything
+    SITE/.nojekyll                     # GitHub Pages serves the folder as is
+
+Rules:
+
+- **Never mixed**: one table per :class:`~.board.BoardKey`. Within a table, re-scored entries, reported entries
+  and reference rows sit in separate ``tbody`` sections; ranks (by AP, higher first, ties on the displayed
+  value share a rank) are computed within the re-scored and the reported method rows separately; reference
+  rows are never ranked; secondhand rows carry a visible "secondhand" label.
+- **Untrusted text**: every string of an entry reaches HTML through Jinja2 autoescape; links are rendered only
+  when they are ``https://`` (anything else is shown as inert text); figures are separate SVG files loaded with
+  ``<img>`` (an SVG image cannot run script); a Content-Security-Policy meta tag allows only the site's own
+  script, style and images (``default-src 'none'``).
+- Numbers: 2 decimals as in the report; "nr" marks a value that is "reported, not recomputable", "⚑" a
+  submitted number that differs from the recomputed one by more than 0.01.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from cvit_bench import __version__
+from cvit_bench.files import atomic_write_text
+from cvit_bench.report.figures import forgetting_figure, heatmap_figure, save_figure
+from cvit_bench.report.formatting import fmt_aggregate, fmt_value, round2
+from cvit_bench.report.html import flatten, make_environment, run_view
+from cvit_bench.report.runs import Run
+
+from .board import NOT_RECOMPUTABLE, BoardKey, Entry, read_entries
+from .schema import is_https
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; base-uri 'none'; "
+       "form-action 'none'; object-src 'none'")
+BASE_SUMMARY_COLUMNS = ("AP", "MAP", "BWT", "MIF")
+OPTIONAL_SUMMARY_COLUMNS = ("MFT",)
+SECTIONS = (("rescored", "Re-scored by the board (predictions verified)"),
+            ("reported", "Reported (numbers only, not re-scored)"),
+            ("reference", "Reference rows (shown for context, never ranked)"))
+STATIC_FILES = ("board.css", "board.js")
+
+
+@dataclass
+class CellView:
+    text: str
+    sort: str                               # numeric sort key ("" = empty, sorts last)
+    marks: list[tuple[str, str]] = field(default_factory=list)   # (symbol, explanation)
+
+
+@dataclass
+class LinkView:
+    label: str
+    url: str
+    safe: bool                              # False: shown as inert text, never as a link
+
+
+@dataclass
+class RowView:
+    id: str
+    name: str
+    href: str
+    family: str
+    tier: str
+    kind: str
+    grade: str
+    base_model: str
+    rank: str
+    cells: list[CellView]
+    links: list[LinkView]
+    flagged: bool
+
+
+@dataclass
+class SectionView:
+    tier: str
+    title: str
+    rows: list[RowView]
+
+
+@dataclass
+class BoardView:
+    key: BoardKey
+    anchor: str
+    title: str
+    task_columns: list[str]
+    summary_columns: list[str]
+    sections: list[SectionView]
+    n_entries: int
+
+
+# ------------------------------------------------------------------------------------------------ pure views
+def group_entries(entries: list[Entry]) -> dict[BoardKey, list[Entry]]:
+    groups: dict[BoardKey, list[Entry]] = {}
+    for e in entries:
+        groups.setdefault(e.board, []).append(e)
+    return dict(sorted(groups.items()))
+
+
+def entry_links(entry: Entry) -> list[LinkView]:
+    links = [LinkView(label, str(url), is_https(url)) for label, url in sorted((entry.links or {}).items()) if url]
+    if entry.source and entry.source.get("url"):
+        links.append(LinkView("source", str(entry.source["url"]), is_https(entry.source["url"])))
+    return links
+
+
+def _ap_key(entry: Entry) -> float:
+    ap = entry.summary.get("AP")
+    return round2(ap) if isinstance(ap, (int, float)) else float("-inf")
+
+
+def ranks(entries: list[Entry]) -> dict[str, str]:
+    """Competition ranking by displayed AP (1, 2, 2, 4); entries without AP are unranked."""
+    out: dict[str, str] = {}
+    ordered = sorted(entries, key=lambda e: (-_ap_key(e), e.name))
+    position = 0
+    previous = None
+    for i, e in enumerate(ordered, start=1):
+        if _ap_key(e) == float("-inf"):
+            out[e.id] = ""
+            continue
+        if _ap_key(e) != previous:
+            position, previous = i, _ap_key(e)
+        out[e.id] = str(position)
+    return out
+
+
+def summary_cell(entry: Entry, key: str) -> CellView:
+    value = entry.summary.get(key)
+    marks = []
+    if value is not None and entry.summary_status.get(key) == NOT_RECOMPUTABLE:
+        marks.append(("nr", NOT_RECOMPUTABLE))
+    for f in entry.flags:
+        if f.get("field") == f"summary.{key}":
+            marks.append(("⚑", f"submitted {fmt_aggregate(f.get('submitted'))}, recomputed {fmt_aggregate(f.get('recomputed'))}"))
+    return CellView(fmt_aggregate(value), "" if value is None else repr(float(value)), marks)
+
+
+def task_cell(entry: Entry, task: str) -> CellView:
+    value = entry.final_row.get(task)
+    return CellView(fmt_value(value), "" if value is None else repr(float(value)))
+
+
+def row_view(entry: Entry, rank: str, tasks: list[str], summary_columns: list[str]) -> RowView:
+    cells = [task_cell(entry, t) for t in tasks] + [summary_cell(entry, k) for k in summary_columns]
+    return RowView(id=entry.id, name=entry.name, href=f"entries/{entry.id}.html", family=entry.family, tier=entry.tier,
+                   kind=entry.kind, grade=entry.grade, base_model=entry.board.base_model, rank=rank, cells=cells,
+                   links=entry_links(entry), flagged=bool(entry.flags))
+
+
+def board_view(key: BoardKey, entries: list[Entry]) -> BoardView:
+    tasks: list[str] = []
+    for e in entries:
+        tasks.extend(t for t in e.tasks if t not in tasks)
+    present = {k for e in entries for k, v in e.summary.items() if v is not None}
+    summary_columns = [k for k in OPTIONAL_SUMMARY_COLUMNS if k in present] + list(BASE_SUMMARY_COLUMNS)
+    sections = []
+    for tier, title in SECTIONS:
+        members = [e for e in entries if (e.kind == "reference") == (tier == "reference")
+                   and (tier == "reference" or e.tier == tier)]
+        ranked = ranks(members) if tier != "reference" else {e.id: "" for e in members}
+        members.sort(key=lambda e: (-_ap_key(e), e.name))
+        if members:
+            sections.append(SectionView(tier, title, [row_view(e, ranked[e.id], tasks, summary_columns) for e in members]))
+    return BoardView(key=key, anchor=f"board-{key.slug()}", title=key.describe(), task_columns=tasks,
+                     summary_columns=summary_columns, sections=sections, n_entries=len(entries))
+
+
+def entry_facts(entry: Entry) -> list[tuple[str, str]]:
+    extra = entry.extra_data or {}
+    facts = [("method", entry.name), ("family", entry.family), ("description", str(entry.method.get("description") or "")),
+             ("tier", entry.tier), ("kind", entry.kind), ("board", entry.board.describe()),
+             ("base model", str(entry.base_model.get("name", ""))), ("base model revision", str(entry.base_model.get("revision", ""))),
+             ("trainable parameters", "" if entry.trainable_params is None else f"{entry.trainable_params:,}"),
+             ("extra data", ("yes: " + str(extra.get("description") or "")) if extra.get("used") else "no"),
+             ("contact", entry.contact), ("submitted (UTC)", entry.submitted_utc),
+             ("bundle sha256", entry.bundle_sha256 or "")]
+    facts += [(f"checkpoint {i}", h) for i, h in enumerate(entry.checkpoints, start=1)]
+    return [(k, v) for k, v in facts if v]
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+def _environment() -> jinja2.Environment:
+    return make_environment([jinja2.PackageLoader("cvit_bench.leaderboard", "templates")])
+
+
+def _static_dir() -> Path:
+    return Path(str(resources.files("cvit_bench.leaderboard"))) / "static"
+
+
+@dataclass(frozen=True)
+class SiteOutputs:
+    out_dir: Path
+    index: Path
+    pages: tuple[Path, ...]
+
+
+def _options(values: list[str]) -> list[str]:
+    return sorted(set(values), key=str.lower)
+
+
+def build_site(board: str | os.PathLike, out: str | os.PathLike, *, title: str = "cvit-bench leaderboard") -> SiteOutputs:
+    """Render every entry of ``board`` into a static site in ``out`` (see the module docstring)."""
+    entries = read_entries(board)
+    out = Path(out)
+    (out / "static").mkdir(parents=True, exist_ok=True)
+    for name in STATIC_FILES:
+        shutil.copyfile(_static_dir() / name, out / "static" / name)
+    atomic_write_text(out / ".nojekyll", "")
+    env = _environment()
+    boards = [board_view(k, v) for k, v in group_entries(entries).items()]
+    common = {"csp": CSP, "version": __version__, "title": title}
+    index = out / "index.html"
+    atomic_write_text(index, env.get_template("index.html.j2").render(
+        **common, boards=boards, families=_options([e.family for e in entries]),
+        base_models=_options([e.board.base_model for e in entries]), tiers=["rescored", "reported"],
+        n_entries=len(entries), static="static/"))
+    pages = []
+    for e in entries:
+        pages.append(_write_entry_page(env, e, out, common, boards))
+    return SiteOutputs(out_dir=out, index=index, pages=tuple(pages))
+
+
+def _write_entry_page(env: jinja2.Environment, entry: Entry, out: Path, common: dict[str, Any],
+                      boards: list[BoardView]) -> Path:
+    folder = out / "entries"
+    run = None
+    figures: list[tuple[str, str]] = []
+    if entry.results is not None:
+        run = run_view(Run(path=None, label=entry.name, slug=entry.id, results=entry.results))
+        for name, make, caption in (("heatmap", heatmap_figure, "accuracy matrix: rows = after stage, columns = tasks; diagonal outlined"),
+                                    ("forgetting", forgetting_figure, "each task's score from the stage it was learned")):
+            save_figure(make(entry.results, f"{entry.name}: {name}"), folder / entry.id / name, ["svg"])
+            figures.append((f"{entry.id}/{name}.svg", caption))
+    board = next(b for b in boards if b.key == entry.board)
+    summary = [(k, summary_cell(entry, k), entry.summary_status.get(k, "")) for k in entry.summary]
+    page = folder / f"{entry.id}.html"
+    atomic_write_text(page, env.get_template("entry.html.j2").render(
+        **common, entry=entry, board=board, facts=entry_facts(entry), links=entry_links(entry), summary=summary,
+        final=[(t, task_cell(entry, t)) for t in entry.tasks], run=run, figures=figures,
+        source=flatten(entry.source) if entry.source else [], static="../static/"))
+    return page
