@@ -25,6 +25,7 @@ import shutil
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -35,20 +36,8 @@ from cvit_bench import __version__
 from cvit_bench.errors import CvitError, DataError, MissingFileError
 from cvit_bench.files import atomic_write_bytes, dumps_json, read_json, sha256_bytes, sha256_file
 
+from .limits import Limits
 from .schema import RESULTS_NAME, SUBMISSION_NAME, SUBMISSION_SCHEMA_VERSION, validate_meta, validate_submission
-
-MiB = 1 << 20
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Size limits for untrusted bundles (configurable per board and on the command line)."""
-
-    max_bundle_bytes: int = 512 * MiB
-    max_file_bytes: int = 256 * MiB
-    max_total_bytes: int = 2048 * MiB
-    max_files: int = 20_000
-
 
 # ----------------------------------------------------------------------------------------------------- pack
 def load_meta(meta: str | os.PathLike | dict[str, Any]) -> dict[str, Any]:
@@ -150,13 +139,16 @@ def _unsafe_name(name: str) -> str | None:
     return None
 
 
-def check_members(members: list[tarfile.TarInfo], limits: Limits, where: str) -> list[tarfile.TarInfo]:
-    """Refuse unsafe members before extraction; returns the regular files (see the module docstring)."""
-    if len(members) > limits.max_files:
-        raise DataError(f"{len(members)} archive members, more than the limit of {limits.max_files}", file=where)
+def check_members(members: Iterable[tarfile.TarInfo], limits: Limits, where: str) -> list[tarfile.TarInfo]:
+    """Refuse unsafe members before extraction; returns the regular files (see the module docstring).
+
+    ``members`` may be the open archive itself: each header is checked as it streams in, so an oversized or
+    hostile member stops the scan before its data is decompressed."""
     seen: set[str] = set()
     files, total = [], 0
-    for m in members:
+    for count, m in enumerate(members, start=1):
+        if count > limits.max_files:
+            raise DataError(f"more than {limits.max_files} archive members, the limit (nothing was extracted)", file=where)
         why = _unsafe_name(m.name)
         if why:
             raise DataError(f"refused: {why} (nothing was extracted)", file=where, record=f"member {m.name!r}")
@@ -193,12 +185,7 @@ def open_bundle(path: str | os.PathLike, limits: Limits = Limits(), *, workdir: 
     root: Path | None = None
     try:
         with tarfile.open(path, mode="r:*") as tf:
-            members = []
-            for m in tf:                                  # streamed, so the count limit stops a header flood early
-                members.append(m)
-                if len(members) > limits.max_files:
-                    break
-            files = check_members(members, limits, where)
+            files = check_members(tf, limits, where)     # streamed: refuses at the first bad header
             root = Path(tempfile.mkdtemp(prefix="cvit-bundle-", dir=workdir))
             for m in files:
                 target = root / PurePosixPath(m.name)

@@ -38,6 +38,7 @@ from cvit_bench.report.figures import forgetting_figure, heatmap_figure, save_fi
 from cvit_bench.report.formatting import fmt_aggregate, fmt_value, round2
 from cvit_bench.report.html import flatten, make_environment, run_view
 from cvit_bench.report.runs import Run
+from cvit_bench.results import SUMMARY_KEYS
 
 from .board import NOT_RECOMPUTABLE, BoardKey, Entry, read_entries
 from .schema import is_https
@@ -105,7 +106,12 @@ def group_entries(entries: list[Entry]) -> dict[BoardKey, list[Entry]]:
     groups: dict[BoardKey, list[Entry]] = {}
     for e in entries:
         groups.setdefault(e.board, []).append(e)
-    return dict(sorted(groups.items()))
+    # Boards with re-scored entries first, then cvit-bench's own benchmarks, then the rest (each by key).
+    def order(item: tuple[BoardKey, list[Entry]]) -> tuple[bool, bool, BoardKey]:
+        key, members = item
+        return (not any(e.tier == "rescored" for e in members), not key.benchmark.startswith("cvit"), key)
+
+    return dict(sorted(groups.items(), key=order))
 
 
 def entry_links(entry: Entry) -> list[LinkView]:
@@ -244,7 +250,8 @@ def _write_entry_page(env: jinja2.Environment, entry: Entry, out: Path, common: 
             save_figure(make(entry.results, f"{entry.name}: {name}"), folder / entry.id / name, ["svg"])
             figures.append((f"{entry.id}/{name}.svg", caption))
     board = next(b for b in boards if b.key == entry.board)
-    summary = [(k, summary_cell(entry, k), entry.summary_status.get(k, "")) for k in entry.summary]
+    keys = [k for k in SUMMARY_KEYS if k in entry.summary] + sorted(k for k in entry.summary if k not in SUMMARY_KEYS)
+    summary = [(k, summary_cell(entry, k), entry.summary_status.get(k, "")) for k in keys]
     page = folder / f"{entry.id}.html"
     atomic_write_text(page, env.get_template("entry.html.j2").render(
         **common, entry=entry, board=board, facts=entry_facts(entry), links=entry_links(entry), summary=summary,

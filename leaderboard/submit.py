@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cvit_bench.benchmark import load_benchmark
+from cvit_bench.benchmark import benchmark_ids, load_benchmark
 from cvit_bench.continual import AccuracyMatrix, summarize
 from cvit_bench.errors import DataError
 from cvit_bench.files import atomic_write_bytes
@@ -31,7 +31,8 @@ from cvit_bench.report.runs import final_row, final_row_label
 from cvit_bench.results import read_results
 
 from .board import NOT_RECOMPUTABLE, BoardKey, Entry, entry_id, entry_path, flag_differences, write_entry
-from .bundle import Limits, OpenedBundle, open_bundle, verify_manifest
+from .bundle import OpenedBundle, open_bundle, verify_manifest
+from .limits import Limits
 from .schema import RESULTS_NAME
 from .verify import rescore
 
@@ -63,8 +64,8 @@ def reported_summary(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
         final_if = if_rates["values"][if_rates["stages"].index(final_label)]
     try:
         recomputed = summarize(AccuracyMatrix(m["tasks"], m["stages"], m["values"]), final_if)
-    except DataError:
-        recomputed = {}
+    except DataError:          # e.g. IF rates of another shape: the matrix aggregates stay reported
+        recomputed = summarize(AccuracyMatrix(m["tasks"], m["stages"], m["values"]))
     summary, status = {}, {}
     for key in sorted(set(claimed) | {k for k, v in recomputed.items() if v is not None}):
         if recomputed.get(key) is not None:
@@ -75,12 +76,31 @@ def reported_summary(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     return summary, status, flags
 
 
+def normalised_results(submitted: dict[str, Any], where: str) -> dict[str, Any]:
+    """The submitted results with a validated matrix (string stage labels); refuses what the board cannot show."""
+    bench = submitted.get("benchmark")
+    if not isinstance(bench, dict) or not all(isinstance(bench.get(k), str) for k in ("id", "template_set", "profile")):
+        raise DataError("must be an object with string id, version, template_set and profile", file=where,
+                        field="benchmark")
+    try:
+        matrix = AccuracyMatrix.from_dict(submitted["matrix"])
+    except DataError as exc:
+        raise DataError(exc.reason, file=where, record=exc.record, field=f"matrix.{exc.field}" if exc.field else "matrix") from None
+    if not any(s != "0" for s in matrix.stages):
+        raise DataError("the matrix has no upstream stage row (1..T)", file=where, field="matrix.stages")
+    return {**submitted, "matrix": {**submitted["matrix"], **matrix.to_dict()}}
+
+
 def build_entry(bundle: OpenedBundle, submitted: dict[str, Any], *, data: Path | None, where: str) -> Entry:
     meta = bundle.submission["meta"]
     tier = bundle.submission["tier"]
+    submitted = normalised_results(submitted, where)
     bench = submitted["benchmark"]
     if tier == "rescored":
-        spec = load_benchmark(str(bench.get("id")))
+        if bench["id"] not in benchmark_ids():           # never a path: load_benchmark also accepts YAML paths
+            raise DataError(f"unknown benchmark {bench['id']!r}; this board re-scores {', '.join(benchmark_ids())}",
+                            file=where, field="benchmark.id")
+        spec = load_benchmark(bench["id"])
         if data is None:
             raise DataError("a re-scored submission needs the board's prepared references (--data PREPARED, or "
                             "DIR/data)", file=where)
