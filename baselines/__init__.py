@@ -1,7 +1,9 @@
 """Continual-learning baselines and the sequential trainer that writes one checkpoint per stage.
 
 Methods register by name in :data:`METHODS` (one module each): ``seq-lora``, ``dora``, ``replay``, ``ewc``,
-``lwf``, ``multitask``, ``dir-lora``, ``zero-shot``. The trainer is :func:`cvit_bench.baselines.trainer.train_run`;
+``lwf``, ``multitask``, ``dir-lora``, ``zero-shot``, and the mixture-of-LoRA methods ``moe-lora``, ``smolora``,
+``branchlora`` (shared layer code in :mod:`cvit_bench.baselines.moe_layers`; their stage folders use its own
+adapter format, which the evaluation backend recognises and attaches through :func:`load_for_eval`). The trainer is :func:`cvit_bench.baselines.trainer.train_run`;
 the runner loads any method's stage folder with :func:`load_for_eval`.
 """
 from __future__ import annotations
@@ -16,7 +18,8 @@ from ..registry import Registry
 #: name → Method subclass
 METHODS: Registry[type] = Registry("method")
 
-_MODULES = ("seq_lora", "dora", "replay", "ewc", "lwf", "multitask", "dir_lora", "zero_shot")
+_MODULES = ("seq_lora", "dora", "replay", "ewc", "lwf", "multitask", "dir_lora", "zero_shot",
+            "moe_lora", "smolora", "branchlora")
 
 
 def _load_all() -> None:
@@ -45,13 +48,18 @@ def load_for_eval(base_model: Any, stage_dir: str | Path, *, method: str | None 
                   options: Mapping[str, Any] | None = None, adapter_name: str = "default") -> Any:
     """Attach the adapter of a stage folder to ``base_model`` through its method's own loader.
 
-    The method is ``method`` if given, else the one recorded in the folder's ``cvit_stage.json``, else
-    ``seq-lora`` (a plain PEFT adapter folder written elsewhere).
+    The method is ``method`` if given, else the one recorded in the folder's ``cvit_stage.json``, else the
+    one a method-format ``adapter_config.json`` names (:mod:`.moe_layers`), else ``seq-lora`` (a plain PEFT
+    adapter folder written elsewhere).
     """
+    from .moe_layers import is_custom_adapter, read_adapter_config
     from .run_dir import read_stage_marker
 
     stage_dir = Path(stage_dir)
     marker = read_stage_marker(stage_dir)
+    if marker is None and is_custom_adapter(stage_dir):
+        cfg = read_adapter_config(stage_dir)
+        marker = {"method": cfg["method"], "config": cfg["config"]}
     name = method or (marker or {}).get("method") or "seq-lora"
     cfg = options if options is not None else (marker or {}).get("config") if (marker or {}).get("method") == name else None
     return make_method(name, cfg).load_for_eval(base_model, stage_dir, adapter_name=adapter_name)

@@ -145,6 +145,17 @@ class StageContext:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class MethodEnv:
+    """What the trainer tells a method about the run before :meth:`Method.wrap` (:meth:`Method.bind`):
+    the benchmark spec (task families), the prepared data's template set and the base's processor.
+    SMoLoRA needs them to embed the instruction types; other methods ignore them."""
+
+    spec: Any = None
+    template_set: str | None = None
+    processor: Any = None
+
+
 class Method:
     """Base class with the no-op defaults; see the module docstring for the contract."""
 
@@ -178,6 +189,10 @@ class Method:
         return examples, {"samples": len(examples)}
 
     # --- adapter --------------------------------------------------------------------------------------
+    def bind(self, env: MethodEnv) -> None:
+        """Called by the trainer once, before :meth:`wrap`, with facts about the run (default: ignored)."""
+        return None
+
     def wrap(self, base_model: Any) -> Any:
         raise NotImplementedError
 

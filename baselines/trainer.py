@@ -45,7 +45,7 @@ from ..files import atomic_write_json, sha256_file
 from ..manifest import image_root, read_manifest, resolve_prepared
 from ..sample import read_samples
 from . import make_method
-from .base import Method, StageContext, StagePlan
+from .base import Method, MethodEnv, StageContext, StagePlan
 from .data import IGNORE_INDEX, Collator, Example, encode_samples
 from .run_dir import STAGE_MARKER, entry_complete, read_run, write_run
 
@@ -365,6 +365,7 @@ def train_run(
             cache[key] = enc.examples
         return cache[key]
 
+    m.bind(MethodEnv(spec=spec, template_set=manifest.get("template_set"), processor=processor))
     model = m.wrap(model)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

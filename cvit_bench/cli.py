@@ -36,6 +36,12 @@ class CvitGroup(click.Group):
 @click.version_option(__version__, prog_name="cvit-bench")
 def main() -> None:
     """cvit-bench: benchmark harness for continual visual instruction tuning."""
+    import os
+    import warnings
+
+    # Our own progress bars are shown; the libraries' per-load bars and a peft deprecation notice are noise.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def _csv(value: str | None) -> list[str] | None:

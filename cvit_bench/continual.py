@@ -407,7 +407,8 @@ def summarize(matrix: AccuracyMatrix, final_if_rates: Sequence[Value] | None = N
     _check_if_rates(matrix, final_if_rates)
     out: dict[str, Value] = {key: CL_METRICS.get(fid)(matrix) for key, fid in SUMMARY_FORMULAS.items()}
     out["MIF"] = None if final_if_rates is None else mif(final_if_rates)
-    return {key: out[key] for key in SUMMARY_KEYS}
+    # "+ 0.0" turns a -0.0 (e.g. forgetting of a run that forgot nothing) into 0.0 for display.
+    return {key: (None if out[key] is None else out[key] + 0.0) for key in SUMMARY_KEYS}
 
 
 def all_aggregates(matrix: AccuracyMatrix, final_if_rates: Sequence[Value] | None = None) -> dict[str, Value]:

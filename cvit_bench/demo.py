@@ -6,7 +6,7 @@ prepare cvit-mini (synthetic images, no download) → the cached tiny base (buil
 scores, results.json), ``report``. Every step resumes: re-running after an interruption skips finished stages
 and cells. The training recipe is the measured one of ``spec/mini_benchmark_notes.md`` (LoRA r 8 on all LLM
 linears, AdamW lr 2e-3, 300 steps per task at batch 32, 20-step warm-up then cosine; replay keeps 20 % of each
-task and mixes in 0.3× the task size).
+task and mixes in 0.3× the task size; multitask gets the sequential methods' total step budget in its one stage).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ MINI_BENCHMARK = "cvit-mini"
 MINI_TRAINING: dict[str, Any] = dict(lr=2e-3, batch_size=32, grad_accum=1, max_steps_per_task=300, warmup_steps=20,
                                      weight_decay=0.0, max_grad_norm=None)
 MINI_LORA: dict[str, Any] = {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0}
-METHOD_OPTIONS: dict[str, dict[str, Any]] = {"replay": {"buffer_ratio": 0.2, "mix_ratio": 0.3}}
+METHOD_OPTIONS: dict[str, dict[str, Any]] = {"replay": {"buffer_fraction": 0.2, "replay_ratio": 0.3}}
 
 
 @dataclass
@@ -63,6 +63,7 @@ def run_demo(
 ) -> DemoOutputs:
     """Run the demo into ``out`` and return where everything is."""
     from .baselines.trainer import train_run
+    from .benchmark import load_benchmark
     from .checkpoints import load_run_dir
     from .mini_model import cached_mini_base
     from .prepare import prepare
@@ -88,8 +89,12 @@ def run_demo(
     for i, method in enumerate(methods, 1):
         run_dir = root / "runs" / method
         log(f"[3/4] training {method} ({i}/{len(methods)})")
+        steps = dict(training)
+        if method == "multitask":
+            # Same optimisation budget as the sequential methods: T stages' worth of steps in its one joint stage.
+            steps["max_steps_per_task"] = training["max_steps_per_task"] * len(load_benchmark(MINI_BENCHMARK).upstream)
         train_run(method, base, root / "data", run_dir, benchmark=MINI_BENCHMARK, seed=seed,
-                  options=method_options(method), progress=progress is not None, **training)
+                  options=method_options(method), progress=progress is not None, **steps)
         log(f"[3/4] evaluating {method}")
         ev_dir = root / "eval" / method
         result.results[method] = evaluate(load_run_dir(run_dir), data=root / "data", out=ev_dir, benchmark=MINI_BENCHMARK,

@@ -27,9 +27,9 @@ BOS is added by a post-processor. Decoding joins tokens with single spaces.
 
 Model (LLaVA-1.5 layout): CLIP vision tower 32 px, patch 8 (16 image tokens), hidden 64, 2 layers,
 **``vision_feature_layer=-1``** (with 2 layers, -2 would use only the first); MLP projector; LLaMA 64 wide,
-2 layers, 4 heads / 2 KV heads. About 0.17 M parameters.
+2 layers, 4 heads / 2 KV heads. 186 k parameters with the 181-word vocabulary.
 
-Pretraining: AdamW (lr 1e-3), batch 32, ``steps`` steps, linear warm-up over ``warmup`` steps then cosine decay
+Pretraining: AdamW (fused, lr 1e-3, no weight decay), batch 32, 2000 items, ``steps`` steps, linear warm-up over ``warmup`` steps then cosine decay
 to 0; loss on the answer words and ``</s>`` only; sequences right-padded (positions 0..n-1, as in left-padded
 generation, which derives positions from the attention mask). Inputs are encoded once with the processor.
 
@@ -322,7 +322,7 @@ def pretrain(model, data: Encoded, recipe: MiniRecipe, seed: int, progress: Prog
         out.loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(out.loss))
+        losses.append(out.loss.item())
         if progress and (step + 1) % 250 == 0:
             progress(f"mini base: step {step + 1}/{recipe.steps}, loss {sum(losses[-250:]) / 250:.3f}")
     model.eval()
@@ -427,10 +427,14 @@ def cache_root() -> Path:
     return Path(base) / "cvit-bench"
 
 
-def cached_mini_base(seed: int = 0, *, recipe: MiniRecipe | None = None, progress: Progress | None = None) -> Path:
-    """The cached base folder for (recipe, seed), built on first use (temp folder + atomic rename)."""
+def cached_mini_base(seed: int = 0, *, recipe: MiniRecipe | None = None, cache_dir: str | os.PathLike | None = None,
+                     progress: Progress | None = None) -> Path:
+    """The cached base folder for (recipe, seed), built on first use (temp folder + atomic rename).
+
+    ``cache_dir`` overrides :func:`cache_root` (tests point it at ``.pytest_cache``).
+    """
     recipe = recipe or MiniRecipe()
-    root = cache_root()
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
     final = root / f"mini-base-{recipe.key(seed, mini_vocabulary(recipe.benchmark))}"
     if (final / REPORT_FILE).is_file():
         return final

@@ -188,7 +188,8 @@ class Evaluation:
         t = self.spec.task(cell.task)
         samples = self.samples[cell.task]
         return [GenerationRequest(uid=s.uid, prompt=s.prompt, image=str(self.img_root / s.image) if s.image else None,
-                                  max_new_tokens=t.max_new_tokens, image_mode=t.image_mode) for s in samples]
+                                  max_new_tokens=t.max_new_tokens, image_mode=t.image_mode,
+                                  ins_type=int(s.meta.get("ins_type", t.family))) for s in samples]
 
     def pred_path(self, cell: Cell) -> Path:
         return self.out / "predictions" / cell.stage / f"{cell.task}.jsonl"
@@ -300,8 +301,11 @@ class Evaluation:
         if self.opts.limit:
             warnings.append(f"evaluated on the first {self.opts.limit} samples per task (--limit): not comparable to full runs")
         extra = {}
-        routing = self.out.parent / "routing.json"
-        if routing.is_file():
+        # Routing log of a mixture-of-LoRA run (cvit_bench.baselines.moe_layers): the final upstream stage's
+        # routing.json, {task: {block: count}}; a routing.json beside the output folder is the fallback.
+        candidates = [s.path / "routing.json" for s in reversed(self.plan.stages)] + [self.out.parent / "routing.json"]
+        routing = next((p for p in candidates if p.is_file()), None)
+        if routing is not None:
             extra["routing"] = json.loads(routing.read_text())
         results = assemble_results(
             self.spec, self.opts.profile, self.template_set,

@@ -28,3 +28,23 @@ def tiny_qwen2vl_dir(tmp_path_factory):
     from cvit_bench.tiny import build_tiny_qwen2vl
 
     return build_tiny_qwen2vl(tmp_path_factory.mktemp("tiny-qwen2vl") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def mini_base_dir(request):
+    """The pretrained cvit-mini base (cvit_bench.mini_model), built once and cached in
+    ``.pytest_cache/cvit-mini`` so that repeated local runs reuse it (about 2 minutes on 2 cores when cold)."""
+    from cvit_bench.mini_model import cached_mini_base
+
+    return cached_mini_base(seed=0, cache_dir=request.config.rootpath / ".pytest_cache" / "cvit-mini")
+
+
+@pytest.fixture(scope="session")
+def mini_prepared(tmp_path_factory):
+    """cvit-mini prepared with the single template set: returns the benchmark folder (holds manifest.json;
+    its image_root points at the drawn PNGs)."""
+    from cvit_bench.prepare import prepare
+
+    root = tmp_path_factory.mktemp("cvit-mini")
+    return prepare("cvit-mini", templates="single", source="synthetic", raw_root=root / "raw",
+                   out=root / "prepared").folder

@@ -22,7 +22,9 @@ class GenerationRequest:
     """One sample to answer: the user text (without image token), the image path or None, the budget.
 
     ``image_mode`` is ``pad`` or ``crop`` (see :mod:`cvit_bench.images`); ``max_new_tokens`` is this
-    request's own limit, honoured exactly even when the batch generates longer.
+    request's own limit, honoured exactly even when the batch generates longer. ``ins_type`` is the
+    sample's instruction type (the task's family, spec/benchmarks.md §1.8.3): adapters that route on it
+    (SMoLoRA) receive it, every other backend and adapter ignores it.
     """
 
     uid: str
@@ -30,6 +32,7 @@ class GenerationRequest:
     image: str | None
     max_new_tokens: int
     image_mode: str = "pad"
+    ins_type: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

@@ -14,6 +14,13 @@ reloaded. After loading, every tensor in the adapter file must have landed on a 
 every adapter tensor of the base must have come from the file; otherwise the adapter was made for another
 base and a :class:`~cvit_bench.errors.CvitError` names the adapter folder and the base.
 
+Stage folders in a method's own format (``adapter_config.json`` with a ``cvit_adapter`` key: the
+mixture-of-LoRA methods of :mod:`cvit_bench.baselines.moe_layers`) are attached through the method registry
+(:func:`cvit_bench.baselines.load_for_eval`) onto the same loaded base: one is attached at a time, ``activate``
+swaps the stage's weights in (re-attaching only when the stage changes) and ``activate(None)`` switches the
+injected layers off. Each request's instruction type (``GenerationRequest.ins_type``) is handed to the model
+for the batch (SMoLoRA routes on it). PEFT and such adapters cannot be loaded side by side.
+
 Generation: greedy (``do_sample=False, num_beams=1``), ``max_new_tokens`` = the batch maximum, each output
 then cut to its own request's limit and at the first EOS, so that a request's output does not depend on
 its neighbours' budgets (greedy decoding of a row does not look at other rows). Only new tokens are
@@ -96,6 +103,9 @@ class HFBackend:
     # loading), so adapters live in peft under generated names "cvit<N>".
     _peft_names: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _counter: int = field(default=0, init=False, repr=False)
+    # Method-format adapters (name → folder) and the one whose weights are attached now.
+    _custom: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _attached: str | None = field(default=None, init=False, repr=False)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -142,9 +152,17 @@ class HFBackend:
         """Load the PEFT adapter in folder ``path`` under ``name`` (unmerged, inactive until ``activate``)."""
         from peft import PeftConfig, PeftModel
 
+        from ..baselines.moe_layers import is_custom_adapter
+
         path = Path(path)
         if name in self.adapters:
             raise CvitError(f"adapter name {name!r} is already loaded (from {self.adapters[name]})")
+        if is_custom_adapter(path):
+            self._add_custom(name, path)
+            return
+        if self._custom:
+            raise CvitError(f"{path}: a PEFT adapter cannot be loaded next to the method-format adapters "
+                            f"{sorted(self._custom)}; remove those first")
         if not (path / "adapter_config.json").is_file():
             raise CvitError(f"{path}: not a PEFT adapter folder (no adapter_config.json)")
         if not any((path / w).is_file() for w in _ADAPTER_WEIGHTS):
@@ -186,6 +204,24 @@ class HFBackend:
         self.model.eval()
         self._apply_active()
 
+    def _add_custom(self, name: str, path: Path) -> None:
+        if self._is_peft():
+            raise CvitError(f"{path}: a method-format adapter cannot be loaded next to the PEFT adapters "
+                            f"{sorted(self.adapters)}; remove those first")
+        self._attach_custom(path)           # validates against the base now (wrong base → CvitError)
+        self.adapters[name] = str(path)
+        self._custom[name] = str(path)
+        self._attached = name
+        self.model.eval()
+        self._apply_active()
+
+    def _attach_custom(self, path: str | Path) -> None:
+        from ..baselines import load_for_eval
+        from ..baselines.moe_layers import read_adapter_config
+
+        cfg = read_adapter_config(path)
+        load_for_eval(self.model, path, method=cfg["method"], options=cfg["config"])
+
     def _discard_failed(self, peft_name: str, first: bool) -> None:
         if first:
             base = self.model.get_base_model() if self._is_peft() else self.model
@@ -219,6 +255,14 @@ class HFBackend:
         self._apply_active()
 
     def _apply_active(self) -> None:
+        if self._custom:
+            from ..baselines.moe_layers import set_active
+
+            if self.active is not None and self._attached != self.active:
+                self._attach_custom(self._custom[self.active])
+                self._attached = self.active
+            set_active(self.model, self.active is not None)
+            return
         if self.active is not None:
             self.model.set_adapter(self._peft_names[self.active])
 
@@ -226,6 +270,9 @@ class HFBackend:
         """Unload adapter ``name``; removing the last one unwraps the base (``unload``, not merged)."""
         if name not in self.adapters:
             raise UnknownNameError("adapter", name, list(self.adapters))
+        if name in self._custom:
+            self._remove_custom(name)
+            return
         del self.adapters[name]
         peft_name = self._peft_names.pop(name)
         if self.active == name:
@@ -242,6 +289,36 @@ class HFBackend:
                 warnings.filterwarnings("ignore", message=".*which is now deleted.*")
                 self.model.delete_adapter(peft_name)
             self._apply_active()
+
+    def _remove_custom(self, name: str) -> None:
+        from ..baselines.moe_layers import detach_adapter
+
+        del self.adapters[name]
+        del self._custom[name]
+        if self.active == name:
+            self.active = None
+        if self._attached == name:
+            self._attached = None
+        if not self._custom:
+            detach_adapter(self.model)   # the base's own linears are back
+            return
+        self._apply_active()
+
+    def _request_info(self, requests: list[GenerationRequest]):
+        """Hand each request's instruction type to a method-format adapter for one call (SMoLoRA)."""
+        if not self._custom:
+            return contextlib.nullcontext()
+        from ..baselines.moe_layers import set_request_info
+
+        @contextlib.contextmanager
+        def scope():
+            set_request_info(self.model, ins_type=[getattr(r, "ins_type", None) for r in requests])
+            try:
+                yield
+            finally:
+                set_request_info(self.model, ins_type=None)
+
+        return scope()
 
     def _adapter_context(self):
         if self.active is None and self._is_peft():
@@ -282,7 +359,7 @@ class HFBackend:
             eos_token_id=eos or None, pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos[0],
             bos_token_id=tok.bos_token_id,
         )
-        with torch.inference_mode(), self._adapter_context():
+        with torch.inference_mode(), self._adapter_context(), self._request_info(requests):
             out = self.model.generate(**inputs, generation_config=gen_cfg)
         new = out[:, inputs["input_ids"].shape[1]:].tolist()
         texts = []
@@ -338,7 +415,7 @@ class HFBackend:
         for key in ("token_type_ids", "mm_token_type_ids"):  # per-token extras some processors return
             if key in inputs:
                 inputs[key] = torch.cat([inputs[key], torch.zeros_like(extra)], dim=1)
-        with torch.inference_mode(), self._adapter_context():
+        with torch.inference_mode(), self._adapter_context(), self._request_info([req] * n):
             self.model(**inputs, use_cache=True, logits_to_keep=1)
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()

@@ -1,0 +1,269 @@
+"""cvit-mini: the synthetic source, its benchmark YAML, the `mini` prompt format and the pretrained tiny base."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cvit_bench.benchmark import load_benchmark
+from cvit_bench.conversation import get_prompt_format
+from cvit_bench.errors import DataError
+from cvit_bench.prepare import prepare
+from cvit_bench.sample import read_samples
+from cvit_bench.scoring.normalize import normalize_m4c
+from cvit_bench.tasks import get_source
+from cvit_bench.tasks.synthetic import (
+    COLORS,
+    GENERATORS,
+    POSITIONS,
+    SHAPES,
+    Scene,
+    draw_scene,
+    generate_split,
+    shape_mask,
+    task_config,
+)
+
+MINI_TASKS = ["mini-shape", "mini-color", "mini-mc", "mini-caption"]
+
+
+def _prepare(tmp_path: Path, templates: str, name: str, seed: int = 0):
+    return prepare("cvit-mini", templates=templates, source="synthetic", raw_root=tmp_path / name / "raw",
+                   out=tmp_path / name / "out", seed=seed)
+
+
+def _pngs(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+# ----------------------------------------------------------------------------------------- benchmark + source
+
+def test_benchmark_yaml_mirrors_cvit_task_types():
+    spec = load_benchmark("cvit-mini")
+    assert spec.upstream == tuple(MINI_TASKS) and spec.downstream == ()
+    assert spec.template_sets == ("single", "five") and spec.prompt_format == "mini"
+    cvit = load_benchmark("cvit")
+    # Same family, composition and metrics as the real task of the same type.
+    twins = {"mini-shape": "imagenet", "mini-color": "textvqa", "mini-mc": "scienceqa", "mini-caption": "flickr30k"}
+    for mini, real in twins.items():
+        a, b = spec.task(mini), cvit.task(real)
+        assert (a.kind, a.family, a.composition, a.metrics, a.if_check) == (b.kind, b.family, b.composition,
+                                                                           b.metrics, b.if_check)
+        assert 8 <= a.max_new_tokens <= 12 and a.image_mode == "crop"
+        assert task_config(a).splits == {"train": 600, "test": 100}
+
+
+@pytest.mark.parametrize("templates", ["single", "five"])
+def test_prepare_is_deterministic_in_both_template_sets(tmp_path, templates):
+    r1 = _prepare(tmp_path, templates, "a")
+    r2 = _prepare(tmp_path, templates, "b")
+    m1, m2 = r1.manifest, r2.manifest
+    assert m1["files"] == m2["files"] and m1["tasks"] == m2["tasks"]   # rows, sha256, fingerprints
+    assert _pngs(tmp_path / "a" / "raw") == _pngs(tmp_path / "b" / "raw")
+    assert len(_pngs(tmp_path / "a" / "raw")) == 4 * 700
+    for task in MINI_TASKS:
+        for split, rows in (("train", 600), ("test", 100)):
+            samples = read_samples(r1.folder / task / f"{split}.parquet")
+            assert len(samples) == rows
+            assert all(s.template_set == templates and s.image and s.target for s in samples)
+        used = set(m1["files"][f"{task}/train.parquet"]["templates"])
+        assert used == ({"0"} if templates == "single" else {"0", "1", "2", "3", "4"})
+    # A different seed draws different pictures.
+    r3 = _prepare(tmp_path, templates, "c", seed=1)
+    assert r3.manifest["files"]["mini-shape/test.parquet"]["sha256"] != m1["files"]["mini-shape/test.parquet"]["sha256"]
+
+
+def test_samples_follow_the_cvit_conventions(mini_prepared):
+    spec = load_benchmark("cvit-mini")
+    by_task = {t: read_samples(mini_prepared / t / "test.parquet") for t in MINI_TASKS}
+    for s in by_task["mini-shape"]:
+        assert s.references == [s.meta["shape"]] and s.prompt == s.instruction       # instruction only
+    for s in by_task["mini-mc"]:
+        assert s.choices == list(SHAPES) and s.references == ["ABCD"[SHAPES.index(s.meta["shape"])]]
+        assert s.prompt.startswith("Which shape is in the image?\nA. circle\nB. square\nC. triangle\nD. cross\n")
+        assert s.prompt.endswith(s.instruction)
+    for s in by_task["mini-caption"]:
+        assert len(s.references) == 5 and s.target == s.references[0]
+        assert s.meta["color"] in s.target and s.meta["shape"] in s.target
+    for task, samples in by_task.items():
+        assert all(s.meta["ins_type"] == spec.task(task).family for s in samples)
+        # Every class is present in a 100-sample test split.
+        assert set(Counter(s.meta["shape"] for s in samples)) == set(SHAPES)
+
+
+def test_vqa_samples_carry_ten_human_style_answers(mini_prepared):
+    samples = read_samples(mini_prepared / "mini-color" / "train.parquet")
+    assert all(len(s.references) == 10 for s in samples)
+    for s in samples:
+        assert s.target == s.meta["color"] and s.question == "What color is the shape?"
+        normalized = [normalize_m4c(a) for a in s.references]
+        # The target is the clear plurality answer after m4c normalisation, with at least 3 votes.
+        counts = Counter(normalized)
+        assert counts[s.target] >= 3 and all(counts[s.target] > c for a, c in counts.items() if a != s.target)
+    raw_variants = {a for s in samples for a in s.references} - set(COLORS)
+    assert {"Red", "red.", "dark red"} <= raw_variants          # case/punctuation variants and disagreements
+    # Soft accuracy matters: some samples have fewer than 10 canonical answers after normalisation.
+    assert any(sum(normalize_m4c(a) == s.target for a in s.references) < 10 for s in samples)
+    assert any(sum(normalize_m4c(a) == s.target for a in s.references) == 10 for s in samples)
+
+
+def test_images_are_deterministic_png_bytes(tmp_path):
+    spec = load_benchmark("cvit-mini")
+    task = spec.task("mini-color")
+    gen = GENERATORS.get("color_vqa")
+    a = generate_split(task, "test", 20, 0, spec.id, gen)
+    b = generate_split(task, "test", 20, 0, spec.id, gen)
+    c = generate_split(task, "test", 20, 1, spec.id, gen)
+    assert [png for _, png in a] == [png for _, png in b]
+    assert [s.references for s, _ in a] == [s.references for s, _ in b]
+    assert [png for _, png in a] != [png for _, png in c]
+    assert a[0][1].startswith(b"\x89PNG")
+
+
+def test_drawing_puts_the_named_shape_in_the_named_place():
+    rng = np.random.default_rng(0)
+    masks = {s: shape_mask(s, (16, 16), 6) for s in SHAPES}
+    for name, m in masks.items():
+        assert m[16, 16] and 20 <= m.sum() <= 170, name
+    assert len({m.tobytes() for m in masks.values()}) == 4
+    for color, rgb in COLORS.items():
+        for pos, center in POSITIONS.items():
+            img = draw_scene(Scene("square", color, pos, center, 5), rng)
+            x, y = center
+            assert np.abs(img[y, x].astype(int) - rgb).max() <= 20          # shape pixel: colour ± noise
+            far = (31 - x, 31 - y)
+            assert img[far[1], far[0]].max() < 40                              # background stays dark
+
+
+def test_bad_synthetic_block_names_file_task_and_field(tmp_path):
+    spec = load_benchmark("cvit-mini")
+    text = Path(spec.source_file).read_text().replace("generator: color_vqa", "generator: colour_vqa")
+    bad = tmp_path / "bad-mini.yaml"
+    bad.write_text(text)
+    bad_spec = load_benchmark(str(bad))
+    with pytest.raises(DataError) as err:
+        task_config(bad_spec.task("mini-color"), str(bad))
+    assert err.value.field == "synthetic.generator" and err.value.record == "tasks.mini-color"
+    assert "bad-mini.yaml" in str(err.value) and "color_vqa" in str(err.value)
+    assert get_source("synthetic").assigns_templates
+
+
+# ------------------------------------------------------------------------------------ tokenizer + prompt format
+
+def test_vocabulary_covers_every_prompt_and_target(tmp_path):
+    from cvit_bench.mini_model import SPECIAL_TOKENS, build_word_tokenizer, mini_vocabulary
+
+    vocab = mini_vocabulary()
+    assert tuple(vocab[:5]) == SPECIAL_TOKENS and len(vocab) == len(set(vocab))
+    tok = build_word_tokenizer(vocab)
+    fmt = get_prompt_format("mini")
+    for templates in ("single", "five"):
+        folder = _prepare(tmp_path, templates, templates).folder
+        for task in MINI_TASKS:
+            for s in read_samples(folder / task / "train.parquet"):
+                prefix, answer = fmt.render_train(s.prompt, s.target, True)
+                ids = tok(prefix + answer)["input_ids"]
+                assert tok.unk_token_id not in ids, (s.uid, prefix + answer)
+                assert len(ids) == 1 + len((prefix + answer).replace("</s>", " </s>").split())
+
+
+def test_mini_prompt_format_round_trips():
+    from cvit_bench.mini_model import MiniRecipe, _build_processor, build_word_tokenizer, mini_vocabulary
+
+    tok = build_word_tokenizer(mini_vocabulary())
+    proc = _build_processor(MiniRecipe(), tok)
+    fmt = get_prompt_format("mini", proc)
+    prompt = "What color is the shape?\nAnswer the question using a single word or phrase."
+    prefix, answer = fmt.render_train(prompt, "red", True)
+    assert prefix == fmt.render_eval(prompt, True)
+    assert prefix.split() == ["USER:", "<image>", *prompt.split(), "ASSISTANT:"]
+    full_ids = tok(prefix + answer)["input_ids"]
+    prefix_ids = tok(prefix)["input_ids"]
+    answer_ids = tok(answer, add_special_tokens=False)["input_ids"]
+    assert full_ids == prefix_ids + answer_ids                       # word level: tokenisation is additive
+    assert tok.convert_ids_to_tokens(answer_ids) == ["red", "</s>"]
+    assert tok.decode(answer_ids, skip_special_tokens=True) == "red"
+    assert tok.decode(tok("a red circle on the left", add_special_tokens=False)["input_ids"]) == "a red circle on the left"
+    # The processor expands the one <image> into the 16 image tokens the vision tower produces.
+    from PIL import Image
+
+    batch = proc(images=[Image.new("RGB", (32, 32))], text=[prefix], return_tensors="pt")
+    assert int((batch["input_ids"] == tok.image_token_id).sum()) == 16
+    assert batch["input_ids"][0, 0].item() == tok.bos_token_id
+    assert fmt.render_eval(prompt, False) == f" USER: {prompt} ASSISTANT:"
+
+
+# ----------------------------------------------------------------------------------------------- base model
+
+@pytest.mark.slow
+def test_mini_base_loads_offline_and_passes_its_heldout_check(mini_base_dir):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from cvit_bench.mini_model import REPORT_FILE, aux_examples, greedy_accuracy
+
+    report = json.loads((mini_base_dir / REPORT_FILE).read_text())
+    assert report["heldout_accuracy"]["overall"] >= 0.8
+    assert report["recipe"]["vision_feature_layer"] == -1 and report["parameters"] < 300_000
+    proc = AutoProcessor.from_pretrained(mini_base_dir)
+    model = AutoModelForImageTextToText.from_pretrained(mini_base_dir).eval()
+    assert proc.tokenizer.padding_side == "left"
+    fmt = get_prompt_format("mini", proc)
+    # A fresh held-out draw, scored with the reloaded weights (not the number the builder wrote).
+    acc = greedy_accuracy(model, proc, fmt, aux_examples(200, 0, "reload-check"))
+    assert acc["overall"] >= 0.8, acc
+    assert min(acc[k] for k in ("attributes", "reverse", "yes_no", "color_mc")) >= 0.6, acc
+
+
+@pytest.mark.slow
+def test_mini_base_zero_shot_is_weak_on_the_benchmark_tasks(mini_base_dir, mini_prepared):
+    """The base is pretrained on an auxiliary mix, not on the tasks: it must not already solve them."""
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    proc = AutoProcessor.from_pretrained(mini_base_dir)
+    model = AutoModelForImageTextToText.from_pretrained(mini_base_dir).eval()
+    fmt = get_prompt_format("mini", proc)
+    root = Path(json.loads((mini_prepared / "manifest.json").read_text())["image_root"])
+    for task in MINI_TASKS:
+        samples = read_samples(mini_prepared / task / "test.parquet")[:50]
+        batch = proc(images=[Image.open(root / s.image).convert("RGB") for s in samples],
+                     text=[fmt.render_eval(s.prompt, True) for s in samples], return_tensors="pt", padding=True)
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=12, do_sample=False)
+        preds = proc.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        exact = sum(p.strip() == s.target for p, s in zip(preds, samples)) / len(samples)
+        assert exact <= 0.6, (task, exact, preds[:5])
+
+
+def test_build_is_deterministic_and_cached(tmp_path):
+    from cvit_bench.mini_model import REPORT_FILE, MiniRecipe, build_mini_base, cached_mini_base, mini_vocabulary
+
+    quick = MiniRecipe(steps=15, n_train=128, n_heldout=8, min_accuracy=0.0, threads=1)  # 1 thread: robust on a busy CI box
+    a = build_mini_base(tmp_path / "a", seed=3, recipe=quick)
+    b = build_mini_base(tmp_path / "b", seed=3, recipe=quick)
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    assert (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes()
+
+    cached = cached_mini_base(seed=3, recipe=quick, cache_dir=tmp_path / "cache")
+    assert cached.parent == tmp_path / "cache" and cached.name.startswith("mini-base-")
+    assert (cached / "model.safetensors").read_bytes() == (a / "model.safetensors").read_bytes()
+    stamp = (cached / REPORT_FILE).stat().st_mtime_ns
+    assert cached_mini_base(seed=3, recipe=quick, cache_dir=tmp_path / "cache") == cached
+    assert (cached / REPORT_FILE).stat().st_mtime_ns == stamp                   # reused, not rebuilt
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cached.name]    # no temp folder left
+    vocab = mini_vocabulary()
+    keys = {quick.key(3, vocab), quick.key(4, vocab), replace(quick, steps=16).key(3, vocab)}
+    assert cached.name == f"mini-base-{quick.key(3, vocab)}" and len(keys) == 3   # seed and recipe are in the key
+
+
+def test_weak_base_is_rejected(tmp_path):
+    from cvit_bench.mini_model import MiniBaseError, MiniRecipe, build_mini_base
+
+    with pytest.raises(MiniBaseError, match="held-out pretraining mix"):
+        build_mini_base(tmp_path / "weak", seed=0, recipe=MiniRecipe(steps=3, n_train=64, n_heldout=16, threads=1))
+    assert not (tmp_path / "weak" / "model.safetensors").exists()
