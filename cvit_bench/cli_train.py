@@ -34,10 +34,12 @@ def _methods_help() -> str:
 
 
 @click.command("train")
-@click.option("--method", required=True, help="method name (seq-lora, dora, replay, ewc, lwf, multitask, dir-lora, zero-shot)")
-@click.option("--base-model", required=True, help="base model folder or hub id")
-@click.option("--data", type=click.Path(path_type=Path), required=True, help="prepared folder (prepare --out) or its benchmark subfolder")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="run directory (created, or resumed)")
+@click.option("--method", required=True, help="method name (seq-lora, dora, replay, ewc, lwf, multitask, dir-lora, "
+              "zero-shot, moe-lora, smolora, branchlora)")
+@click.option("--show-options", is_flag=True, help="print the method's options with their defaults and exit")
+@click.option("--base-model", default=None, help="base model folder or hub id  [required]")
+@click.option("--data", type=click.Path(path_type=Path), default=None, help="prepared folder (prepare --out) or its benchmark subfolder  [required]")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="run directory (created, or resumed)  [required]")
 @click.option("--benchmark", default=None, help="benchmark id of the prepared data (default: the only one in --data)")
 @click.option("--tasks", default=None, help="comma-separated upstream tasks, in training order (default: all prepared)")
 @click.option("--epochs", type=int, default=1, show_default=True)
@@ -59,11 +61,23 @@ def _methods_help() -> str:
 @click.option("--no-fewshot", is_flag=True, help="skip the few-shot downstream stages")
 @click.option("--gradient-checkpointing", is_flag=True)
 @click.option("--option", "method_options", multiple=True, metavar="KEY=VALUE", help="method option (repeatable)")
-def train_command(method, base_model, data, out, benchmark, tasks, epochs, lr, lora_r, lora_alpha, batch_size,
+def train_command(method, show_options, base_model, data, out, benchmark, tasks, epochs, lr, lora_r, lora_alpha, batch_size,
                   grad_accum, max_steps_per_task, warmup_ratio, warmup_steps, weight_decay, max_length, dtype, device,
                   seed, prompt_format, no_fewshot, gradient_checkpointing, method_options) -> None:
     """Train a continual-learning baseline, one checkpoint per stage, resuming a partial run in --out."""
+    import dataclasses
+
+    from .baselines import get_method
     from .baselines.trainer import train_run
+
+    if show_options:
+        for f in dataclasses.fields(get_method(method).config_cls):
+            default = f.default if f.default is not dataclasses.MISSING else "(required)"
+            click.echo(f"{f.name} = {default!r}")
+        return
+    missing = [name for name, value in (("--base-model", base_model), ("--data", data), ("--out", out)) if value is None]
+    if missing:
+        raise click.UsageError(f"missing option(s) {', '.join(missing)}")
 
     options = parse_options(method_options)
     for key, value in (("lora_r", lora_r), ("lora_alpha", lora_alpha)):

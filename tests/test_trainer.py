@@ -335,3 +335,15 @@ def test_qwen2vl_with_its_chat_template(prepared, tiny_qwen2vl_dir, tmp_path):
     run = read_run(out)
     assert run["prompt_format"] == "chat-template" and len(run["stages"]) == 1
     assert entry_hash_ok(out, run["stages"][0])
+
+
+def test_cli_show_options_lists_a_methods_typed_options():
+    from click.testing import CliRunner
+
+    from cvit_bench.cli import main
+
+    res = CliRunner().invoke(main, ["train", "--method", "replay", "--show-options"])
+    assert res.exit_code == 0, res.output
+    assert "buffer_fraction = " in res.output and "lora_r = 128" in res.output
+    res = CliRunner().invoke(main, ["train", "--method", "replay"])
+    assert res.exit_code == 2 and "--base-model" in res.output
