@@ -48,3 +48,34 @@ def mini_prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("cvit-mini")
     return prepare("cvit-mini", templates="single", source="synthetic", raw_root=root / "raw",
                    out=root / "prepared").folder
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny matrices gain nothing from threads; on a shared 2-core machine a second thread only spins."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def small_train_data(tmp_path_factory):
+    """cvit prepared from the generated published-format files: flickr30k, imagenet and places365, 8 samples each."""
+    from cvit_bench.prepare import prepare
+    from cvit_fixtures import make_cvit_files
+
+    root = tmp_path_factory.mktemp("train-data")
+    raw = make_cvit_files(root / "raw", "single", n=8)
+    prepare("cvit", templates="single", source="cvit-files", raw_root=raw, out=root / "data",
+            tasks=["flickr30k", "imagenet", "places365"])
+    return root / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_processor(tiny_llava_dir):
+    from cvit_bench.backends.processors import load_processor
+
+    return load_processor(tiny_llava_dir, "llava")

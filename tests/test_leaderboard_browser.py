@@ -8,9 +8,6 @@ under the Content-Security-Policy, and no network request. Screenshot: ``test-ar
 """
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from cvit_bench.leaderboard.board import BoardKey, Entry, read_entries, write_entry
@@ -18,14 +15,10 @@ from cvit_bench.leaderboard.bundle import pack
 from cvit_bench.leaderboard.seeds import seed_board
 from cvit_bench.leaderboard.site import build_site
 from cvit_bench.leaderboard.submit import submit
+from browser import open_page, screenshot
 from leaderboard_fixtures import META, make_prepared, make_run_out
 
 pytestmark = pytest.mark.browser
-
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run", "--disable-quic"]
 EVIL_NAME = "<script>alert(1)</script>"
 SINGLE = "cvit-single--vicuna7b-pretrain--compat"
 
@@ -50,31 +43,10 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser_page(site):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    assert Path(CHROMIUM).exists(), "Chromium not found: `make browser` installs Debian's chromium"
-    state = {"requests": [], "dialogs": [], "console": []}
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-
-        def route(r):
-            if r.request.url.startswith("file:"):
-                r.continue_()
-            else:
-                state["requests"].append(r.request.url)
-                r.abort()
-
-        page.route("**/*", route)
-        page.on("dialog", lambda d: (state["dialogs"].append(d.message), d.dismiss()))
-        page.on("console", lambda m: state["console"].append(m.text))
-        page.goto((site["root"] / "index.html").as_uri())
-        page.wait_for_load_state("load")
-        state["page"] = page
-        yield state
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.goto((site["root"] / "index.html").as_uri())
-        page.screenshot(path=str(ARTIFACTS / "leaderboard.png"), full_page=True)
-        browser.close()
+    with open_page((site["root"] / "index.html").as_uri(), width=1400) as st:
+        yield {"page": st.page, "requests": st.requests, "dialogs": st.dialogs, "console": st.console}
+        st.page.goto((site["root"] / "index.html").as_uri())
+        screenshot(st.page, "leaderboard.png")
 
 
 def _column(page, board: str, header: str, section: str) -> list[str]:

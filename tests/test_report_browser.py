@@ -6,28 +6,18 @@ saved to ``test-artifacts/report.png``.
 """
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from cvit_bench.report import build_report
 from cvit_bench.report.formatting import fmt_value
 from cvit_bench.results import write_results
+from browser import ARTIFACTS, open_page, screenshot
 from fixtures_results import EVIL, SUMMARY_COLUMNS, final_row_values, fixture_runs
 
 pytestmark = pytest.mark.browser
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
 @pytest.fixture(scope="module")
 def page_state(tmp_path_factory):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    assert Path(CHROMIUM).exists(), "Chromium not found: `make browser` installs Debian's chromium"
     root = tmp_path_factory.mktemp("browser")
     runs = fixture_runs()
     paths = []
@@ -35,28 +25,9 @@ def page_state(tmp_path_factory):
         write_results(root / f"{name}.json", results)
         paths.append(root / f"{name}.json")
     outputs = build_report(paths, root / "out", formats=("svg",))  # the page inlines SVG; no PDF needed
-    state = {"runs": runs, "requests": [], "dialogs": [], "console": []}
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-
-        def route(r):
-            if r.request.url.startswith("file:"):
-                r.continue_()
-            else:
-                state["requests"].append(r.request.url)
-                r.abort()
-
-        page.route("**/*", route)
-        page.on("dialog", lambda d: (state["dialogs"].append(d.message), d.dismiss()))
-        page.on("console", lambda m: state["console"].append(m.text))
-        page.goto(outputs.html.as_uri())
-        page.wait_for_load_state("load")
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
-        state["page"] = page
-        yield state
-        browser.close()
+    with open_page(outputs.html.as_uri()) as st:
+        screenshot(st.page, "report.png")
+        yield {"runs": runs, "page": st.page, "requests": st.requests, "dialogs": st.dialogs, "console": st.console}
 
 
 def test_heatmap_svg_is_rendered_and_non_empty(page_state):

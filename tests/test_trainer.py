@@ -28,29 +28,17 @@ FAST = dict(batch_size=4, grad_accum=1, lr=5e-3, max_steps_per_task=3, options={
 TASKS = ["flickr30k", "imagenet"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny matrices gain nothing from threads; on a shared 2-core machine a second thread only spins.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trainer-data")
-    raw = make_cvit_files(root / "raw", "single", n=8)
-    prepare("cvit", templates="single", source="cvit-files", raw_root=raw, out=root / "data",
-            tasks=["flickr30k", "imagenet", "places365"])
-    return root / "data"
+def prepared(small_train_data):
+    return small_train_data
 
 
 @pytest.fixture(scope="module")
-def processor(tiny_llava_dir):
-    from cvit_bench.backends.processors import load_processor
-
-    return load_processor(tiny_llava_dir, "llava")
+def processor(tiny_llava_processor):
+    return tiny_llava_processor
 
 
 def _mean_answer_loss(model, processor, examples) -> float:
