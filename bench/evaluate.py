@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+__import__("warnings").filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 from cvit_fixtures import make_cvit_files  # noqa: E402
 

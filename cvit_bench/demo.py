@@ -75,7 +75,7 @@ def run_demo(
     prepared = prepare(MINI_BENCHMARK, templates=templates, source="synthetic", raw_root=root / "raw", out=root / "data",
                        seed=seed)
     log("[2/4] tiny base model (built and pretrained once, then cached)")
-    cached = cached_mini_base(seed)
+    cached = cached_mini_base(seed, progress=progress)
     base = root / "base-model"
     if not base.exists():
         tmp = root / ".base-model.tmp"
