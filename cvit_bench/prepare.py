@@ -159,8 +159,10 @@ def prepare(
             summary.append(SplitSummary(task_id, split, len(kept), templates_used, len(dropped)))
         notes = {}
         for task_id, info in task_info.items():
-            if hasattr(src, "notes"):   # e.g. subset and k-shot rules of the raw loaders (spec 1.4)
-                notes[task_id] = src.notes(ctx, spec.task(task_id))
+            task_notes = dict(src.notes(ctx, spec.task(task_id))) if hasattr(src, "notes") else {}
+            task_notes.update(ctx.notes.get(task_id, {}))   # e.g. subset/k-shot rules, official ids a file lacks
+            if task_notes:
+                notes[task_id] = task_notes
             uids = info.pop("_uids")
             info["fingerprint"] = fingerprint(src.loader_version, template_set.templates(spec.task(task_id).family), uids)
         manifest = {

@@ -33,6 +33,8 @@ class LoadContext:
     raw_root: Path
     image_root: Path
     paths: dict[str, Path] = field(default_factory=dict)   # --path NAME=PATH overrides
+    # Facts a loader reports about a task for the manifest's ``notes`` (e.g. official ids the files lack).
+    notes: dict[str, dict] = field(default_factory=dict)
 
 
 class Source(Protocol):

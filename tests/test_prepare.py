@@ -318,3 +318,13 @@ def test_verify_images_counts_undecodable_files_as_missing(tmp_path):
         _prepare(raw, tmp_path / "b", tasks=["ocrvqa"], verify_images=True)
     result = _prepare(raw, tmp_path / "c", tasks=["ocrvqa"], verify_images=True, allow_missing_images=True)
     assert [x["image"] for x in result.manifest["left_out"]["ocrvqa/test"]] == ["images/ocrvqa/1.png"]
+
+
+def test_scienceqa_file_missing_official_test_problems_is_noted(tmp_path):
+    raw = make_cvit_files(tmp_path / "raw", "single")
+    path = raw / "Instructions_Single" / "ScienceQA" / "test.json"
+    recs = json.loads(path.read_text())
+    path.write_text(json.dumps(recs[1:]))
+    result = _prepare(raw, tmp_path / "out", tasks=["scienceqa"])
+    # The compat scorer's denominator is the whole official test split: the manifest says what the file lacks.
+    assert result.manifest["notes"]["scienceqa"] == {"official_test_missing": 1, "official_test_missing_examples": ["100"]}
