@@ -1,9 +1,10 @@
 """``cvit-bench demo``: the whole pipeline on the embedded cvit-mini benchmark and its tiny base model.
 
 prepare cvit-mini (synthetic images, no download) → the cached tiny base (built and pretrained on first use)
-→ train ``seq-lora``, ``replay`` and ``dir-lora`` → evaluate each run → score → report. Layout under ``--out``
-(DESIGN.md): ``data`` (prepared cvit-mini), ``base-model``, ``runs/<method>``, ``eval/<method>`` (predictions,
-scores, results.json), ``report``. Every step resumes: re-running after an interruption skips finished stages
+→ train ``seq-lora``, ``replay`` and ``dir-lora`` → evaluate each run → score → report → a leaderboard (each run
+packed, submitted and re-scored like any submission) → its static site. Layout under ``--out`` (DESIGN.md):
+``data`` (prepared cvit-mini), ``base-model``, ``runs/<method>``, ``eval/<method>`` (predictions, scores,
+results.json), ``report``, ``board`` and ``site``. Every step resumes: re-running after an interruption skips finished stages
 and cells. The training recipe is the measured one of ``spec/mini_benchmark_notes.md`` (LoRA r 8 on all LLM
 linears, AdamW lr 2e-3, 300 steps per task at batch 32, 20-step warm-up then cosine; replay keeps 20 % of each
 task and mixes in 0.3× the task size; multitask gets the sequential methods' total step budget in its one stage).
@@ -25,6 +26,18 @@ MINI_TRAINING: dict[str, Any] = dict(lr=2e-3, batch_size=32, grad_accum=1, max_s
                                      weight_decay=0.0, max_grad_norm=None)
 MINI_LORA: dict[str, Any] = {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0}
 METHOD_OPTIONS: dict[str, dict[str, Any]] = {"replay": {"buffer_fraction": 0.2, "replay_ratio": 0.3}}
+# Leaderboard families of the demo's methods (leaderboard/schema/submission.schema.json).
+FAMILIES = {"seq-lora": "sequential", "dora": "sequential", "replay": "replay", "ewc": "regularization",
+            "lwf": "distillation", "multitask": "multitask", "dir-lora": "architecture", "zero-shot": "zero-shot",
+            "moe-lora": "moe-lora", "smolora": "moe-lora", "branchlora": "moe-lora"}
+
+
+def demo_meta(method: str) -> dict[str, Any]:
+    """Submission metadata for a demo run (no external data: replay only reuses earlier cvit-mini tasks)."""
+    return {"method": {"name": method, "family": FAMILIES.get(method, "other"),
+                       "description": f"{method} on cvit-mini (cvit-bench demo recipe)"},
+            "base_model": {"name": "cvit-mini-base", "revision": "cvit_bench.mini_model"},
+            "trainable_params": None, "extra_data": {"used": False}, "links": {}, "contact": "cvit-bench demo"}
 
 
 @dataclass
@@ -35,6 +48,7 @@ class DemoOutputs:
     runs: dict[str, Path] = field(default_factory=dict)
     evals: dict[str, Path] = field(default_factory=dict)
     report: Path | None = None
+    site: Path | None = None
     results: dict[str, dict] = field(default_factory=dict)
 
     def paths(self) -> dict[str, str]:
@@ -43,6 +57,8 @@ class DemoOutputs:
         out.update({f"eval/{m}": str(p) for m, p in self.evals.items()})
         if self.report:
             out["report"] = str(self.report / "report.html")
+        if self.site:
+            out["site"] = str(self.site / "index.html")
         return out
 
 
@@ -58,6 +74,7 @@ def run_demo(
     seed: int = 0,
     steps_per_task: int | None = None,
     report: bool = True,
+    leaderboard: bool = True,
     log: Callable[[str], None] = print,
     progress: Any = None,
 ) -> DemoOutputs:
@@ -107,4 +124,15 @@ def run_demo(
         log("[4/4] report")
         build_report([result.evals[m] / "results.json" for m in methods], root / "report")
         result.report = root / "report"
+    if leaderboard:
+        from .leaderboard.bundle import pack
+        from .leaderboard.site import build_site
+        from .leaderboard.submit import submit
+
+        log("[4/4] leaderboard: pack, submit (re-scored), build the site")
+        for method in methods:
+            bundle = pack(result.evals[method], demo_meta(method), root / "bundles" / f"{method}.tar.gz")
+            submit(bundle, root / "board", data=root / "data")
+        build_site(root / "board", root / "site", title="cvit-bench demo leaderboard (cvit-mini)")
+        result.site = root / "site"
     return result

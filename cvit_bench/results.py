@@ -7,6 +7,7 @@ Keys other tools rely on (the report, the leaderboard, users' scripts)::
       "benchmark": {"id": "cvit", "version": "1.0", "template_set": "single", "profile": "compat"},
       "base_model": "path-or-hub-id",
       "method": {"name": "seq-lora", "config": {...}},            # null when unknown (scored elsewhere)
+      "run_kind": "sequential" | "independent" | "multitask" | "zero-shot",   # from run.json; absent = sequential
       "stages": [{"label": "0", "kind": "zero-shot"},
                  {"label": "1", "kind": "upstream", "task": "scienceqa", "checkpoint_sha256": "..."}, ...,
                  {"label": "fewshot-5", "kind": "fewshot", "task": "places365", "checkpoint_sha256": "..."}],

@@ -312,7 +312,7 @@ class Evaluation:
             self.scored, base_model=self.base_model, method=self.plan.method, stages=stages, generation=generation,
             provenance={"run": self.plan.source, "eval_adapter": self.plan.eval_adapter, "seed": None,
                         "backend": self.backend.describe() if hasattr(self.backend, "describe") else {}},
-            warnings=warnings, extra=extra or None)
+            warnings=warnings, extra={"run_kind": self.plan.kind, **extra})
         write_results(self.out / "results.json", results)
         return results
 

@@ -32,15 +32,30 @@ from .board import flag_differences
 N_EXAMPLES = 5
 
 
-def required_cells(spec: BenchmarkSpec) -> list[tuple[str, str]]:
-    """(stage label, task) the schedule requires of a complete run, in order."""
-    cells = [(str(t), spec.upstream[i - 1]) for t, i in upstream_cells(spec.T, spec.schedule)]
-    cells += [(str(spec.T), d.task) for d in spec.downstream if d.protocol == "zero-shot-final"]
+RUN_KINDS = ("sequential", "independent", "multitask", "zero-shot")
+
+
+def required_cells(spec: BenchmarkSpec, run_kind: str = "sequential") -> list[tuple[str, str]]:
+    """(stage label, task) the schedule requires of a complete run, in order.
+
+    The reference rows are complete with less: a ``multitask`` run (one joint adapter) is its final row plus the
+    zero-shot downstream tasks, a ``zero-shot`` run (the base model) is row 0.
+    """
+    if run_kind not in RUN_KINDS:
+        raise DataError(f"unknown run_kind {run_kind!r}; valid: {', '.join(RUN_KINDS)}", field="run_kind")
+    final = str(spec.T)
+    if run_kind == "zero-shot":
+        return [("0", t) for t in spec.upstream]
+    if run_kind == "multitask":
+        cells = [(final, t) for t in spec.upstream]
+    else:
+        cells = [(str(t), spec.upstream[i - 1]) for t, i in upstream_cells(spec.T, spec.schedule)]
+    cells += [(final, d.task) for d in spec.downstream if d.protocol == "zero-shot-final"]
     return cells
 
 
-def check_required(found: set[tuple[str, str]], spec: BenchmarkSpec, where: str) -> None:
-    missing = [c for c in required_cells(spec) if c not in found]
+def check_required(found: set[tuple[str, str]], spec: BenchmarkSpec, where: str, run_kind: str = "sequential") -> None:
+    missing = [c for c in required_cells(spec, run_kind) if c not in found]
     if missing:
         shown = ", ".join(f"predictions/{s}/{t}.jsonl" for s, t in missing[:N_EXAMPLES])
         raise DataError(f"{len(missing)} prediction file(s) the {spec.id} schedule ({spec.schedule}) requires are "
@@ -85,7 +100,8 @@ def rescore(pred_root: Path, submitted: dict[str, Any], spec: BenchmarkSpec, dat
         raise DataError(f"the board's references at {folder} are benchmark version {manifest['benchmark'].get('version')!r}, "
                         f"not {spec.version!r}", file=where, field="benchmark.version")
     files = discover(pred_root, spec)
-    check_required(set(files), spec, where)
+    run_kind = submitted.get("run_kind", "sequential")
+    check_required(set(files), spec, where, run_kind)
     cache: dict[str, list[Sample]] = {}
     cells: dict[tuple[str, str], CellScore] = {}
     for (stage, task), path in sorted(files.items(), key=lambda kv: (stage_sort_key(kv[0][0]), kv[0][1])):
@@ -99,6 +115,7 @@ def rescore(pred_root: Path, submitted: dict[str, Any], spec: BenchmarkSpec, dat
         stages=submitted.get("stages") or [], generation=submitted.get("generation") or {},
         provenance={"rescored_by": "cvit-bench leaderboard submit", "data_manifest_sha256": sha256_file(folder / "manifest.json"),
                     "submitted": submitted.get("provenance") or {}},
+        extra={"run_kind": run_kind},
     )
     return recomputed, compare_results(submitted, recomputed)
 

@@ -42,7 +42,15 @@ def test_demo_writes_the_documented_layout(demo):
         results = read_results(root / "eval" / m / "results.json")
         assert results["benchmark"]["id"] == "cvit-mini" and results["method"]["name"] == m
     assert (root / "report" / "report.html").is_file()
-    assert set(demo.paths()) >= {"data", "base-model", "runs/seq-lora", "eval/replay", "report"}
+    # Every run went through the leaderboard like a submission: re-scored, nothing flagged, on the site.
+    from cvit_bench.leaderboard.board import read_entries
+
+    entries = read_entries(root / "board")
+    assert sorted(e.method["name"] for e in entries) == sorted(METHODS)
+    assert {e.tier for e in entries} == {"rescored"} and all(e.flags == [] for e in entries)
+    index = (root / "site" / "index.html").read_text()
+    assert all(m in index for m in METHODS)
+    assert set(demo.paths()) >= {"data", "base-model", "runs/seq-lora", "eval/replay", "report", "site"}
 
 
 def test_demo_shows_forgetting_and_the_references_behave(demo):

@@ -369,3 +369,17 @@ def test_results_naming_a_benchmark_path_or_a_broken_matrix_are_refused(bundle, 
         submit(pack(broken, META, tmp_path / "r.tar.gz", reported=True), tmp_path / "board")
     assert exc.value.record == "stage 3" and exc.value.field == "matrix.scienceqa"
     assert _board_files(tmp_path / "board") == []
+
+
+def test_reference_run_kinds_require_only_their_rows():
+    from cvit_bench.benchmark import load_benchmark
+    from cvit_bench.errors import DataError
+
+    spec = load_benchmark("cvit")
+    full = required_cells(spec)
+    assert len(full) == 21 + 3 and ("1", "scienceqa") in full
+    assert required_cells(spec, "multitask") == [("6", t) for t in spec.upstream] + [("6", "vizwiz"), ("6", "textcaps"), ("6", "ocrvqa")]
+    assert required_cells(spec, "zero-shot") == [("0", t) for t in spec.upstream]
+    assert required_cells(spec, "independent") == full
+    with pytest.raises(DataError, match="run_kind"):
+        required_cells(spec, "magic")
