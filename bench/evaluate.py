@@ -99,7 +99,7 @@ def ours(bench: Path, folder: Path, run: Path, out: Path, batch_size: int, dtype
     seconds = time.perf_counter() - t0
     n = sum(c["n_predictions"] for c in results["cells"].values())
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    return {"samples": n, "seconds": seconds, "cell_seconds": results.get("_timings"), "peak_gpu_gib": peak}
+    return {"samples": n, "seconds": seconds, "peak_gpu_gib": peak}
 
 
 def adapter_switch_ms(base: Path, run: Path, dtype: str | None, device: str) -> float:

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from .benchmark import BenchmarkSpec
-from .errors import CvitError, SchemaVersionError
-from .files import read_json, sha256_file
+from .errors import CvitError, MissingFileError
+from .files import sha256_file
 
-RUN_SCHEMA_VERSION = 1
 ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 
 
@@ -64,10 +63,12 @@ def checkpoint_sha256(path: Path, weights: str | None = None) -> str:
 
 
 def load_run_dir(run_dir: str | os.PathLike) -> RunPlan:
+    from .baselines.run_dir import RUN_NAME, read_run
+
     run_dir = Path(run_dir)
-    data = read_json(run_dir / "run.json", "run description (run.json) of a run directory")
-    if data.get("schema_version") not in (RUN_SCHEMA_VERSION,):
-        raise SchemaVersionError(run_dir / "run.json", data.get("schema_version"), (RUN_SCHEMA_VERSION,), "run")
+    data = read_run(run_dir)
+    if data is None:
+        raise MissingFileError(run_dir / RUN_NAME, "run description (run.json) of a run directory")
 
     def stage(entry: dict, label: str) -> StageCheckpoint:
         path = run_dir / entry["path"]

@@ -239,7 +239,6 @@ def evaluate_command(checkpoints, stage_tasks, base_model, data, out, benchmark,
                            dtype=dtype, device=device, prompt_format=prompt_format, opts=opts,
                            log=lambda m: console.print(m, highlight=False), progress=progress)
     if results:
-        results.pop("_timings", None)
         print_results_summary(results)
         click.echo(f"wrote {out / 'results.json'}")
 
@@ -274,22 +273,14 @@ def demo_command(out, methods, templates, seed) -> None:
     stdout.print(f"done in {time.perf_counter() - started:.0f} s", highlight=False)
 
 
-def _register_optional_commands() -> None:
-    """Commands that live in their own modules (one module per command family)."""
-    import importlib
+# Command families that live in their own modules.
+from .cli_leaderboard import leaderboard_group  # noqa: E402
+from .cli_metrics import metrics_command  # noqa: E402
+from .cli_report import report_command  # noqa: E402
+from .cli_train import train_command  # noqa: E402
 
-    for module, attr in (("cli_metrics", "metrics_command"), ("cli_report", "report_command"),
-                         ("cli_train", "train_command"), ("cli_leaderboard", "leaderboard_group")):
-        try:
-            mod = importlib.import_module(f"{__package__}.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{module}":
-                raise
-            continue
-        main.add_command(getattr(mod, attr))
-
-
-_register_optional_commands()
+for _command in (metrics_command, report_command, train_command, leaderboard_group):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -116,7 +116,6 @@ def run_demo(
         ev_dir = root / "eval" / method
         result.results[method] = evaluate(load_run_dir(run_dir), data=root / "data", out=ev_dir, benchmark=MINI_BENCHMARK,
                                           opts=EvalOptions(batch_size=100, num_workers=0), log=log, progress=progress)
-        result.results[method].pop("_timings", None)
         result.runs[method], result.evals[method] = run_dir, ev_dir
     if report:
         from .report import build_report

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +82,11 @@ def dist_info() -> DistInfo:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return DistInfo(rank=dist.get_rank(), world=dist.get_world_size())
+
+
+def shard_file(final_path: Path, rank: int, world: int) -> Path:
+    """Where rank ``rank`` of ``world`` appends its part of a cell before rank 0 merges."""
+    return final_path.with_name(f"{final_path.stem}.shard-{rank}-of-{world}.jsonl")
 
 
 def shard_of(uid: str, world: int) -> int:
@@ -170,7 +174,6 @@ class Evaluation:
     log: Callable[[str], None] = print
     progress: Any = None
     scored: dict[tuple[str, str], CellScore] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     batch_size_used: int | None = None
 
@@ -201,34 +204,31 @@ class Evaluation:
         final_path = self.pred_path(cell)
         requests = self.requests_for(cell)
         order = {r.uid: i for i, r in enumerate(requests)}
-        shard_path = final_path if self.dist.world == 1 else final_path.with_name(
-            f"{cell.task}.shard-{self.dist.rank}-of-{self.dist.world}.jsonl")
+        shard_path = final_path if self.dist.world == 1 else shard_file(final_path, self.dist.rank, self.dist.world)
         done = read_done(final_path, fp)
         if len(done) < len(requests) and shard_path != final_path:
             done.update(read_done(shard_path, fp))
         mine = [r for r in requests if r.uid not in done and (self.dist.world == 1 or shard_of(r.uid, self.dist.world) == self.dist.rank)]
-        started = time.perf_counter()
         if mine:
             self.backend.activate(cell.adapter)
             self._generate(cell, mine, shard_path, fp)
         self.dist.barrier()
         if self.dist.is_main:
             merged = read_done(final_path, fp)
-            for r in range(self.dist.world) if self.dist.world > 1 else []:
-                part = final_path.with_name(f"{cell.task}.shard-{r}-of-{self.dist.world}.jsonl")
+            shards = [shard_file(final_path, r, self.dist.world) for r in range(self.dist.world)] if self.dist.world > 1 else []
+            for part in shards:
                 merged.update(read_done(part, fp))
             missing = [r.uid for r in requests if r.uid not in merged]
             if missing:
                 raise CvitError(f"{final_path}: {len(missing)} samples have no prediction after generation (e.g. {missing[0]})")
             lines = [json.dumps(merged[r.uid], ensure_ascii=False, sort_keys=True) for r in sorted(requests, key=lambda r: order[r.uid])]
             atomic_write_text(final_path, "\n".join(lines) + "\n")
-            for r in range(self.dist.world) if self.dist.world > 1 else []:
-                final_path.with_name(f"{cell.task}.shard-{r}-of-{self.dist.world}.jsonl").unlink(missing_ok=True)
+            for part in shards:
+                part.unlink(missing_ok=True)
             self.failures += [f"{cell.stage}/{cell.task} {o['uid']}: {o.get('error') or o['warning']}"
                               for o in merged.values() if o.get("error") or o.get("warning")]
             self.score(cell)
         self.dist.barrier()
-        self.timings[f"{cell.stage}/{cell.task}"] = time.perf_counter() - started
 
     def _generate(self, cell: Cell, requests: list, path: Path, fp: str) -> None:
         import torch
@@ -378,7 +378,4 @@ def evaluate(
         if c.adapter is not None and remaining[c.adapter] == 0:
             be.remove_adapter(c.adapter)       # keep memory flat over long sequences
             loaded.discard(c.adapter)
-    results = ev.write_results() if ev.dist.is_main else {}
-    if ev.dist.is_main:
-        results["_timings"] = ev.timings
-    return results
+    return ev.write_results() if ev.dist.is_main else {}

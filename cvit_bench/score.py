@@ -96,9 +96,20 @@ def resolve_metric(task: TaskSpec, profile: str, samples: list[Sample]) -> tuple
     return metric_id, notes
 
 
+def _key_of(pf: PredictionFile):
+    return (lambda s: s.uid) if pf.key_kind == "uid" else (lambda s: s.source_id)
+
+
+def latest_by_sample(samples: list[Sample], pf: PredictionFile) -> list[str | None]:
+    """Each sample's prediction by id, None when missing; duplicate ids collapse to the last line (reference dict)."""
+    last = dict(zip(pf.keys, pf.texts))
+    key_of = _key_of(pf)
+    return [last.get(key_of(s)) for s in samples]
+
+
 def join_cell(samples: list[Sample], pf: PredictionFile, metric: Metric, profile: str) -> tuple[list[Sample], list[str | None], JoinReport]:
     """Align prediction lines with samples the way the metric's reference scorer does."""
-    key_of = (lambda s: s.uid) if pf.key_kind == "uid" else (lambda s: s.source_id)
+    key_of = _key_of(pf)
     index = {key_of(s): s for s in samples}
     counts = Counter(pf.keys)
     report = JoinReport(n_lines=len(pf), unknown=[k for k in dict.fromkeys(pf.keys) if k not in index],
@@ -121,8 +132,7 @@ def join_cell(samples: list[Sample], pf: PredictionFile, metric: Metric, profile
     if metric.universe == "predictions":
         pairs = [(index[k], t) for k, t in zip(pf.keys, pf.texts) if k in index]
         return [s for s, _ in pairs], [t for _, t in pairs], report
-    last = {k: t for k, t in zip(pf.keys, pf.texts)}     # duplicates collapse to the last line (reference dict)
-    return list(samples), [last.get(key_of(s)) for s in samples], report
+    return list(samples), latest_by_sample(samples, pf), report
 
 
 def score_cell(spec: BenchmarkSpec, stage: str, task_id: str, profile: str, samples: list[Sample], pf: PredictionFile) -> CellScore:
@@ -136,13 +146,11 @@ def score_cell(spec: BenchmarkSpec, stage: str, task_id: str, profile: str, samp
     flags: dict[str, int | None] = {}
     rate = None
     if task.if_check:
-        if profile == "compat":   # reference IF scripts iterate over predictions keyed by id
-            last = dict(zip(pf.keys, pf.texts))
-            key_of = (lambda s: s.uid) if pf.key_kind == "uid" else (lambda s: s.source_id)
-            if_samples = [s for s in samples if key_of(s) in last] if task.kind != "multiple_choice" else list(samples)
-            if_preds = [last.get(key_of(s)) for s in if_samples]
-        else:
-            if_samples, if_preds = list(samples), [p for p in join_cell(samples, pf, _SamplesUniverse, profile)[1]]
+        pairs = list(zip(samples, latest_by_sample(samples, pf)))
+        if profile == "compat" and task.kind != "multiple_choice":
+            # The reference short-answer/caption IF scripts iterate over the predictions, not the eval split.
+            pairs = [(s, p) for s, p in pairs if p is not None]
+        if_samples, if_preds = [s for s, _ in pairs], [p for _, p in pairs]
         values = if_flags(task.if_check, if_samples, if_preds, profile)
         flags = {s.uid: v for s, v in zip(if_samples, values)}
         rate = if_rate(values)
@@ -155,13 +163,6 @@ def score_cell(spec: BenchmarkSpec, stage: str, task_id: str, profile: str, samp
     return CellScore(stage=stage, task=task_id, metric_id=result.metric_id, scale=result.scale, value=result.value,
                      n=result.n, uids=uids, per_sample=list(result.per_sample), if_flags=flags, if_rate=rate, stderr=se,
                      join=report, extras=dict(result.extras), warnings=warnings)
-
-
-class _SamplesUniverse:
-    """A stand-in metric description for joining every sample by id (used for standard IF checks)."""
-    id = "join@samples"
-    universe = "samples"
-    positional = False
 
 
 def _per_uid(cell: CellScore) -> dict[str, float]:
