@@ -43,7 +43,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError, SchemaVersionError
+from .errors import DataError, SchemaVersionError, known_version
 from .files import atomic_write_json, read_json
 
 RESULTS_SCHEMA_VERSION = 1
@@ -53,19 +53,21 @@ SUMMARY_KEYS = ("AP", "MAP", "MFT", "BWT", "FWT", "forgetting_first", "forgettin
 
 def read_results(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
-    data = read_json(path, "results file (results.json)")
+    data = read_json(path, "results file (results.json)", finite=True)
     if not isinstance(data, dict):
         raise DataError("results.json must be a JSON object", file=path)
     version = data.get("schema_version")
-    if version not in KNOWN_RESULTS_VERSIONS:
+    if not known_version(version, KNOWN_RESULTS_VERSIONS):
         raise SchemaVersionError(path, version, KNOWN_RESULTS_VERSIONS, "results")
     for key in ("benchmark", "matrix", "summary"):
         if key not in data:
             raise DataError("required key missing", file=path, field=key)
     m = data["matrix"]
-    rows, cols = len(m.get("stages", [])), len(m.get("tasks", []))
-    values = m.get("values", [])
-    if len(values) != rows or any(len(r) != cols for r in values):
+    if not isinstance(m, dict) or not all(isinstance(m.get(k), list) for k in ("tasks", "stages", "values")):
+        raise DataError("must be an object with lists tasks, stages and values", file=path, field="matrix")
+    rows, cols = len(m["stages"]), len(m["tasks"])
+    values = m["values"]
+    if len(values) != rows or any(not isinstance(r, list) or len(r) != cols for r in values):
         raise DataError(f"matrix.values must be {rows} rows x {cols} columns", file=path, field="matrix.values")
     return data
 

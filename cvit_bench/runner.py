@@ -25,7 +25,7 @@ from typing import Any
 from .benchmark import ZERO_SHOT_STAGE, BenchmarkSpec, load_benchmark, upstream_cells
 from .checkpoints import RunPlan, StageCheckpoint, check_sequence
 from .errors import CvitError
-from .files import JsonlAppender, atomic_write_text, iter_jsonl, sha256_file
+from .files import JsonlAppender, atomic_write_text, iter_jsonl, read_json, sha256_file
 from .manifest import image_root, read_manifest, resolve_prepared, verify_files
 from .predictions import read_prediction_file
 from .results import write_results
@@ -155,6 +155,22 @@ def read_done(path: Path, fp: str) -> dict[str, dict]:
     return done
 
 
+def is_image_failure(line: dict[str, Any]) -> bool:
+    return str(line.get("error") or "").startswith("image:")
+
+
+def resumed_batch_size(out: Path, requested: int | str) -> int | None:
+    """The batch size to record before anything is generated: the one the earlier run of ``out`` recorded (a
+    resume with nothing left to generate keeps it), else the requested one; "auto" is decided on generation."""
+    try:
+        recorded = read_json(out / "results.json", "results.json").get("generation", {}).get("batch_size")
+    except (CvitError, AttributeError):
+        recorded = None
+    if type(recorded) is int and recorded > 0:
+        return recorded
+    return requested if type(requested) is int else None
+
+
 @dataclass
 class Evaluation:
     """State of one evaluate call: what is loaded, which cells are done; drives the per-cell loop."""
@@ -205,7 +221,8 @@ class Evaluation:
         requests = self.requests_for(cell)
         order = {r.uid: i for i, r in enumerate(requests)}
         shard_path = final_path if self.dist.world == 1 else shard_file(final_path, self.dist.rank, self.dist.world)
-        done = read_done(final_path, fp)
+        # A line whose image failed to load is no prediction: it is generated again (the image may be fixed now).
+        done = {uid: o for uid, o in read_done(final_path, fp).items() if not is_image_failure(o)}
         if len(done) < len(requests) and shard_path != final_path:
             done.update(read_done(shard_path, fp))
         mine = [r for r in requests if r.uid not in done and (self.dist.world == 1 or shard_of(r.uid, self.dist.world) == self.dist.rank)]
@@ -337,6 +354,8 @@ def evaluate(
     from .backends.base import load_backend
 
     opts = opts or EvalOptions()
+    if opts.limit is not None and (type(opts.limit) is not int or opts.limit < 1):
+        raise CvitError(f"limit must be a positive number of samples, not {opts.limit!r}")
     spec = load_benchmark(benchmark)
     folder = resolve_prepared(data, spec.id)
     manifest = read_manifest(folder)
@@ -364,7 +383,8 @@ def evaluate(
     ev = Evaluation(spec=spec, plan=plan, backend=be, samples=samples, task_fps=task_fps, img_root=image_root(folder, manifest),
                     out=Path(out), opts=opts, dist=dist_info(), base_model=str(base), template_set=manifest["template_set"],
                     prompt_format=fmt,
-                    dtype=getattr(be, "dtype", dtype or "float32"), log=log, progress=progress)
+                    dtype=getattr(be, "dtype", dtype or "float32"), log=log, progress=progress,
+                    batch_size_used=resumed_batch_size(Path(out), opts.batch_size))
     remaining: dict[str | None, int] = {}
     for c in cells:
         remaining[c.adapter] = remaining.get(c.adapter, 0) + 1
