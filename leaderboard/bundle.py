@@ -53,7 +53,8 @@ from cvit_bench.errors import CvitError, DataError, MissingFileError
 from cvit_bench.files import NonFiniteNumber, atomic_write_bytes, dumps_json, read_json, sha256_bytes, sha256_file
 
 from .limits import MiB, Limits
-from .schema import RESULTS_NAME, SUBMISSION_NAME, SUBMISSION_SCHEMA_VERSION, validate_meta, validate_submission
+from .schema import (RESULTS_NAME, SUBMISSION_NAME, SUBMISSION_SCHEMA_VERSION, validate_meta, validate_results,
+                     validate_submission)
 
 # ----------------------------------------------------------------------------------------------------- pack
 def load_meta(meta: str | os.PathLike | dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +127,8 @@ def pack(run_out: str | os.PathLike, meta: str | os.PathLike | dict[str, Any], o
     """Write the bundle of ``run_out`` (results.json + predictions) with ``meta`` to ``out``; returns ``out``."""
     run_out, out = Path(run_out), Path(out)
     meta_doc = load_meta(meta)
-    read_json(run_out / RESULTS_NAME, "results.json of the run")   # malformed JSON is caught here, not on the board
+    # What the board would refuse is refused here, before a bundle exists (malformed JSON, NaN, schema).
+    validate_results(read_json(run_out / RESULTS_NAME, "results.json of the run", finite=True), str(run_out / RESULTS_NAME))
     entries = []
     blobs: dict[str, bytes] = {}
     for name, path in bundle_files(run_out, reported=reported,
