@@ -28,7 +28,7 @@ from typing import Any
 from .errors import CvitError, DataError, MissingFileError, SchemaVersionError, known_version
 from .files import read_json
 from .registry import Registry
-from .results import KNOWN_RESULTS_VERSIONS, SUMMARY_KEYS
+from .results import KNOWN_RESULTS_VERSIONS, MAX_SCORE, SUMMARY_KEYS
 
 Value = float | None
 
@@ -69,6 +69,9 @@ def _normalise_value(value: object, *, stage: str, task: str) -> Value:
     if not math.isfinite(value):
         raise DataError(f"cell value {value!r} is not finite (use null for 'not evaluated', never NaN)",
                         record=f"stage {stage}", field=task)
+    if not 0.0 <= value <= MAX_SCORE:
+        raise DataError(f"cell value {value!r} is outside 0..{MAX_SCORE:g}: scores are percent or CIDEr x100, never "
+                        "negative", record=f"stage {stage}", field=task)
     return value
 
 

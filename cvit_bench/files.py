@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError, MissingFileError
+from .errors import CvitError, DataError, MissingFileError
 
 
 def _umask_mode() -> int:
@@ -37,6 +37,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def ensure_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create the output folder ``path`` (and parents) before any work, or refuse with a message naming it:
+    a file in the way, or no permission, is found before minutes of work, not after."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CvitError(f"{path}: the {what} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CvitError(f"{path}: cannot create the {what}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CvitError(f"{path}: the {what} is not writable")
+    return path
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

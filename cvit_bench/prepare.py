@@ -18,7 +18,7 @@ from pathlib import Path
 from . import __version__
 from .benchmark import BenchmarkSpec, load_benchmark
 from .errors import CvitError, DataError
-from .files import sha256_file, staged_folder
+from .files import ensure_output_dir, sha256_file, staged_folder
 from .manifest import fingerprint, write_manifest
 from .sample import Sample, write_samples
 from .tasks import LoadContext, get_source
@@ -121,9 +121,7 @@ def prepare(
 
     if limit_per_split is not None and (type(limit_per_split) is not int or limit_per_split < 1):
         raise CvitError(f"limit_per_split must be a positive number of samples, not {limit_per_split!r}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CvitError(f"{out}: the output must be a folder, and this is a file")
+    out = ensure_output_dir(out, "prepare --out folder")
     final = out / spec.id
     with staged_folder(final, "prepare") as tmp:
         files, task_info, left_out, summary, all_missing = {}, {}, {}, [], []

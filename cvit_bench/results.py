@@ -48,6 +48,9 @@ from .files import atomic_write_json, read_json
 
 RESULTS_SCHEMA_VERSION = 1
 KNOWN_RESULTS_VERSIONS = (1,)
+# Scores are on the papers' scales (percent, CIDEr x100): never negative, and far below this bound, which keeps
+# every aggregate finite (a 1e308 cell would overflow the means).
+MAX_SCORE = 10_000.0
 SUMMARY_KEYS = ("AP", "MAP", "MFT", "BWT", "FWT", "forgetting_first", "forgetting_max", "MIF")
 
 
@@ -69,6 +72,11 @@ def read_results(path: str | os.PathLike) -> dict[str, Any]:
     values = m["values"]
     if len(values) != rows or any(not isinstance(r, list) or len(r) != cols for r in values):
         raise DataError(f"matrix.values must be {rows} rows x {cols} columns", file=path, field="matrix.values")
+    for r, row in enumerate(values):
+        for c, v in enumerate(row):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= MAX_SCORE):
+                raise DataError(f"cell value {v!r} is not a score: a number in 0..{MAX_SCORE:g} (never negative) or null",
+                                file=path, record=f"stage {m['stages'][r]}", field=f"matrix.{m['tasks'][c]}")
     return data
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from .benchmark import ZERO_SHOT_STAGE, BenchmarkSpec, load_benchmark, upstream_cells
 from .checkpoints import RunPlan, StageCheckpoint, check_sequence
 from .errors import CvitError
-from .files import JsonlAppender, atomic_write_text, iter_jsonl, read_json, sha256_file
+from .files import JsonlAppender, atomic_write_text, ensure_output_dir, iter_jsonl, read_json, sha256_file
 from .manifest import image_root, read_manifest, resolve_prepared, verify_files
 from .predictions import read_prediction_file
 from .results import write_results
@@ -356,6 +356,7 @@ def evaluate(
     opts = opts or EvalOptions()
     if opts.limit is not None and (type(opts.limit) is not int or opts.limit < 1):
         raise CvitError(f"limit must be a positive number of samples, not {opts.limit!r}")
+    ensure_output_dir(out, "evaluate --out folder")
     spec = load_benchmark(benchmark)
     folder = resolve_prepared(data, spec.id)
     manifest = read_manifest(folder)
