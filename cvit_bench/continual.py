@@ -498,7 +498,7 @@ def _read_csv(path: Path) -> AccuracyMatrix:
 
 
 def _read_json(path: Path) -> AccuracyMatrix:
-    data = read_json(path, "accuracy matrix (JSON)", finite=True)
+    data = read_json(path, "accuracy matrix (JSON)")      # NaN/inf are refused per cell, with its row and column
     # A results.json carries the matrix under "matrix"; accept it as well as a bare matrix object. Its schema
     # version is checked like any results.json reader does (a file from an unknown future version is refused).
     if isinstance(data, dict) and "matrix" in data:
