@@ -21,6 +21,18 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
+@contextlib.contextmanager
+def naming_path(path: str | os.PathLike) -> Iterator[None]:
+    """An OS error while writing ``path`` (disk full, quota, read-only file system) carries that path, so the
+    CLI reports it as the user's problem (exit 2) naming the file, not as a bug."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file in the same folder + rename: readers never see half a file."""
     path = Path(path)
@@ -28,7 +40,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, _umask_mode())
-        with os.fdopen(fd, "wb") as fh:
+        with os.fdopen(fd, "wb") as fh, naming_path(path):
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -201,9 +213,10 @@ class JsonlAppender:
             (json.dumps(o, ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n").encode("utf-8") for o in objs
         )
         if payload:
-            self._fh.write(payload)
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            with naming_path(self.path):
+                self._fh.write(payload)
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         self._fh.close()

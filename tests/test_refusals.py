@@ -249,3 +249,35 @@ def test_train_accepts_a_benchmark_yaml_path_like_evaluate(prepared_all):
 
     yaml_path = load_benchmark("cvit").source_file
     assert _resolve_data(prepared_all, str(yaml_path)) == prepared_all / "cvit"
+
+
+def test_a_write_failure_is_exit_2_naming_the_file_and_leaves_nothing_partial(results_json, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    out = tmp_path / "m.json"
+    r = cli("metrics", "--matrix", results_json, "--json", out)
+    assert_refused(r, f"{out}: No space left on device")
+    assert list(tmp_path.iterdir()) == []
+
+    from cvit_bench.files import JsonlAppender
+
+    with pytest.raises(OSError) as exc, JsonlAppender(tmp_path / "p.jsonl") as sink:
+        sink.write_many([{"uid": "a"}])
+    assert exc.value.filename == str(tmp_path / "p.jsonl")
+
+
+def test_evaluate_out_that_is_a_file_is_refused_before_any_work(prepared_all, tmp_path):
+    adapter = tmp_path / "stage-01-scienceqa"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"not loaded: the out check comes first")
+    (tmp_path / "file").write_text("x")
+    r = cli("evaluate", "--checkpoint", adapter, "--base-model", tmp_path / "no-model", "--data", prepared_all,
+            "--out", tmp_path / "file", "--tasks", "scienceqa", "--allow-partial")
+    assert_refused(r, f"{tmp_path / 'file'}: the evaluate --out folder is a file")
+    assert (tmp_path / "file").read_text() == "x"
