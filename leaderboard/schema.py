@@ -109,6 +109,10 @@ def validate_results(doc: Any, where: str) -> dict[str, Any]:
         if len(m["values"]) != rows or any(len(r) != cols for r in m["values"]):
             raise DataError(f"values must be {rows} rows x {cols} columns (stages x tasks)", file=where,
                             field=f"{block}.values")
+    metrics = doc["matrix"].get("metrics")
+    if metrics is not None and len(metrics) != len(doc["matrix"]["tasks"]):
+        raise DataError(f"{len(metrics)} metric ids for {len(doc['matrix']['tasks'])} task columns (one per column)",
+                        file=where, field="matrix.metrics")
     return doc
 
 

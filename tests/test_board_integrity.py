@@ -185,6 +185,7 @@ RESULT_VARIANTS = [
     ("if-rate", lambda d: d["if_rates"]["values"][0].__setitem__(0, 250.0), "field 'if_rates.values.0.0'"),
     ("stage-label", lambda d: d["stages"].append({"label": "<script>"}), "field 'stages.6.label'"),
     ("unknown-key", lambda d: d.update(surprise={}), "Additional properties are not allowed"),
+    ("metrics-short", lambda d: d["matrix"].update(metrics=["x"]), "field 'matrix.metrics'"),
 ]
 
 
@@ -411,3 +412,26 @@ def test_build_refuses_to_replace_a_folder_that_is_not_a_site(reported, tmp_path
     r = cli("leaderboard", "build", "--board", board, "--out", site)
     assert_refused(r, str(site), "not a site built by")
     assert snapshot(site) == {"thesis.tex": b"keep me"}
+
+
+ODD_BUT_VALID = {
+    "minimal": lambda d: [d.pop(k) for k in list(d) if k not in ("schema_version", "benchmark", "matrix", "summary")],
+    "cells-odd": lambda d: d.update(cells={"1/scienceqa": {"extras": {"a": [1, {"b": None}]}, "paired_vs_final": {"z": 1}}}),
+    "downstream-min": lambda d: d.update(downstream={"vizwiz": {"value": None}}),
+    "method-null": lambda d: d.update(method=None, base_model=None, stages=[]),
+    "summary-extra": lambda d: d["summary"].update(ZZ=5),
+    "provenance-html": lambda d: d.update(provenance={"x": [[[]]], "y": "<script>alert(1)</script>"}),
+}
+
+
+def test_every_accepted_results_renders(reported, tmp_path):
+    """What the schema accepts, the site renders: no accepted bundle can break `build`."""
+    board, site = tmp_path / "board", tmp_path / "site"
+    for name, edit in ODD_BUT_VALID.items():
+        meta = {**META, "method": {**META["method"], "name": name}}
+        r = submit_cli(rebundle(reported, tmp_path / f"{name}.tar.gz", results=edit, meta=meta), board)
+        assert r.exit_code == 0, (name, r.output)
+    r = cli("leaderboard", "build", "--board", board, "--out", site)
+    assert r.exit_code == 0 and "left out" not in r.output, r.output
+    assert len(list((site / "entries").glob("*.html"))) == len(ODD_BUT_VALID)
+    assert "<script>alert(1)" not in "".join(p.read_text() for p in (site / "entries").glob("*.html"))
