@@ -2,11 +2,11 @@
 
 Order of checks (each refusal says exactly what is wrong; nothing is written to the board before the last step):
 
-1. the archive's members (no absolute path, ``..``, link or device; size limits), then extraction into a
-   temporary folder outside the board (:func:`.bundle.open_bundle`);
-2. ``submission.json`` against the JSON Schema, schema version first;
-3. every listed file's sha256, size and row count; no unlisted file (:func:`.bundle.verify_manifest`);
-4. ``results.json`` (its own schema version);
+1-3. in one streamed pass over the archive (:func:`.bundle.open_bundle`): each member header (no absolute
+   path, ``..``, link or device; size limits); ``submission.json`` first, against the JSON Schema, schema
+   version first; every later member listed there, copied into a temporary folder outside the board while its
+   sha256, size and row count are checked; nothing unlisted, nothing listed missing;
+4. ``results.json`` against ``schema/results.schema.json`` (its own schema version first; finite numbers);
 5. tier ``rescored``: the prediction files cover the schedule's cells with exact id sets, are re-scored against
    the board's references, every summary is recomputed, and each submitted number that differs by more than
    0.01 is flagged (:mod:`.verify`). Tier ``reported``: the summary is recomputed from the submitted matrix where
