@@ -184,7 +184,19 @@ def bundle_errors(bundle: OpenedBundle) -> Iterator[None]:
     except DataError as exc:
         if exc.file is None or bundle.member_name(exc.file) == exc.file:
             raise
-        raise DataError(exc.reason, file=bundle.member_name(exc.file), record=exc.record, field=exc.field) from None
+        raise DataError(_unroot(exc.reason, bundle), file=bundle.member_name(exc.file), record=exc.record,
+                        field=exc.field) from None
+    except CvitError as exc:                      # a plain message that may still spell the temporary path
+        text = _unroot(str(exc), bundle)
+        if text == str(exc):
+            raise
+        raise CvitError(text) from None
+
+
+def _unroot(text: str, bundle: OpenedBundle) -> str:
+    for root in {str(bundle.root), str(bundle.root.resolve())}:
+        text = text.replace(root + os.sep, f"{bundle.path}:").replace(root, str(bundle.path))
+    return text
 
 
 def _unsafe_name(name: str) -> str | None:

@@ -435,3 +435,17 @@ def test_every_accepted_results_renders(reported, tmp_path):
     assert r.exit_code == 0 and "left out" not in r.output, r.output
     assert len(list((site / "entries").glob("*.html"))) == len(ODD_BUT_VALID)
     assert "<script>alert(1)" not in "".join(p.read_text() for p in (site / "entries").glob("*.html"))
+
+
+def test_messages_about_extracted_files_name_the_bundle_not_the_temporary_folder(tmp_path):
+    from cvit_bench.errors import CvitError, DataError
+    from cvit_bench.leaderboard.bundle import OpenedBundle, bundle_errors
+
+    root = tmp_path / "cvit-bundle-x"
+    opened = OpenedBundle(path=Path("up/bundle.tar.gz"), sha256="0" * 64, root=root, submission={})
+    with pytest.raises(DataError) as exc, bundle_errors(opened):
+        raise DataError("bad line", file=root / "predictions/1/a.jsonl", record="line 2", field="uid")
+    assert str(exc.value) == "up/bundle.tar.gz:predictions/1/a.jsonl: record line 2: field 'uid': bad line"
+    with pytest.raises(CvitError) as exc, bundle_errors(opened):
+        raise CvitError(f"{root / 'predictions/1/a.jsonl'}: no such task")
+    assert str(exc.value) == "up/bundle.tar.gz:predictions/1/a.jsonl: no such task"
