@@ -11,22 +11,41 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .cli_progress import RichProgress
-from .errors import CvitError
+from .errors import CvitError, escape_controls
 
 console = Console(stderr=True)
 # Wide tables when piped (rich defaults to 80 columns without a terminal).
 stdout = Console() if sys.stdout.isatty() else Console(width=200)
 
 
+def refusal_message(exc: BaseException) -> str | None:
+    """The one-line message of an error the user caused (exit 2), or None for a bug (traceback, exit 1).
+
+    Besides :class:`CvitError`, an operating-system error on a path (``--out`` is a file, a folder is not
+    writable, the disk is full) is the user's to fix: its message names the path. Control characters are
+    escaped, so a hostile file or member name cannot reach the terminal raw."""
+    if isinstance(exc, CvitError):
+        text = str(exc)
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.filename}: {exc.strerror or exc}"
+    else:
+        return None
+    return escape_controls(text, keep_newlines=True)
+
+
 class CvitGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except CvitError as exc:
-            console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        except (CvitError, OSError) as exc:
+            message = refusal_message(exc)
+            if message is None:
+                raise
+            console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
             console.print("interrupted; finished work is kept (re-run the same command to resume)")
@@ -92,7 +111,7 @@ def list_command() -> None:
 @click.option("--raw-root", type=click.Path(path_type=Path), default=None, help="folder with the source files")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="output folder (benchmark subfolder inside)")
 @click.option("--tasks", default=None, help="comma-separated subset of tasks")
-@click.option("--limit-per-split", type=int, default=None, help="deterministic subsample of N samples per split")
+@click.option("--limit-per-split", type=click.IntRange(min=1), default=None, help="deterministic subsample of N samples per split")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--image-root", type=click.Path(path_type=Path), default=None, help="image paths are relative to this (default: --raw-root)")
 @click.option("--path", "path_overrides", multiple=True, help="NAME=PATH override of one dataset folder or file")
@@ -201,7 +220,7 @@ def _batch_size(value: str) -> int | str:
 @click.option("--schedule", type=click.Choice(["lower", "full", "final"]), default="lower", show_default=True)
 @click.option("--zero-shot", is_flag=True, help="also evaluate the base model without adapter (row 0)")
 @click.option("--tasks", default=None, help="comma-separated subset of tasks")
-@click.option("--limit", type=int, default=None, help="first N samples per task (smoke tests; flagged in results)")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="first N samples per task (smoke tests; flagged in results)")
 @click.option("--batch-size", default="8", show_default=True, help="N or auto (largest that fits on the GPU)")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
               help="default: bfloat16 on GPU, float32 on CPU")
