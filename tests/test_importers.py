@@ -372,3 +372,38 @@ def mini_like(tmp_path_factory):
     path.write_text(yaml.safe_dump(data))
     raw = make_cvit_files(root / "raw", "single", n=4)
     return prepare(str(path), templates="single", source="cvit-files", raw_root=raw, out=root / "prep").folder, path
+
+
+def test_merged_llava_folder_as_model_base(lora_run, parts, tiny_llava_dir, tmp_path):
+    """--model-base may be a merged LLaVA folder (llava_llama: LLM + mm_projector + vision tower in one state
+    dict, as LLaVA's merge script writes); then no --projector is needed and the result is the same."""
+    from safetensors.torch import save_file
+
+    from llava_layout_fixtures import stage_config
+
+    _, natives, root = lora_run
+    model = _native(tiny_llava_dir)
+    merged = tmp_path / "llava-merged"
+    shutil.copytree(parts["model_base"], merged)
+    (merged / "model.safetensors").unlink()
+    state = {}
+    for k, v in model.state_dict().items():
+        if k.startswith("model.vision_tower."):
+            state["model.vision_tower.vision_tower." + k[len("model.vision_tower."):]] = v
+        elif k.startswith("model.multi_modal_projector."):
+            module, param = k.rsplit(".", 1)
+            state[f"{llava_key(module)}.{param}"] = v
+        elif k.startswith("model.language_model."):
+            state["model." + k[len("model.language_model."):]] = v
+        else:
+            state[k] = v
+    save_file({k: v.contiguous() for k, v in state.items()}, str(merged / "model.safetensors"))
+    config = json.loads((merged / "config.json").read_text())
+    (merged / "config.json").write_text(json.dumps({**config, **stage_config(model)}))
+    run = import_run(ImportRequest(format="llava", model_base=merged, vision_tower=parts["vision_tower"],
+                                   stages=[root / "src-1"], stage_tasks=["scienceqa"], benchmark="cvit",
+                                   out=tmp_path / "run"))
+    data = json.loads((run / "run.json").read_text())
+    backend = HFBackend.load(data["base_model"], dtype="float32", device="cpu")
+    backend.add_adapter("1", run / data["stages"][0]["path"])
+    assert_same_as_native(backend, "1", natives[0], tiny_llava_dir)

@@ -227,7 +227,10 @@ def assemble_base(
 ) -> AssembledBase:
     """Write an HF LLaVA folder (weights, config, processor, generation config) assembled from the parts.
 
-    ``projector`` may be None when ``model_base`` is a merged LLaVA folder that holds one.
+    ``model_base`` may be a merged LLaVA folder (``llava_llama``: LLM, ``model.mm_projector.*`` and possibly
+    ``model.vision_tower.vision_tower.*`` in one state dict): its projector is used when ``projector`` is
+    None (a given ``projector`` replaces it) and its vision tower, when present, is used instead of the CLIP
+    folder's weights (the CLIP folder still gives the image processor and the vision config).
     """
     from transformers import (AutoImageProcessor, AutoTokenizer, CLIPVisionConfig, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaProcessor)
@@ -255,8 +258,11 @@ def assemble_base(
         projector = Path(projector)
         for key, value in projector_tensors(load_weights_file(projector), file=projector).items():
             state[PROJECTOR_PREFIX + key] = value
+    merged_tower = any(k.startswith("model.vision_tower.") for k in state)
+    if merged_tower:
+        log(f"{llm_dir} is a merged LLaVA folder with its own vision tower; {clip_dir} gives only the image processor")
     for key, value in load_model_weights(clip_dir).items():
-        if key.startswith(CLIP_UNUSED) or key.endswith("position_ids"):
+        if merged_tower or key.startswith(CLIP_UNUSED) or key.endswith("position_ids"):
             continue
         state["model.vision_tower." + key] = value
 
