@@ -23,15 +23,19 @@ import click
 @click.option("--benchmark", default="cvit", show_default=True)
 @click.option("--template-set", default=None, help="template set the run was trained with (default: the benchmark's first)")
 @click.option("--method-name", default=None, help="method name for run.json (default: lora, moe-lora or smolora)")
+@click.option("--option", "options", multiple=True,
+              help="KEY=VALUE for the format (llava on merged stages: merged_rank=128, merged_tolerance=1e-3)")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="run directory to write")
 def import_run_command(fmt, model_base, projector, vision_tower, stages, stage_tasks, benchmark, template_set,
-                       method_name, out) -> None:
+                       method_name, options, out) -> None:
     """Convert a LLaVA-layout run (base parts + stage folders) into a run directory for evaluate."""
     from .cli import _csv, console
+    from .cli_train import parse_options
     from .importers.run import ImportRequest, import_run
 
     req = ImportRequest(format=fmt, model_base=model_base, vision_tower=vision_tower, stages=list(stages),
                         stage_tasks=_csv(stage_tasks) or [], benchmark=benchmark, out=out, projector=projector,
-                        template_set=template_set, method_name=method_name)
+                        template_set=template_set, method_name=method_name,
+                        options=parse_options(options))
     run_dir = import_run(req, log=lambda m: console.print(m, highlight=False))
     click.echo(f"wrote {run_dir / 'run.json'}")

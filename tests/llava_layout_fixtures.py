@@ -92,3 +92,30 @@ def load_projector(model, tensors: dict[str, torch.Tensor]) -> None:
             layer, param = k.split(".")
             mod = getattr(proj, layer)
             getattr(getattr(mod, "base_layer", mod), param).copy_(v)
+
+
+def write_merged(folder: Path, template: Path, state: dict[str, torch.Tensor], model, *, vision: bool = True) -> Path:
+    """A merged LLaVA folder (``llava_llama``: LLM + mm_projector (+ vision tower) in one state dict, as LLaVA's
+    merge script writes) from an HF state dict; tokenizer and LLM config copied from ``template``."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    shutil.copytree(template, folder)
+    (folder / "model.safetensors").unlink()
+    out = {}
+    for k, v in state.items():
+        if k.startswith(HF_VISION):
+            if vision:
+                out["model.vision_tower.vision_tower." + k[len(HF_VISION):]] = v
+        elif k.startswith(HF_PROJ):
+            module, param = k.rsplit(".", 1)
+            out[f"{llava_key(module)}.{param}"] = v
+        elif k.startswith(HF_LLM):
+            out["model." + k[len(HF_LLM):]] = v
+        else:
+            out[k] = v
+    save_file({k: v.contiguous() for k, v in out.items()}, str(folder / "model.safetensors"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **stage_config(model)}))
+    return folder

@@ -18,7 +18,8 @@ from cvit_bench.conversation import get_prompt_format
 from cvit_bench.errors import CvitError, DataError
 from cvit_bench.importers.run import ImportRequest, import_run
 from cvit_bench.importers.weights import load_weights_file
-from llava_layout_fixtures import LLM_LINEARS, llava_key, load_projector, stage_projector, write_parts, write_stage
+from llava_layout_fixtures import (LLM_LINEARS, llava_key, load_projector, stage_projector, write_merged, write_parts,
+                                   write_stage)
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 LORA_TARGET = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -42,7 +43,7 @@ def _randomize(tensors: dict[str, torch.Tensor], seed: int, scale: float = 0.3) 
                 tensors[k].copy_(torch.randn(tensors[k].shape, generator=gen) * scale)
 
 
-def native_lora_stage(hf_dir: Path, folder: Path, seed: int, with_projector: bool = True):
+def native_lora_stage(hf_dir: Path, folder: Path, seed: int, with_projector: bool = True, scale: float = 0.3):
     """A native HF model with a random LoRA (unmerged, as peft runs it) + stage projector, and its LLaVA-layout
     stage folder."""
     from peft import LoraConfig, get_peft_model
@@ -51,7 +52,7 @@ def native_lora_stage(hf_dir: Path, folder: Path, seed: int, with_projector: boo
     projector = stage_projector(model, seed + 100) if with_projector else None
     pm = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGET))
     lora = {n: p for n, p in pm.named_parameters() if ".lora_" in n}
-    _randomize(lora, seed)
+    _randomize(lora, seed, scale)
     tensors = {}
     for name, p in lora.items():
         module, _, rest = name[len("base_model.model."):].partition(".lora_")
@@ -377,29 +378,9 @@ def mini_like(tmp_path_factory):
 def test_merged_llava_folder_as_model_base(lora_run, parts, tiny_llava_dir, tmp_path):
     """--model-base may be a merged LLaVA folder (llava_llama: LLM + mm_projector + vision tower in one state
     dict, as LLaVA's merge script writes); then no --projector is needed and the result is the same."""
-    from safetensors.torch import save_file
-
-    from llava_layout_fixtures import stage_config
-
     _, natives, root = lora_run
     model = _native(tiny_llava_dir)
-    merged = tmp_path / "llava-merged"
-    shutil.copytree(parts["model_base"], merged)
-    (merged / "model.safetensors").unlink()
-    state = {}
-    for k, v in model.state_dict().items():
-        if k.startswith("model.vision_tower."):
-            state["model.vision_tower.vision_tower." + k[len("model.vision_tower."):]] = v
-        elif k.startswith("model.multi_modal_projector."):
-            module, param = k.rsplit(".", 1)
-            state[f"{llava_key(module)}.{param}"] = v
-        elif k.startswith("model.language_model."):
-            state["model." + k[len("model.language_model."):]] = v
-        else:
-            state[k] = v
-    save_file({k: v.contiguous() for k, v in state.items()}, str(merged / "model.safetensors"))
-    config = json.loads((merged / "config.json").read_text())
-    (merged / "config.json").write_text(json.dumps({**config, **stage_config(model)}))
+    merged = write_merged(tmp_path / "llava-merged", parts["model_base"], model.state_dict(), model)
     run = import_run(ImportRequest(format="llava", model_base=merged, vision_tower=parts["vision_tower"],
                                    stages=[root / "src-1"], stage_tasks=["scienceqa"], benchmark="cvit",
                                    out=tmp_path / "run"))
@@ -407,3 +388,28 @@ def test_merged_llava_folder_as_model_base(lora_run, parts, tiny_llava_dir, tmp_
     backend = HFBackend.load(data["base_model"], dtype="float32", device="cpu")
     backend.add_adapter("1", run / data["stages"][0]["path"])
     assert_same_as_native(backend, "1", natives[0], tiny_llava_dir)
+
+
+def test_merged_full_stage_becomes_a_lora_stage(parts, tiny_llava_dir, tmp_path):
+    """A stage saved as a merged full model (base + LoRA merged, its own projector) is imported as a LoRA of the
+    given rank recovered by SVD, with the same outputs as the merged model; too small a rank is refused."""
+    native = native_lora_stage(tiny_llava_dir, tmp_path / "unmerged", seed=5, scale=0.05)
+    state = {k: v.detach().clone() for k, v in _native(tiny_llava_dir).state_dict().items()}
+    for name, module in native.named_modules():
+        if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
+            delta = module.lora_B["default"].weight @ module.lora_A["default"].weight * module.scaling["default"]
+            state[name + ".weight"] = module.get_base_layer().weight.detach() + delta.detach()
+    for k, v in native.model.multi_modal_projector.state_dict().items():
+        state["model.multi_modal_projector." + k.replace("base_layer.", "")] = v.detach().clone()
+    merged = _native(tiny_llava_dir)
+    merged.load_state_dict(state)
+    stage = write_merged(tmp_path / "merged-stage", parts["model_base"], state, native, vision=False)
+    req = dict(format="llava", stages=[stage], stage_tasks=["scienceqa"], benchmark="cvit", **parts)
+    with pytest.raises(DataError, match="not of rank 2"):
+        import_run(ImportRequest(out=tmp_path / "run2", options={"merged_rank": 2}, **req))
+    run = import_run(ImportRequest(out=tmp_path / "run", options={"merged_rank": 4}, **req))
+    data = json.loads((run / "run.json").read_text())
+    assert data["method"]["config"]["from_merged"] and data["stages"][0]["projector_sha256"]
+    backend = HFBackend.load(data["base_model"], dtype="float32", device="cpu")
+    backend.add_adapter("1", run / data["stages"][0]["path"])
+    assert_same_as_native(backend, "1", merged.eval(), tiny_llava_dir)

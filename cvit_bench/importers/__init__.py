@@ -2,7 +2,8 @@
 
 One module per stage format, registered by name in :data:`FORMATS`:
 
-* ``llava`` (:mod:`.llava`): LLaVA code base LoRA stages (SMoLoRA/CoIN/MCITlib plain-LoRA runs) → PEFT LoRA;
+* ``llava`` (:mod:`.llava`): LLaVA code base LoRA stages (SMoLoRA/CoIN/MCITlib plain-LoRA runs) → PEFT LoRA,
+  and merged full-model stages factored back into a LoRA (:mod:`.llava_merged`);
 * ``coin-moelora`` (:mod:`.coin_moelora`): CoIN's MoELoRA fork → our ``moe-lora`` adapter format;
 * ``smolora`` (:mod:`.smolora`): SMoLoRA's fork → our ``smolora`` adapter format.
 
@@ -15,6 +16,7 @@ a third-party package adds a format through the ``cvit_bench.importers`` entry-p
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,9 +32,11 @@ class StageFormat:
     #: ``peft_type`` values of the source ``adapter_config.json`` this format reads (auto-detection).
     peft_types: ClassVar[tuple[str, ...]] = ()
 
-    def convert(self, stage_dir: Path, base: nn.Module, out: Path) -> dict[str, Any]:
+    def convert(self, stage_dir: Path, base: nn.Module, out: Path,
+                options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Write our adapter for ``stage_dir`` into ``out``; ``base`` is the HF base (meta tensors: shapes and
-        module names only). Returns ``{"method", "config", "weights", "sources": [files read]}``."""
+        module names; ``base.config._name_or_path`` is its folder), ``options`` the format's ``--option``
+        values. Returns ``{"method", "config", "weights", "sources": [files read]}``."""
         raise NotImplementedError
 
 

@@ -16,6 +16,7 @@ and r not divisible by ``expert_num`` (the fork asserts the same).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ class CoinMoeLora(StageFormat):
     name = "coin-moelora"
     peft_types = ("MOE_LORA_COIN",)
 
-    def convert(self, stage_dir: Path, base: nn.Module, out: Path) -> dict[str, Any]:
+    def convert(self, stage_dir: Path, base: nn.Module, out: Path,
+                options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         cfg_path = stage_dir / "adapter_config.json"
         cfg = read_adapter_config(stage_dir)
         refuse_options(cfg, cfg_path, "moe-lora")

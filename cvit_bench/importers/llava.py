@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,12 @@ class LlavaLora(StageFormat):
     name = "llava"
     peft_types = ("LORA",)
 
-    def convert(self, stage_dir: Path, base: nn.Module, out: Path) -> dict[str, Any]:
-        from peft import LoraConfig
-        from safetensors.torch import save_file
+    def convert(self, stage_dir: Path, base: nn.Module, out: Path,
+                options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        if not (stage_dir / "adapter_config.json").is_file() and is_merged_stage(stage_dir):
+            from .llava_merged import convert_merged
 
+            return convert_merged(stage_dir, base, out, options or {})
         cfg_path = stage_dir / "adapter_config.json"
         cfg = read_adapter_config(stage_dir)
         if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
@@ -96,25 +99,48 @@ class LlavaLora(StageFormat):
             tensors[f"base_model.model.{module}.{suffix}"] = value
         if not modules:
             raise DataError("holds no LoRA tensors", file=weights_path)
-        r, alpha = int(cfg.get("r", 8)), cfg.get("lora_alpha", 8)
-        config = LoraConfig(
-            r=r, lora_alpha=alpha, lora_dropout=float(cfg.get("lora_dropout", 0.0)),
-            target_modules=sorted(modules), bias="none",
-            use_rslora=bool(cfg.get("use_rslora", False)), use_dora=bool(cfg.get("use_dora", False)),
-            task_type=None,
-        )
-        expected = {}
-        for name, layer in modules.items():
-            expected[f"base_model.model.{name}.lora_A.weight"] = (r, layer.in_features)
-            expected[f"base_model.model.{name}.lora_B.weight"] = (layer.out_features, r)
-            if config.use_dora:
-                expected[f"base_model.model.{name}.lora_magnitude_vector"] = (layer.out_features,)
-        check_state_dict(tensors, expected, file=weights_path, what="a LoRA adapter for this base")
-        out.mkdir(parents=True, exist_ok=True)
-        config.save_pretrained(str(out))
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "adapter_model.safetensors"))
-        return {"method": "lora", "config": {"r": r, "lora_alpha": alpha, "target_modules": len(modules)},
-                "weights": "adapter_model.safetensors", "sources": [weights_path, cfg_path]}
+        lora = LoraSpec(r=int(cfg.get("r", 8)), alpha=cfg.get("lora_alpha", 8),
+                        dropout=float(cfg.get("lora_dropout", 0.0)), use_rslora=bool(cfg.get("use_rslora", False)),
+                        use_dora=bool(cfg.get("use_dora", False)))
+        info = write_lora(out, modules, tensors, lora, file=weights_path)
+        return {**info, "sources": [weights_path, cfg_path]}
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    r: int
+    alpha: float
+    dropout: float = 0.0
+    use_rslora: bool = False
+    use_dora: bool = False
+
+
+def write_lora(out: Path, modules: Mapping[str, nn.Linear], tensors: dict[str, torch.Tensor], lora: LoraSpec, *,
+               file: Path) -> dict[str, Any]:
+    """Check ``tensors`` (peft key names) against the base's ``modules`` and write a PEFT LoRA folder."""
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=sorted(modules),
+                        bias="none", use_rslora=lora.use_rslora, use_dora=lora.use_dora, task_type=None)
+    expected = {}
+    for name, layer in modules.items():
+        expected[f"base_model.model.{name}.lora_A.weight"] = (lora.r, layer.in_features)
+        expected[f"base_model.model.{name}.lora_B.weight"] = (layer.out_features, lora.r)
+        if lora.use_dora:
+            expected[f"base_model.model.{name}.lora_magnitude_vector"] = (layer.out_features,)
+    check_state_dict(tensors, expected, file=file, what="a LoRA adapter for this base")
+    out.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(str(out))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "adapter_model.safetensors"))
+    return {"method": "lora", "config": {"r": lora.r, "lora_alpha": lora.alpha, "target_modules": len(modules)},
+            "weights": "adapter_model.safetensors"}
+
+
+def is_merged_stage(stage_dir: Path) -> bool:
+    """A merged full LLaVA checkpoint (LLaVA's merge_lora_weights.py): model weights, no adapter."""
+    return any((stage_dir / n).is_file() for n in ("model.safetensors", "pytorch_model.bin",
+                                                    "model.safetensors.index.json", "pytorch_model.bin.index.json"))
 
 
 register_format(LlavaLora())

@@ -49,6 +49,7 @@ class ImportRequest:
     projector: Path | None = None
     template_set: str | None = None
     method_name: str | None = None      # run.json method name (default: the format's method)
+    options: dict[str, Any] = field(default_factory=dict)   # the format's --option values
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -166,7 +167,7 @@ def import_run(req: ImportRequest, *, log: Callable[[str], None] = lambda m: Non
         stage_files = _files_of(stage_dir)
 
         def make_stage(tmp: Path, stage_dir=stage_dir) -> dict[str, Any]:
-            info = fmt.convert(stage_dir, base, tmp)
+            info = fmt.convert(stage_dir, base, tmp, req.options)
             info["sources"] = [str(p) for p in info["sources"]]
             if (stage_dir / NON_LORA).is_file():
                 tensors = projector_tensors(load_weights_file(stage_dir / NON_LORA), file=stage_dir / NON_LORA)
@@ -175,7 +176,7 @@ def import_run(req: ImportRequest, *, log: Callable[[str], None] = lambda m: Non
             return info
 
         log(f"stage {index} ({task}): {stage_dir} → {folder}")
-        info = _build(folder, [req.format, *_fingerprint(stage_files), *_fingerprint(base_sources)], make_stage)
+        info = _build(folder, [req.format, req.options, *_fingerprint(stage_files), *_fingerprint(base_sources)], make_stage)
         method = method or {"name": req.method_name or info["method"], "config": info["config"],
                             "kind": "imported"}
         entry = {"index": index, "task": task, "path": folder.name, "weights": info["weights"],
@@ -202,16 +203,21 @@ def import_run(req: ImportRequest, *, log: Callable[[str], None] = lambda m: Non
 
 def llava_stage_format(folder: str | os.PathLike) -> str | None:
     """The import format of a LLaVA-layout stage folder (``config.json`` of model_type llava_llama beside an
-    ``adapter_config.json``), from its ``peft_type``; None for any other folder (ours, llava-hf PEFT, ...)."""
+    ``adapter_config.json``, from its ``peft_type``; or beside model weights: a merged stage, ``llava``);
+    None for any other folder (ours, llava-hf PEFT, ...)."""
     from . import detect_format
+
+    from .llava import is_merged_stage
 
     folder = Path(folder)
     cfg, adapter = folder / "config.json", folder / "adapter_config.json"
-    if not (cfg.is_file() and adapter.is_file()):
+    if not cfg.is_file():
         return None
     try:
         if read_json(cfg, "model config").get("model_type") != "llava_llama":
             return None
+        if not adapter.is_file():
+            return "llava" if is_merged_stage(folder) else None     # a merged full checkpoint
         peft_type = str(read_json(adapter, "adapter config").get("peft_type", "LORA"))
     except (CvitError, AttributeError):
         return None

@@ -34,6 +34,7 @@ can differ. Refused: odd ``expert_num``, r not divisible by it, ``bias``/``fan_i
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,8 @@ class SmoLoraFork(StageFormat):
     name = "smolora"
     peft_types = ("SMOLORA",)
 
-    def convert(self, stage_dir: Path, base: nn.Module, out: Path) -> dict[str, Any]:
+    def convert(self, stage_dir: Path, base: nn.Module, out: Path,
+                options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         cfg_path = stage_dir / "adapter_config.json"
         cfg = read_adapter_config(stage_dir)
         refuse_options(cfg, cfg_path, "smolora")
