@@ -346,6 +346,11 @@ def test_cli_import_run_then_evaluate_and_on_the_fly_checkpoints_agree(lora_run,
     r1 = json.loads((tmp_path / "e1" / "results.json").read_text())
     assert [s["checkpoint_sha256"] for s in r1["stages"]] == [s["sha256"] for s in
                                                     json.loads((tmp_path / "run" / "run.json").read_text())["stages"]]
+    assert r1["method"]["name"] == "lora" and r1["method"]["imported_from"] == "llava"
+    res = runner.invoke(main, ["report", str(tmp_path / "e1" / "results.json"), "--out", str(tmp_path / "report"),
+                               "--format", "svg"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "report" / "report.html").is_file()
     # a bad pickle through the CLI: exit code 2 naming the file
     bad = tmp_path / "bad-stage"
     shutil.copytree(root / "src-1", bad)

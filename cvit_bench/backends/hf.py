@@ -182,9 +182,6 @@ class HFBackend:
 
         from ..baselines.moe_layers import is_custom_adapter
 
-        path = Path(path)
-        if name in self.adapters:
-            raise CvitError(f"adapter name {name!r} is already loaded (from {self.adapters[name]})")
         if is_custom_adapter(path):
             self._add_custom(name, path)
             return

@@ -178,7 +178,7 @@ def import_run(req: ImportRequest, *, log: Callable[[str], None] = lambda m: Non
         log(f"stage {index} ({task}): {stage_dir} → {folder}")
         info = _build(folder, [req.format, req.options, *_fingerprint(stage_files), *_fingerprint(base_sources)], make_stage)
         method = method or {"name": req.method_name or info["method"], "config": info["config"],
-                            "kind": "imported"}
+                            "kind": "method", "imported_from": req.format}
         entry = {"index": index, "task": task, "path": folder.name, "weights": info["weights"],
                  "sha256": checkpoint_sha256(folder, info["weights"]), "source": str(stage_dir.resolve())}
         if (folder / PROJECTOR_FILE).is_file():
