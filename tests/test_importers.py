@@ -280,6 +280,21 @@ def test_unsupported_fork_option_is_refused(parts, tiny_llava_dir, tmp_path):
                                  benchmark="cvit", out=tmp_path / "run", **parts))
 
 
+def test_vision_tower_padding_with_another_colour_is_refused(parts, tmp_path):
+    clip = tmp_path / "clip-other-mean"
+    shutil.copytree(parts["vision_tower"], clip)
+    cfg = json.loads((clip / "preprocessor_config.json").read_text())
+    (clip / "preprocessor_config.json").write_text(json.dumps({**cfg, "image_mean": [0.5, 0.5, 0.5]}))
+    (tmp_path / "stage").mkdir()
+    (tmp_path / "stage" / "config.json").write_text(json.dumps({"model_type": "llava_llama",
+                                                                "mm_projector_type": "mlp2x_gelu",
+                                                                "image_aspect_ratio": "pad"}))
+    with pytest.raises(DataError, match="preprocessor_config.json: field 'image_mean'"):
+        import_run(ImportRequest(format="llava", model_base=parts["model_base"], vision_tower=clip,
+                                 projector=parts["projector"], stages=[tmp_path / "stage"], stage_tasks=["scienceqa"],
+                                 benchmark="cvit", out=tmp_path / "run"))
+
+
 def test_image_token_is_added_and_embeddings_padded_to_64(tmp_path):
     """A vicuna-like tokenizer without <image>/<pad>: both are added and the embeddings grow to a multiple of
     64 rows, the old rows untouched and the new ones close to the mean row (as transformers' conversion)."""

@@ -33,7 +33,8 @@ Settings read from the stage ``config.json`` (:func:`read_llava_settings`): ``mm
 ``vision_feature_layer``, ``mm_vision_select_feature`` (``patch`` → ``default``: CLS dropped; ``cls_patch``
 → ``full``), ``mm_projector_type`` (only ``mlp2x_gelu``, LLaVA-1.5's), ``image_aspect_ratio`` (``pad``:
 LLaVA-1.5's pad-to-square with the CLIP mean colour, which the benchmark's ``image_mode: pad`` does;
-recorded in run.json; ``anyres`` is refused), ``mm_use_im_start_end`` and ``mm_patch_merge_type`` (only
+recorded in run.json; ``anyres`` is refused, and so is a vision tower whose ``image_mean`` would pad
+with another colour), ``mm_use_im_start_end`` and ``mm_patch_merge_type`` (only
 LLaVA-1.5's ``false``/``flat``). Anything else is refused naming the file and field.
 """
 from __future__ import annotations
@@ -208,6 +209,20 @@ def add_image_token(tokenizer) -> list[str]:
     return added
 
 
+def check_pad_colour(image_processor, clip_dir: Path, settings: LlavaSettings) -> None:
+    """LLaVA pads with ``int(c * 255)`` of the image processor's mean; the benchmark's ``image_mode: pad``
+    pads with CLIP's (:data:`cvit_bench.images.PAD_COLOR`). A tower with another mean would be padded
+    differently from its training, so it is refused rather than evaluated silently differently."""
+    from ..images import PAD_COLOR
+
+    if settings.image_aspect_ratio != "pad":
+        return
+    colour = tuple(int(c * 255) for c in getattr(image_processor, "image_mean", ()) or ())
+    if colour != tuple(PAD_COLOR):
+        raise DataError(f"image_mean pads with {colour}, the benchmark's image_mode pad uses the CLIP mean colour "
+                        f"{tuple(PAD_COLOR)}", file=clip_dir / "preprocessor_config.json", field="image_mean")
+
+
 @dataclass
 class AssembledBase:
     folder: Path
@@ -246,6 +261,7 @@ def assemble_base(
         image_processor = AutoImageProcessor.from_pretrained(str(clip_dir))
     except (OSError, ValueError) as exc:
         raise CvitError(f"cannot load the tokenizer of {llm_dir} or the image processor of {clip_dir}: {exc}") from None
+    check_pad_colour(image_processor, clip_dir, settings)
     added = add_image_token(tokenizer)
 
     log(f"reading {llm_dir}")
