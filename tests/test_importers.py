@@ -43,13 +43,16 @@ def _randomize(tensors: dict[str, torch.Tensor], seed: int, scale: float = 0.3) 
                 tensors[k].copy_(torch.randn(tensors[k].shape, generator=gen) * scale)
 
 
-def native_lora_stage(hf_dir: Path, folder: Path, seed: int, with_projector: bool = True, scale: float = 0.3):
+def native_lora_stage(hf_dir: Path, folder: Path, seed: int, with_projector: bool = True, scale: float = 0.3,
+                      projector_keys: tuple[str, ...] | None = None):
     """A native HF model with a random LoRA (unmerged, as peft runs it) + stage projector, and its LLaVA-layout
     stage folder."""
     from peft import LoraConfig, get_peft_model
 
     model = _native(hf_dir)
     projector = stage_projector(model, seed + 100) if with_projector else None
+    if projector and projector_keys:        # a stage that trained only part of the projector
+        projector = {k: v for k, v in projector.items() if k in projector_keys}
     pm = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGET))
     lora = {n: p for n, p in pm.named_parameters() if ".lora_" in n}
     _randomize(lora, seed, scale)
@@ -231,6 +234,21 @@ def test_fork_moe_stages_match_native_model(fmt, method, ins_type, parts, tiny_l
         backend.add_adapter(str(stage["index"]), run / stage["path"])
     for i, native in enumerate(natives):
         assert_same_as_native(backend, str(i + 1), native, tiny_llava_dir, ins_type=ins_type)
+
+
+def test_stage_that_trained_part_of_the_projector_keeps_the_rest_from_the_base(parts, tiny_llava_dir, tmp_path):
+    """non_lora_trainables.bin holds only what had requires_grad (SMoLoRA: linear_1's weight is frozen inside its
+    LoRA layer); LLaVA loads it with strict=False, so the rest stays the pretrain projector's."""
+    keys = ("linear_1.bias", "linear_2.weight", "linear_2.bias")
+    native = native_lora_stage(tiny_llava_dir, tmp_path / "src", seed=7, projector_keys=keys)
+    run = import_run(ImportRequest(format="llava", stages=[tmp_path / "src"], stage_tasks=["scienceqa"],
+                                   benchmark="cvit", out=tmp_path / "run", **parts))
+    data = json.loads((run / "run.json").read_text())
+    backend = HFBackend.load(data["base_model"], dtype="float32", device="cpu")
+    backend.add_adapter("1", run / data["stages"][0]["path"])
+    assert_same_as_native(backend, "1", native, tiny_llava_dir)
+    marker = json.loads((run / data["stages"][0]["path"] / "cvit_import.json").read_text())
+    assert marker["projector_trained"] == sorted(keys)
 
 
 class Payload:

@@ -52,7 +52,7 @@ from torch import nn
 
 from ..errors import CvitError, DataError, MissingFileError
 from ..files import read_json
-from .weights import check_state_dict, load_model_weights, load_weights_file
+from .weights import check_state_dict, load_model_weights, load_weights_file, model_weight_files
 
 LLAVA_MODEL_TYPE = "llava_llama"
 IMAGE_TOKEN = "<image>"
@@ -166,6 +166,39 @@ def linear_of(model: nn.Module, name: str, *, file: str | os.PathLike, key: str)
     if not isinstance(module, nn.Linear):
         raise DataError(f"tensor {key} adapts {name}, which is not a linear layer of the base model", file=file)
     return module
+
+
+def read_base_projector(base_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The assembled base's projector tensors (``linear_1.weight`` …), read from its weight files (which
+    transformers may write under legacy prefixes: only the part after ``multi_modal_projector.`` counts)."""
+    from safetensors import safe_open
+
+    out = {}
+    for path in model_weight_files(base_dir):
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                head, sep, tail = key.partition("multi_modal_projector.")
+                if sep:
+                    out[tail] = f.get_tensor(key)
+    if not out:
+        raise DataError("the assembled base has no multi_modal_projector tensors", file=base_dir)
+    return out
+
+
+def complete_projector(trained: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor], *,
+                       file: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A stage's full projector: the tensors it trained over the base's own. LLaVA saves in
+    ``non_lora_trainables.bin`` only what had ``requires_grad`` (SMoLoRA's LoRA-wrapped ``mm_projector.0`` keeps
+    its weight frozen, so only its bias and ``mm_projector.2`` are there) and loads it with ``strict=False``, so
+    the tensors left out keep the base's (pretrain projector's) values; that is what is reproduced here."""
+    unknown = sorted(set(trained) - set(base))
+    if unknown:
+        raise DataError(f"projector tensors {unknown} are not part of the base's projector {sorted(base)}", file=file)
+    for key, value in trained.items():
+        if tuple(value.shape) != tuple(base[key].shape):
+            raise DataError(f"tensor {key} has shape {tuple(value.shape)}, the base's projector has "
+                            f"{tuple(base[key].shape)}", file=file)
+    return {**base, **trained}
 
 
 # ------------------------------------------------------------------------------------------- base assembly

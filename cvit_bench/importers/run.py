@@ -28,7 +28,8 @@ import torch
 from ..errors import CvitError, DataError, MissingFileError
 from ..files import atomic_write_json, read_json, sha256_file
 from . import get_format
-from .llava_layout import LlavaSettings, assemble_base, projector_tensors, read_llava_settings
+from .llava_layout import (LlavaSettings, assemble_base, complete_projector, projector_tensors, read_base_projector,
+                           read_llava_settings)
 from .weights import load_weights_file
 
 NON_LORA = "non_lora_trainables.bin"
@@ -160,6 +161,7 @@ def import_run(req: ImportRequest, *, log: Callable[[str], None] = lambda m: Non
     log(f"base: {base_dir}")
     base_info = _build(base_dir, _fingerprint(base_sources), make_base)
     base = meta_base(base_dir)
+    base_projector = read_base_projector(base_dir)
     stages, sources = [], list(base_sources)
     method = None
     for index, (stage_dir, task) in enumerate(zip(req.stages, req.stage_tasks), 1):
@@ -170,9 +172,11 @@ def import_run(req: ImportRequest, *, log: Callable[[str], None] = lambda m: Non
             info = fmt.convert(stage_dir, base, tmp, req.options)
             info["sources"] = [str(p) for p in info["sources"]]
             if (stage_dir / NON_LORA).is_file():
-                tensors = projector_tensors(load_weights_file(stage_dir / NON_LORA), file=stage_dir / NON_LORA)
-                write_projector(tmp, tensors, "multi_modal_projector")
-                info["sources"].append(str(stage_dir / NON_LORA))
+                path = stage_dir / NON_LORA
+                trained = projector_tensors(load_weights_file(path), file=path)
+                write_projector(tmp, complete_projector(trained, base_projector, file=path), "multi_modal_projector")
+                info["sources"].append(str(path))
+                info["projector_trained"] = sorted(trained)
             return info
 
         log(f"stage {index} ({task}): {stage_dir} → {folder}")
