@@ -192,6 +192,36 @@ def test_llava_lora_run_matches_native_model_per_stage(lora_run, tiny_llava_dir)
         assert_same_as_native(backend, str(i + 1), native, tiny_llava_dir)
 
 
+def test_reimport_reuses_what_is_converted_and_redoes_what_changed(lora_run, parts, monkeypatch):
+    import os
+
+    import cvit_bench.importers.run as run_mod
+    from cvit_bench.importers.llava import LlavaLora
+
+    run, _, root = lora_run
+    before = json.loads((run / "run.json").read_text())
+    req = ImportRequest(format="llava", stages=[root / "src-1", root / "src-2"], stage_tasks=["scienceqa", "textvqa"],
+                        benchmark="cvit", out=run, **parts)
+
+    def refuse(*a, **k):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(run_mod, "assemble_base", refuse)
+    monkeypatch.setattr(run_mod, "_provenance", refuse)
+    with monkeypatch.context() as m:
+        m.setattr(LlavaLora, "convert", refuse)
+        import_run(req)
+    assert json.loads((run / "run.json").read_text()) == before
+    stat = (root / "src-2" / "adapter_model.bin").stat()
+    os.utime(root / "src-2" / "adapter_model.bin", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    calls = []
+    original = LlavaLora.convert
+    monkeypatch.setattr(run_mod, "_provenance", lambda files: [{"path": str(f)} for f in files])
+    monkeypatch.setattr(LlavaLora, "convert", lambda self, d, *a: calls.append(d.name) or original(self, d, *a))
+    import_run(req)
+    assert calls == ["src-2"]
+
+
 def test_stage_projector_swaps_and_restores_exactly(lora_run):
     run, _, root = lora_run
     data = json.loads((run / "run.json").read_text())

@@ -83,8 +83,12 @@ def _reusable(folder: Path, fingerprint: list) -> bool:
         return False
 
 
-def _build(folder: Path, fingerprint: list, make: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
-    """Build ``folder`` through a temporary sibling (renamed when complete); reuse it when up to date."""
+def _build(folder: Path, fingerprint: list, make: Callable[[Path], dict[str, Any]],
+           files: Sequence[Path]) -> dict[str, Any]:
+    """Build ``folder`` through a temporary sibling (renamed when complete); reuse it when up to date.
+
+    The provenance (path, bytes, sha256) of ``files`` is computed once, at build time, and kept in the marker,
+    so that re-importing an unchanged run (``evaluate --checkpoint`` on LLaVA folders) hashes nothing again."""
     if _reusable(folder, fingerprint):
         return read_json(folder / MARKER, "import marker")
     tmp = folder.with_name(f".{folder.name}.partial")
@@ -94,7 +98,7 @@ def _build(folder: Path, fingerprint: list, make: Callable[[Path], dict[str, Any
         info = make(tmp)
         marker_path = tmp / MARKER
         existing = read_json(marker_path, "import marker") if marker_path.is_file() else {}
-        info = {**existing, **info, "fingerprint": fingerprint}
+        info = {**existing, **info, "fingerprint": fingerprint, "provenance": _provenance(files)}
         atomic_write_json(marker_path, info)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -159,10 +163,10 @@ def import_run(req: ImportRequest, *, log: Callable[[str], None] = lambda m: Non
         return {"added_tokens": assembled.added_tokens, "vocab_size": assembled.vocab_size}
 
     log(f"base: {base_dir}")
-    base_info = _build(base_dir, _fingerprint(base_sources), make_base)
+    base_info = _build(base_dir, _fingerprint(base_sources), make_base, base_sources)
     base = meta_base(base_dir)
     base_projector = read_base_projector(base_dir)
-    stages, sources = [], list(base_sources)
+    stages, provenance = [], list(base_info["provenance"])
     method = None
     for index, (stage_dir, task) in enumerate(zip(req.stages, req.stage_tasks), 1):
         folder = out / f"stage-{index:02d}-{task}"
@@ -180,7 +184,8 @@ def import_run(req: ImportRequest, *, log: Callable[[str], None] = lambda m: Non
             return info
 
         log(f"stage {index} ({task}): {stage_dir} → {folder}")
-        info = _build(folder, [req.format, req.options, *_fingerprint(stage_files), *_fingerprint(base_sources)], make_stage)
+        fingerprint = [req.format, req.options, *_fingerprint(stage_files), *_fingerprint(base_sources)]
+        info = _build(folder, fingerprint, make_stage, stage_files)
         method = method or {"name": req.method_name or info["method"], "config": info["config"],
                             "kind": "method", "imported_from": req.format}
         entry = {"index": index, "task": task, "path": folder.name, "weights": info["weights"],
@@ -188,7 +193,7 @@ def import_run(req: ImportRequest, *, log: Callable[[str], None] = lambda m: Non
         if (folder / PROJECTOR_FILE).is_file():
             entry["projector_sha256"] = sha256_file(folder / PROJECTOR_FILE)
         stages.append(entry)
-        sources.extend(stage_files)
+        provenance.extend(info["provenance"])
     run = {
         "benchmark": spec.id, "benchmark_version": spec.version,
         "template_set": req.template_set or spec.template_sets[0],
@@ -196,7 +201,7 @@ def import_run(req: ImportRequest, *, log: Callable[[str], None] = lambda m: Non
         "tasks": list(req.stage_tasks), "stages": stages,
         "import": {"format": req.format, "settings": settings.to_dict(),
                    "base": {"added_tokens": base_info["added_tokens"], "vocab_size": base_info["vocab_size"]},
-                   "files": _provenance(sources), **req.extra},
+                   "files": provenance, **req.extra},
     }
     write_run(out, run)
     log(f"wrote {out / 'run.json'}")
