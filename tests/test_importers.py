@@ -15,7 +15,7 @@ from PIL import Image
 from cvit_bench.backends.base import GenerationRequest
 from cvit_bench.backends.hf import HFBackend
 from cvit_bench.conversation import get_prompt_format
-from cvit_bench.errors import CvitError, DataError
+from cvit_bench.errors import DataError
 from cvit_bench.importers.run import ImportRequest, import_run
 from cvit_bench.importers.weights import load_weights_file
 from llava_layout_fixtures import (LLM_LINEARS, llava_key, load_projector, stage_projector, write_merged, write_parts,

@@ -51,7 +51,6 @@ class ImportRequest:
     template_set: str | None = None
     method_name: str | None = None      # run.json method name (default: the format's method)
     options: dict[str, Any] = field(default_factory=dict)   # the format's --option values
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _stat_key(path: Path) -> list:
@@ -201,7 +200,7 @@ def import_run(req: ImportRequest, *, log: Callable[[str], None] = lambda m: Non
         "tasks": list(req.stage_tasks), "stages": stages,
         "import": {"format": req.format, "settings": settings.to_dict(),
                    "base": {"added_tokens": base_info["added_tokens"], "vocab_size": base_info["vocab_size"]},
-                   "files": provenance, **req.extra},
+                   "options": req.options, "files": provenance},
     }
     write_run(out, run)
     log(f"wrote {out / 'run.json'}")
