@@ -481,3 +481,23 @@ def test_merged_full_stage_becomes_a_lora_stage(parts, tiny_llava_dir, tmp_path)
     backend = HFBackend.load(data["base_model"], dtype="float32", device="cpu")
     backend.add_adapter("1", run / data["stages"][0]["path"])
     assert_same_as_native(backend, "1", merged.eval(), tiny_llava_dir)
+
+
+@pytest.mark.parametrize("fmt,method", [("coin-moelora", "moe-lora"), ("smolora", "smolora")])
+def test_cli_fork_runs_evaluate_end_to_end(fmt, method, parts, tiny_llava_dir, tmp_path, mini_like):
+    """Fork stages straight into evaluate (on-the-fly import; SMoLoRA routes on each sample's family)."""
+    from cvit_bench.cli import main
+
+    for i in (1, 2):
+        native_moe_stage(tiny_llava_dir, tmp_path / f"src-{i}", seed=i, method=method)
+    prepared, bench = mini_like
+    res = CliRunner().invoke(main, [
+        "evaluate", "--checkpoint", str(tmp_path / "src-1"), "--checkpoint", str(tmp_path / "src-2"),
+        "--base-model", str(parts["model_base"]), "--vision-tower", str(parts["vision_tower"]),
+        "--projector", str(parts["projector"]), "--import-cache", str(tmp_path / "cache"),
+        "--data", str(prepared), "--benchmark", str(bench), "--num-workers", "0", "--device", "cpu",
+        "--out", str(tmp_path / "eval")])
+    assert res.exit_code == 0, res.output
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["method"]["name"] == method and results["method"]["imported_from"] == fmt
+    assert len(list((tmp_path / "eval" / "predictions").rglob("*.jsonl"))) == 3
