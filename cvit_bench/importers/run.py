@@ -147,6 +147,11 @@ def import_run(req: ImportRequest, *, log: Callable[[str], None] = lambda m: Non
         raise CvitError(f"{len(req.stages)} stages (--stage) but {len(req.stage_tasks)} tasks (--stage-tasks)")
     for task in req.stage_tasks:
         spec.task(task)                       # unknown task → error listing the benchmark's
+    for path, what, is_dir in ((req.model_base, "LLM folder (--model-base)", True),
+                               (req.vision_tower, "CLIP folder (--vision-tower)", True),
+                               (req.projector, "pretrain projector (--projector)", False)):
+        if path is not None and not (Path(path).is_dir() if is_dir else Path(path).is_file()):
+            raise MissingFileError(path, what)
     settings = stage_settings(req.stages)
     if settings.image_aspect_ratio != "pad":
         log(f"note: the stages were trained with image_aspect_ratio {settings.image_aspect_ratio!r}; the benchmark "

@@ -37,7 +37,7 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except Exception as exc:  # safetensors raises its own SafetensorError for corrupt headers
             raise DataError(f"not a readable safetensors file ({exc})", file=path) from None
     try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
+        data = _torch_load(path)
     except pickle.UnpicklingError as exc:
         raise DataError("refused: this pickle holds more than tensors (loading it would run code it names); "
                         f"only weights-only pickles are read ({str(exc).splitlines()[0][:300]})", file=path) from None
@@ -49,6 +49,15 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if bad:
         raise DataError(f"{len(bad)} entries are not tensors (e.g. {bad[0]!r})", file=path)
     return dict(data)
+
+
+def _torch_load(path: Path):
+    """Weights-only load, memory-mapped when the file is in torch's zip format (every file torch >= 1.6
+    writes), so a 10 GB shard is paged in as it is used rather than read whole first."""
+    import zipfile
+
+    mmap = zipfile.is_zipfile(path)
+    return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def model_weight_files(folder: str | os.PathLike) -> list[Path]:
