@@ -230,16 +230,28 @@ def _batch_size(value: str) -> int | str:
 @click.option("--allow-partial", is_flag=True, help="evaluate runs whose stages skip or reorder tasks")
 @click.option("--backend", default="hf", show_default=True, help="hf | predictions (then --base-model is the predictions folder)")
 @click.option("--num-workers", type=int, default=2, show_default=True, help="image-decoding DataLoader workers")
+@click.option("--vision-tower", default=None, help="LLaVA-layout stages: the CLIP folder (--base-model is then the LLM folder)")
+@click.option("--projector", default=None, help="LLaVA-layout stages: the pretrain projector mm_projector.bin")
+@click.option("--import-cache", type=click.Path(path_type=Path), default=None,
+              help="LLaVA-layout stages: where the imported run is cached (default: ~/.cache/cvit-bench/imports)")
 def evaluate_command(checkpoints, stage_tasks, base_model, data, out, benchmark, profile, schedule, zero_shot, tasks,
-                     limit, batch_size, dtype, device, prompt_format, fewshot, allow_partial, backend, num_workers) -> None:
+                     limit, batch_size, dtype, device, prompt_format, fewshot, allow_partial, backend, num_workers,
+                     vision_tower, projector, import_cache) -> None:
     """Evaluate a sequence of checkpoints into an accuracy matrix and the CL metrics."""
     from .benchmark import load_benchmark
     from .checkpoints import StageCheckpoint, checkpoint_sha256, load_run_dir, plan_from_paths
+    from .importers.run import import_into_cache, llava_stage_format
     from .runner import EvalOptions, evaluate
 
     spec = load_benchmark(benchmark)
     if len(checkpoints) == 1 and (Path(checkpoints[0]) / "run.json").is_file():
         plan = load_run_dir(checkpoints[0])
+    elif llava_stage_format(checkpoints[0]) is not None:
+        run_dir = import_into_cache(checkpoints, stage_tasks=_csv(stage_tasks) or list(spec.upstream[:len(checkpoints)]),
+                                    benchmark=benchmark, model_base=base_model, vision_tower=vision_tower,
+                                    projector=projector, cache_root=import_cache,
+                                    log=lambda m: console.print(m, highlight=False))
+        plan, base_model = load_run_dir(run_dir), None     # the imported run names its assembled base
     else:
         plan = plan_from_paths(list(checkpoints), _csv(stage_tasks), spec)
     for k, path in _pairs(fewshot, "--fewshot-checkpoint").items():
@@ -287,12 +299,13 @@ def demo_command(out, methods, templates, seed) -> None:
 
 # Command families that live in their own modules.
 from .cli_leaderboard import leaderboard_group  # noqa: E402
+from .cli_import import import_run_command  # noqa: E402
 from .cli_metrics import metrics_command  # noqa: E402
 from .cli_report import report_command  # noqa: E402
 from .cli_mini import mini_base_group  # noqa: E402
 from .cli_train import train_command  # noqa: E402
 
-for _command in (metrics_command, report_command, train_command, leaderboard_group, mini_base_group):
+for _command in (metrics_command, report_command, train_command, leaderboard_group, mini_base_group, import_run_command):
     main.add_command(_command)
 
 
