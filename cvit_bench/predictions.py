@@ -23,6 +23,9 @@ class PredictionFile:
     texts: list[str]
     lines: list[int]
     meta: list[dict] = field(default_factory=list)
+    # The ids as JSON gave them (int, str, ...): the compat joins look them up type-sensitively, as the reference
+    # scripts' dicts do; empty for a PredictionFile built in code, then ``keys`` stand for themselves.
+    raw_keys: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -31,7 +34,7 @@ class PredictionFile:
 def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False) -> PredictionFile:
     path = Path(path)
     kind = None
-    keys, texts, lines, metas = [], [], [], []
+    keys, texts, lines, metas, raw_keys = [], [], [], [], []
     for line_no, obj in iter_jsonl(path, tolerate_truncated_tail=tolerate_truncated_tail):
         if "uid" in obj:
             this, key, text_field = "uid", obj["uid"], "prediction"
@@ -53,10 +56,12 @@ def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bo
             raise DataError(f"must be a string, got {type(text).__name__}", file=path, record=f"line {line_no} (id {key})",
                             field=text_field)
         keys.append(str(key))
+        raw_keys.append(key)
         texts.append(text)
         lines.append(line_no)
         metas.append({k: v for k, v in obj.items() if k not in ("uid", "question_id", text_field)})
-    return PredictionFile(path=path, key_kind=kind or "uid", keys=keys, texts=texts, lines=lines, meta=metas)
+    return PredictionFile(path=path, key_kind=kind or "uid", keys=keys, texts=texts, lines=lines, meta=metas,
+                          raw_keys=raw_keys)
 
 
 def stage_label(name: str, spec: BenchmarkSpec) -> str:

@@ -176,6 +176,7 @@ class Evaluation:
     scored: dict[tuple[str, str], CellScore] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     batch_size_used: int | None = None
+    task_notes: dict[str, dict] = field(default_factory=dict)  # manifest notes (the compat ScienceQA universe)
 
     def checkpoint(self, label: str | None) -> StageCheckpoint | None:
         if label is None:
@@ -281,7 +282,8 @@ class Evaluation:
 
     def score(self, cell: Cell) -> None:
         pf = read_prediction_file(self.pred_path(cell))
-        scored = score_cell(self.spec, cell.stage, cell.task, self.opts.profile, self.samples[cell.task], pf)
+        scored = score_cell(self.spec, cell.stage, cell.task, self.opts.profile, self.samples[cell.task], pf,
+                            task_notes=self.task_notes.get(cell.task))
         write_score_files(self.out, scored)
         self.scored[(cell.stage, cell.task)] = scored
         self.write_results()
@@ -364,7 +366,9 @@ def evaluate(
     ev = Evaluation(spec=spec, plan=plan, backend=be, samples=samples, task_fps=task_fps, img_root=image_root(folder, manifest),
                     out=Path(out), opts=opts, dist=dist_info(), base_model=str(base), template_set=manifest["template_set"],
                     prompt_format=fmt,
-                    dtype=getattr(be, "dtype", dtype or "float32"), log=log, progress=progress)
+                    dtype=getattr(be, "dtype", dtype or "float32"), log=log, progress=progress,
+                    # --limit scores a prefix: the official universe would count the rest as failed
+                    task_notes={} if opts.limit else dict(manifest.get("notes") or {}))
     remaining: dict[str | None, int] = {}
     for c in cells:
         remaining[c.adapter] = remaining.get(c.adapter, 0) + 1
