@@ -122,6 +122,10 @@ def test_scienceqa_duplicates_last_wins_unknown_ignored_first_missing_crashes_th
     assert _cell(tmp_path, "scienceqa", samples, lines[1:], "standard").if_rate == pytest.approx(100 * 15 / 18)
     no_image = _cell(tmp_path, "scienceqa", samples, _lines(samples, texts, prompt="q"), notes=SQA_NOTES)
     assert no_image.value is None and "ZeroDivisionError" in no_image.refused and "IMG-Accuracy" in no_image.refused
+    coin = _spec_with("scienceqa", extra={"compat_join": "scienceqa@coin"})   # CoIN's copy has no IMG-Accuracy line
+    assert _cell(tmp_path, "scienceqa", samples, _lines(samples, texts, prompt="q"), spec=coin, notes=SQA_NOTES).value == 60.0
+    no_prompt = _cell(tmp_path, "scienceqa", samples, _lines(samples, texts), spec=coin, notes=SQA_NOTES)
+    assert no_prompt.value is None and "KeyError" in no_prompt.refused and no_prompt.if_refused
 
 
 # ------------------------------------------------------------------------------------------ TextVQA
@@ -213,9 +217,13 @@ def test_vizwiz_raw_ids_in_both_variants(tmp_path, variant):
     assert cell.value is None and "line 6" in cell.refused
 
 
-def test_ocrvqa_unanswerable_every_line_unknown_crashes(tmp_path):
+def _ocrvqa():
     samples = [_sample("ocrvqa", f"761183272_{i}", [f"Title {i}"]) for i in range(20)]
-    texts = [f"title {i}" if i % 2 == 0 else ("Unanswerable" if i % 4 == 1 else "nope") for i in range(20)]
+    return samples, [f"title {i}" if i % 2 == 0 else ("Unanswerable" if i % 4 == 1 else "nope") for i in range(20)]
+
+
+def test_ocrvqa_unanswerable_every_line_unknown_crashes(tmp_path):
+    samples, texts = _ocrvqa()
     lines = _lines(samples, texts)
     assert _cell(tmp_path, "ocrvqa", samples, lines).value == 50.0
     dup = _cell(tmp_path, "ocrvqa", samples, lines + [{"question_id": "761183272_0", "text": "Unanswerable title 0"}])
@@ -226,10 +234,14 @@ def test_ocrvqa_unanswerable_every_line_unknown_crashes(tmp_path):
 
 # ------------------------------------------------------------------------------------------ GQA
 
-def test_gqa_dict_last_wins_balanced_denominator_unknown_and_int_ids_crash(tmp_path):
+def _gqa():
     samples = [_sample("gqa", f"2019{i:04d}", ["cat" if i % 2 else "no"], is_balanced=i != 2,
                        structural="query" if i % 2 else "verify") for i in range(20)]
-    texts = ["No." if i % 2 == 0 else "dog" for i in range(20)]           # rstrip('.').lower(): even ones right
+    return samples, ["No." if i % 2 == 0 else "dog" for i in range(20)]   # rstrip('.').lower(): even ones right
+
+
+def test_gqa_dict_last_wins_balanced_denominator_unknown_and_int_ids_crash(tmp_path):
+    samples, texts = _gqa()
     lines = _lines(samples, texts)
     clean = _cell(tmp_path, "gqa", samples, lines)
     assert clean.value == pytest.approx(100 * 9 / 19) and clean.n == 19   # question 2 is unbalanced
@@ -288,6 +300,18 @@ FLICKR = [(1, "a man rides a horse .", ["a man riding a brown horse .", "a perso
 def _captions(task):
     samples = [_sample(task, qid, refs) for qid, _, refs in FLICKR]
     return samples, [text for _, text, _ in FLICKR]
+
+
+def _random_captions(task, n, seed=3):
+    """n images with 5 random references each and random predictions over a small vocabulary (IDF matters)."""
+    rng = random.Random(seed)
+    words = "a man dog runs on the grass . two play".split()
+
+    def caption():
+        return " ".join(rng.choice(words) for _ in range(rng.randint(2, 8)))
+
+    samples = [_sample(task, i, [caption() for _ in range(5)]) for i in range(n)]
+    return samples, [caption() for _ in range(n)]
 
 
 def test_flickr30k_dict_last_wins_unknown_ignored_str_ids(tmp_path):
@@ -401,3 +425,21 @@ def test_cli_score_scienceqa_official_universe_and_join_report(tmp_path):
     assert cell["join"]["n_official_only"] == 1 and cell["join"]["n_duplicates"] == 1
     assert any("official test problems" in w for w in results["warnings"])
     assert any("duplicate ids" in w and "last line per id kept" in w for w in results["warnings"])
+    # the report shows the join report's warnings for the run
+    from cvit_bench.report.runs import collect_warnings
+
+    shown = collect_warnings(results)
+    assert any("official test problems" in w for w in shown) and any("duplicate ids" in w for w in shown)
+
+
+def test_leaderboard_still_refuses_files_that_miss_repeat_or_add_ids(tmp_path):
+    from cvit_bench.leaderboard.verify import check_ids
+
+    samples, texts, _ = _textvqa(5)
+    lines = _lines(samples, texts)
+    for bad, what in ((lines[:-1], "missing"), (lines + lines[:1], "duplicate"),
+                      (lines + [{"question_id": 1, "text": "x"}], "extra")):
+        path = tmp_path / f"{what}.jsonl"
+        path.write_text("".join(json.dumps(x) + "\n" for x in bad))
+        with pytest.raises(DataError, match=what):
+            check_ids(read_prediction_file(path), samples, str(path))

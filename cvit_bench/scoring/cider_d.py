@@ -268,7 +268,9 @@ def best_reference_indices(candidates: Sequence[str], references: Sequence[Seque
     best = []
     for i, (s, k) in enumerate(zip(starts, m)):
         scores = pair_scores[s:s + k]
-        if np.count_nonzero(np.abs(scores - scores.max()) <= TIE_TOLERANCE) > 1:
+        top = scores.max()
+        # all-zero ties are exact in both orders (no overlapping gram): only positive near-ties are re-scored
+        if top > 0 and np.count_nonzero(np.abs(scores - top) <= TIE_TOLERANCE) > 1:
             scores = reference_loop_scores([candidates[i]] * k, [[r] for r in references[i]])
         best.append(int(np.argmax(scores)))  # the first maximum, as the reference
     return best

@@ -332,23 +332,25 @@ def _caption_corpus(script: str, per_reference_corpus: bool) -> Check:
     return check
 
 
-def _scienceqa_prompts(joined: Joined, pf: PredictionFile) -> None:
-    """eval_science_qa.py reads ``pred['prompt']`` and divides by the number of problems whose prompt has ``<image>``."""
-    if pf.key_kind != "source_id":
-        return
-    by_line = dict(zip(pf.lines, pf.meta or [{}] * len(pf)))
-    multimodal = 0
-    for s, line in zip(joined.samples, joined.lines):
-        if line is None:
-            continue   # a missing problem gets the prompt 'Unknown'
-        prompt = by_line.get(line, {}).get("prompt")
-        if prompt is None:
-            raise ReferenceCrash(f"{pf.path}: line {line} ({s.source_id}): no `prompt` field; eval_science_qa.py "
-                                 "would raise KeyError reading pred['prompt']")
-        multimodal += "<image>" in str(prompt)
-    if joined.samples and multimodal == 0:
-        raise ReferenceCrash(f"{pf.path}: no scored prompt contains '<image>'; eval_science_qa.py would raise "
-                             "ZeroDivisionError computing IMG-Accuracy")
+def _scienceqa_prompts(img_accuracy: bool) -> Check:
+    """eval_science_qa.py reads ``pred['prompt']``; SMoLoRA's also divides by the problems whose prompt has ``<image>``."""
+    def check(joined: Joined, pf: PredictionFile) -> None:
+        if pf.key_kind != "source_id":
+            return
+        by_line = dict(zip(pf.lines, pf.meta or [{}] * len(pf)))
+        multimodal = 0
+        for s, line in zip(joined.samples, joined.lines):
+            if line is None:
+                continue   # a missing problem gets the prompt 'Unknown'
+            prompt = by_line.get(line, {}).get("prompt")
+            if prompt is None:
+                raise ReferenceCrash(f"{pf.path}: line {line} ({s.source_id}): no `prompt` field; eval_science_qa.py "
+                                     "would raise KeyError reading pred['prompt']")
+            multimodal += "<image>" in str(prompt)
+        if img_accuracy and joined.samples and multimodal == 0:
+            raise ReferenceCrash(f"{pf.path}: no scored prompt contains '<image>'; SMoLoRA's eval_science_qa.py would "
+                                 "raise ZeroDivisionError computing IMG-Accuracy")
+    return check
 
 
 def _gqa_nothing_balanced(joined: Joined, pf: PredictionFile) -> None:
@@ -364,9 +366,9 @@ _COIN = "CoIN ETrain/Eval/LLaVA/CoIN/"
 
 for _rule in (
     ReferenceJoin("scienceqa@smolora", _SMOLORA + "eval_science_qa.py", "universe", "raw", "str", "ignore",
-                  checks=(_scienceqa_prompts,)),
+                  checks=(_scienceqa_prompts(img_accuracy=True),)),
     ReferenceJoin("scienceqa@coin", _COIN + "eval_science_qa.py", "universe", "raw", "str", "ignore",
-                  checks=(_scienceqa_prompts,)),
+                  checks=(_scienceqa_prompts(img_accuracy=False),)),
     ReferenceJoin("textvqa@smolora", _SMOLORA + "eval_textvqa.py", "every", "raw", "int", "crash",
                   checks=(_nothing_scored(_EMPTY_M4C), _ten_answers)),
     ReferenceJoin("textvqa@coin", _COIN + "eval_textvqa.py", "every", "str", "int", "crash",
