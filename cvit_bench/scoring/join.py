@@ -373,18 +373,6 @@ for _rule in (
                   checks=(_nothing_scored(_EMPTY_M4C), _ten_answers)),
     ReferenceJoin("textvqa@coin", _COIN + "eval_textvqa.py", "every", "str", "int", "crash",
                   checks=(_nothing_scored(_EMPTY_M4C), _ten_answers)),
-    ReferenceJoin("vqav2@smolora", _SMOLORA + "eval_vqav2.py", "every", "raw", "eval-file", "crash",
-                  checks=(_nothing_scored(_EMPTY),)),
-    ReferenceJoin("vqav2@coin", _COIN + "eval_vqav2.py", "every", "str", "eval-file", "crash",
-                  checks=(_nothing_scored(_EMPTY),)),
-    ReferenceJoin("vizwiz@smolora", _SMOLORA + "eval_vizwiz.py", "every", "raw", "eval-file", "crash",
-                  checks=(_nothing_scored(_EMPTY),)),
-    ReferenceJoin("vizwiz@coin", _COIN + "eval_vizwiz.py", "every", "raw", "eval-file", "crash",
-                  checks=(_nothing_scored(_EMPTY),)),
-    ReferenceJoin("ocrvqa@smolora", _SMOLORA + "eval_ocrvqa.py", "every", "raw", "eval-file", "crash",
-                  checks=(_nothing_scored(_EMPTY),)),
-    ReferenceJoin("ocrvqa@coin", _COIN + "eval_ocrvqa.py", "every", "raw", "eval-file", "crash",
-                  checks=(_nothing_scored(_EMPTY),)),
     ReferenceJoin("gqa@smolora", "convert_gqa_for_eval.py + " + _SMOLORA + "eval_gqa.py", "last", "raw", "str", "crash",
                   checks=(_gqa_nothing_balanced,)),
     ReferenceJoin("gqa@coin", "convert_gqa_for_eval.py + " + _COIN + "eval_gqa.py", "last", "raw", "str", "crash",
@@ -397,6 +385,15 @@ for _rule in (
                   checks=(_caption_corpus("eval_textcaps_cider.py", False),)),
 ):
     REFERENCE_JOINS.add(_rule.id, _rule)
+
+# Single-answer exact match over every line; the id typing is what differs (CoIN's VQAv2 copy applies str()).
+for _task, _script, _ids in (("vqav2", "eval_vqav2.py", {"smolora": "raw", "coin": "str"}),
+                             ("vizwiz", "eval_vizwiz.py", {"smolora": "raw", "coin": "raw"}),
+                             ("ocrvqa", "eval_ocrvqa.py", {"smolora": "raw", "coin": "raw"})):
+    for _variant, _base in (("smolora", _SMOLORA), ("coin", _COIN)):
+        REFERENCE_JOINS.add(f"{_task}@{_variant}", ReferenceJoin(
+            f"{_task}@{_variant}", _base + _script, "every", _ids[_variant], "eval-file", "crash",
+            checks=(_nothing_scored(_EMPTY),)))
 
 # The rule a compat metric implies when a task names none (``compat_join`` in the benchmark YAML overrides).
 DEFAULT_JOIN_OF_METRIC: dict[str, str] = {
