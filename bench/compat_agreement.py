@@ -135,7 +135,7 @@ class Reference:
         (d / "cl_dataset/GQA").mkdir(parents=True)
         questions = {s.source_id: {"answer": s.references[0], "isBalanced": s.meta.get("is_balanced", True), "question": "q",
                                    "semantic": [], "types": {"structural": s.meta.get("structural"), "semantic": "obj",
-                                                             "detailed": "x"}, "groups": {"global": "g"}}
+                                                             "detailed": "x"}, "groups": {"global": s.meta.get("global_group", "g")}}
                      for s in samples}
         (d / "cl_dataset/GQA/testdev_balanced_questions.json").write_text(json.dumps(questions))
         conv = run_script(self.gqa_convert, ["--src", str(_jsonl(lines)), "--dst", str(d / "testdev_balanced_predictions.json")])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -195,10 +195,7 @@ def _report_only(samples: list[Sample], pf: PredictionFile, metric: Metric, task
     rule = reference_join_for(metric.id, task.extra.get("compat_join"))
     if rule is None:
         return JoinReport(n_lines=len(pf))
-    lenient = replace(rule, unknown="ignore", checks=(), lines="last" if rule.lines == "position" else rule.lines)
-    report = compat_join(samples, pf, lenient, universe).report
-    report.rule, report.handling = rule.id, rule.handling
-    return report
+    return compat_join(samples, pf, rule, universe, strict=False).report
 
 
 def _per_uid(cell: CellScore) -> dict[str, float]:

@@ -164,6 +164,7 @@ def test_textvqa_unknown_and_retyped_ids_crash_smolora_coin_applies_str(tmp_path
     lines = _lines(samples, texts)
     unknown = _cell(tmp_path, "textvqa", samples, lines + [{"question_id": 99990 + k, "text": "stop"} for k in range(3)])
     assert unknown.value is None and "line 21" in unknown.refused and "KeyError" in unknown.refused
+    assert unknown.join.handling["unknown"].startswith("refused") and len(unknown.join.unknown) == 3
     assert unknown.if_rate == pytest.approx(100 * 18 / 23)            # the IF script counts the 3 unknown lines
     assert _cell(tmp_path, "textvqa", samples, lines + [{"question_id": 99990, "text": "stop"}], "standard").value == 47.5
     as_str = _lines(samples, texts, retype=lambda i, q: str(q))
@@ -256,6 +257,12 @@ def test_gqa_dict_last_wins_balanced_denominator_unknown_and_int_ids_crash(tmp_p
     assert as_int.value is None and "re-typed" in as_int.refused and "line 1" in as_int.refused
     std = _cell(tmp_path, "gqa", samples, lines, "standard")
     assert std.value == pytest.approx(100 * 9 / 19)
+    # prepare records groups.global; when no predicted balanced question has one, chiSquare divides by 0
+    grouped = [replace(s, meta={**s.meta, "global_group": "g" if i == 1 else None}) for i, s in enumerate(samples)]
+    assert _cell(tmp_path, "gqa", grouped, lines).value == pytest.approx(100 * 9 / 19)
+    no_group = _cell(tmp_path, "gqa", grouped, [x for i, x in enumerate(lines) if i != 1])
+    assert no_group.value is None and "chiSquare" in no_group.refused
+    assert _cell(tmp_path, "gqa", grouped, [x for i, x in enumerate(lines) if i != 1], "standard").value is not None
 
 
 # ------------------------------------------------------------------------------------------ ImageNet / Places365
@@ -443,3 +450,26 @@ def test_leaderboard_still_refuses_files_that_miss_repeat_or_add_ids(tmp_path):
         path.write_text("".join(json.dumps(x) + "\n" for x in bad))
         with pytest.raises(DataError, match=what):
             check_ids(read_prediction_file(path), samples, str(path))
+
+
+@pytest.mark.parametrize("task", ["scienceqa", "textvqa", "gqa", "imagenet", "flickr30k"])
+def test_null_text_crashes_the_reference_standard_reads_it_as_empty(tmp_path, task):
+    builders = {"scienceqa": lambda: _sqa(), "textvqa": lambda: _textvqa()[:2], "gqa": _gqa, "imagenet": _imagenet,
+                "flickr30k": lambda: _captions("flickr30k")}
+    samples, texts = builders[task]()
+    lines = _lines(samples, texts, prompt="<image>\nq")
+    lines[1]["text"] = None
+    cell = _cell(tmp_path, task, samples, lines)
+    assert cell.value is None and "line 2: `text` is null" in cell.refused
+    if task != "scienceqa" and task != "flickr30k":
+        assert cell.if_rate is None and "line 2" in cell.if_refused
+    assert _cell(tmp_path, task, samples, lines, "standard").value is not None
+
+
+def test_positional_own_format_files_in_runner_order_are_scored_by_uid(tmp_path):
+    samples, texts = _imagenet()
+    lines = [{"uid": s.uid, "prediction": t} for s, t in zip(samples, texts)]
+    cell = _cell(tmp_path, "imagenet", samples, _shuffled(lines))     # the runner writes in prompt-length order
+    assert cell.value == 50.0 and cell.uids == [s.uid for s in samples] and cell.if_rate == 75.0
+    assert cell.per_sample == [100.0 if i % 2 == 0 else 0.0 for i in range(20)]
+    assert _cell(tmp_path, "imagenet", samples, lines[:-1]).refused   # one short: the reference would misalign

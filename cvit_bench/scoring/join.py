@@ -21,8 +21,10 @@ ways, each a field of a :class:`ReferenceJoin` rule registered in :data:`REFEREN
 Where the script would crash, :class:`ReferenceCrash` names the file, the line and what the script would have
 done; the caller refuses the cell's compat value (``standard`` still scores it). Positional rules also refuse
 files that are not in eval-file order or not of full length (the script prints a number that means nothing).
-Our own prediction files (``uid`` keys) join by uid; id typing does not arise for them, and the crash cases
-that need a field only reference-format lines carry (ScienceQA's ``prompt``) are checked for those lines only.
+Our own prediction files (``uid`` keys) join by uid; id typing does not arise for them, a positional task's
+file with exactly one line per sample is put in eval-file order (the order the reference's merged file has; the
+runner writes batches sorted by prompt length), and the crash cases that need a field only reference-format
+lines carry (ScienceQA's ``prompt``) are checked for those lines only.
 
 The instruction-following scripts read the file their own way (:func:`compat_if_items`): ScienceQA loops over
 the universe (dict by raw id, missing → negative; it crashes with ``NameError`` when the *first* problem is
@@ -205,6 +207,7 @@ class ReferenceJoin:
     annotation_ids: AnnotationIds
     unknown: Literal["crash", "ignore"]
     string_answer: Literal["one", "chars"] = "one"   # Flickr30k: the best-reference loop runs over a string's characters
+    reads_every_line: bool = False   # GQA: convert_gqa_for_eval.py calls text.rstrip() on every line, unknown ids too
     checks: tuple[Check, ...] = ()
 
     @property
@@ -223,18 +226,23 @@ REFERENCE_JOINS: Registry[ReferenceJoin] = Registry("compat reference join")
 
 
 def compat_join(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin,
-                universe: list[Sample] | None = None) -> Joined:
+                universe: list[Sample] | None = None, *, strict: bool = True) -> Joined:
     """The samples and texts the reference script scores (raises :class:`ReferenceCrash` where it would crash).
 
     ``universe`` (ScienceQA): the problems the script loops over, when it differs from ``samples`` (official test
     problems missing from the eval file are in it, samples outside the official split are not).
+    ``strict=False`` never raises: it only fills the join report (for a refused cell).
     """
+    handling = rule.handling   # the report says what the real rule does, also for a refused cell
+    if not strict:
+        rule = replace(rule, unknown="ignore", checks=(), reads_every_line=False,
+                       lines="last" if rule.lines == "position" else rule.lines)
     raws = _raw_keys(pf)
     index = _Index(universe if universe is not None else samples, pf, rule.ids, rule.annotation_ids)
     found = [index.find(raw) for raw in raws]
     keys = [_dict_key(raw, rule.ids) for raw in raws]
     per_key = Counter(keys)
-    report = JoinReport(n_lines=len(pf), rule=rule.id, handling=rule.handling)
+    report = JoinReport(n_lines=len(pf), rule=rule.id, handling=handling)
     report.duplicates = list(dict.fromkeys(str(r) for r, k in zip(raws, keys) if per_key[k] > 1))
     report.n_duplicate_lines = sum(c - 1 for c in per_key.values())
     report.unknown = list(dict.fromkeys(str(r) for r, (s, re) in zip(raws, found) if s is None and not re))
@@ -268,6 +276,9 @@ def compat_join(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin,
             joined = Joined([found[i][0] for i in picks], [pf.texts[i] for i in picks], [pf.lines[i] for i in picks], report)
         seen = {s.uid for s, t in zip(joined.samples, joined.texts) if t is not None}
         report.missing = [s.uid for s in (universe if universe is not None else samples) if s.uid not in seen]
+    if strict:
+        _refuse_null_texts(pf, pf.lines if rule.reads_every_line else [ln for ln in joined.lines if ln is not None],
+                           rule.script)
     if rule.string_answer == "chars":
         joined.samples = [replace(s, references=list(s.references[0])) if meta_of(s).get("answer_is_string") and s.references
                           else s for s in joined.samples]
@@ -276,10 +287,24 @@ def compat_join(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin,
     return joined
 
 
+def _refuse_null_texts(pf: PredictionFile, scored_lines: Sequence[int], script: str) -> None:
+    """A ``"text": null`` line the script reads makes it call a str method on None (AttributeError/TypeError)."""
+    hit = next((ln for ln in scored_lines if ln in pf.null_lines), None)
+    if hit is not None:
+        raise ReferenceCrash(f"{pf.path}: line {hit}: `text` is null; {script} would raise on it (a str method "
+                             "called on None)")
+
+
 def _positional(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin, report: JoinReport) -> Joined:
     expected = [s.uid if pf.key_kind == "uid" else s.source_id for s in samples]
     present = set(pf.keys)
     report.missing = [s.uid for s, k in zip(samples, expected) if k not in present]
+    if pf.key_kind == "uid" and sorted(pf.keys) == sorted(expected):
+        # Our own files are written batch by batch in prompt-length order; the reference's merged file is the
+        # same predictions in eval-file order, so one line per sample is put back into that order by uid.
+        at = {k: i for i, k in enumerate(pf.keys)}
+        order = [at[k] for k in expected]
+        return Joined(list(samples), [pf.texts[i] for i in order], [pf.lines[i] for i in order], report)
     if len(pf.keys) > len(expected):
         raise ReferenceCrash(f"{pf.path}: line {pf.lines[len(expected)]}: the file has {len(pf.keys)} lines but the eval "
                              f"file {len(expected)} entries; {rule.script} would raise IndexError at this line")
@@ -354,9 +379,15 @@ def _scienceqa_prompts(img_accuracy: bool) -> Check:
 
 
 def _gqa_nothing_balanced(joined: Joined, pf: PredictionFile) -> None:
-    if not any(meta_of(s).get("is_balanced", True) for s in joined.samples):
+    """eval_gqa.py's chiSquare divides by the predicted balanced questions that have a global group."""
+    balanced = [s for s in joined.samples if meta_of(s).get("is_balanced", True)]
+    if not balanced:
         raise ReferenceCrash(f"{pf.path}: no balanced question is predicted; eval_gqa.py would raise "
                              "ZeroDivisionError in chiSquare (the distribution metric)")
+    metas = [meta_of(s) for s in balanced]
+    if all("global_group" in m for m in metas) and all(m["global_group"] is None for m in metas):
+        raise ReferenceCrash(f"{pf.path}: no predicted balanced question has a global group (groups.global); "
+                             "eval_gqa.py would raise ZeroDivisionError in chiSquare")
 
 
 _EMPTY = "the script divides by the number of lines and raises ZeroDivisionError"
@@ -374,9 +405,9 @@ for _rule in (
     ReferenceJoin("textvqa@coin", _COIN + "eval_textvqa.py", "every", "str", "int", "crash",
                   checks=(_nothing_scored(_EMPTY_M4C), _ten_answers)),
     ReferenceJoin("gqa@smolora", "convert_gqa_for_eval.py + " + _SMOLORA + "eval_gqa.py", "last", "raw", "str", "crash",
-                  checks=(_gqa_nothing_balanced,)),
+                  reads_every_line=True, checks=(_gqa_nothing_balanced,)),
     ReferenceJoin("gqa@coin", "convert_gqa_for_eval.py + " + _COIN + "eval_gqa.py", "last", "raw", "str", "crash",
-                  checks=(_gqa_nothing_balanced,)),
+                  reads_every_line=True, checks=(_gqa_nothing_balanced,)),
     ReferenceJoin("imagenet@smolora", _SMOLORA + "eval_ImagetNet.py", "position", "str", "eval-file", "crash"),
     ReferenceJoin("imagenet@coin", _COIN + "eval_ImagetNet.py", "position", "str", "eval-file", "crash"),
     ReferenceJoin("flickr30k@smolora", _SMOLORA + "eval_flickr30k_cider.py", "last", "str", "eval-file", "ignore",
@@ -449,6 +480,7 @@ def compat_if_items(check_id: str, samples: list[Sample], pf: PredictionFile,
                 if "prompt" not in (pf.meta[i] if i < len(pf.meta) else {}):
                     raise ReferenceCrash(f"{_line_ref(pf, i)}: no `prompt` field; eval_scienceqa_instruction.py "
                                          "would raise KeyError reading pred['prompt']")
+        _refuse_null_texts(pf, [pf.lines[i] for i in hit.values()], "eval_scienceqa_instruction.py")
         return [IfItem(s, pf.texts[hit[s.uid]] if s.uid in hit else None, None,
                        pf.lines[hit[s.uid]] if s.uid in hit else None) for s in pool]
     typed = {(s.uid if by_uid else annotation_key(s, "eval-file")): s for s in samples}
@@ -462,4 +494,5 @@ def compat_if_items(check_id: str, samples: list[Sample], pf: PredictionFile,
         else:
             answer = s.target
         items.append(IfItem(s, pf.texts[i], answer, pf.lines[i]))
+    _refuse_null_texts(pf, [it.line for it in items], "the IF script")
     return items
