@@ -230,9 +230,10 @@ def join_gqa(ctx: LoadContext, task: TaskSpec, split: str, path: Path, samples: 
         s.references = [str(q["answer"])]
         types = q.get("types") or {}
         s.meta.update({"is_balanced": bool(q.get("isBalanced", False)),
-                       "structural": types.get("structural"), "semantic": types.get("semantic"),
-                       # eval_gqa.py's distribution metric divides by the predicted balanced questions with a group
-                       "global_group": (q.get("groups") or {}).get("global")})
+                       "structural": types.get("structural"), "semantic": types.get("semantic")})
+        if isinstance(q.get("groups"), dict):
+            # eval_gqa.py's distribution metric divides by the predicted balanced questions with a global group
+            s.meta["global_group"] = q["groups"].get("global")
 
 
 class CvitFilesSource:
