@@ -181,6 +181,32 @@ def print_results_summary(results: dict) -> None:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
+def print_join_reports(results: dict) -> None:
+    """Per cell, every deviation of its prediction file from a clean one and what the rule did with it."""
+    rows = []
+    for key, cell in results["cells"].items():
+        j = cell.get("join") or {}
+        counts = [(j.get("n_missing", 0), "missing"), (j.get("n_duplicates", 0), "duplicate"),
+                  (j.get("n_unknown", 0), "unknown"), (j.get("n_retyped", 0), "re-typed"),
+                  (j.get("n_official_only", 0), "official-only")]
+        if any(n for n, _ in counts) or cell.get("refused") or cell.get("if_refused"):
+            rows.append((key, j, counts, cell))
+    if not rows:
+        return
+    table = Table(title="join report (deviations from a clean prediction file)")
+    for col in ("cell", "lines", "missing", "duplicate ids", "unknown ids", "re-typed ids", "rule", "status"):
+        table.add_column(col)
+    for key, j, counts, cell in rows:
+        status = "refused" if cell.get("refused") else ("IF refused" if cell.get("if_refused") else "scored")
+        table.add_row(key, str(j.get("n_lines", "")), *(str(n) for n, _ in counts[:4]), str(j.get("rule") or "standard"),
+                      status)
+    stdout.print(table)
+    for key, _, _, cell in rows:
+        for msg in (cell.get("refused"), cell.get("if_refused")):
+            if msg:
+                console.print(f"[red]{key}:[/] {msg}", highlight=False)
+
+
 @main.command("score")
 @click.option("--predictions", type=click.Path(path_type=Path), required=True, help="DIR/<stage>/<task>.jsonl")
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="prepared folder (prepare --out)")
@@ -193,7 +219,12 @@ def score_command(predictions, data, benchmark, profile, out) -> None:
 
     results = score_directory(predictions, data, benchmark=benchmark, profile=profile, out=out)
     print_results_summary(results)
+    print_join_reports(results)
     click.echo(f"wrote {out / 'results.json'}")
+    refused = [k for k, c in results["cells"].items() if c.get("refused")]
+    if refused:
+        raise CvitError(f"{len(refused)} cell(s) refused by the compat profile (null in results.json): "
+                        + ", ".join(refused) + "; see the messages above")
 
 
 def _batch_size(value: str) -> int | str:
