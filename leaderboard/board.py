@@ -21,7 +21,7 @@ with the same method name and the same checkpoint hashes gets the same id and so
 per summary key (``recomputed`` | ``reported`` | ``reported, not recomputable``), ``flags`` (submitted numbers
 that differ from the recomputed ones by more than 0.01), ``checkpoints``, ``source`` (citation, url, table,
 grade ``primary`` | ``secondhand``), ``caveats``, ``results`` (the re-scored results.json, or null),
-``submitted_utc``, ``bundle_sha256``.
+``submitted_utc``, ``bundle_sha256``, ``seed`` (the training seed from meta.yaml, or null).
 """
 from __future__ import annotations
 
@@ -93,6 +93,7 @@ class Entry:
     results: dict[str, Any] | None = None
     submitted_utc: str = ""
     bundle_sha256: str | None = None
+    seed: int | None = None                 # meta.yaml ``seed``: entries of one method over seeds share a row
 
     @property
     def name(self) -> str:

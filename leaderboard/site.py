@@ -41,6 +41,7 @@ from cvit_bench.report.runs import Run
 from cvit_bench.results import SUMMARY_KEYS
 
 from .board import NOT_RECOMPUTABLE, BoardKey, Entry, read_entries
+from .replicates import MeanCI, SeedGroup, split_seed_groups
 from .schema import is_https
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; base-uri 'none'; "
@@ -81,6 +82,7 @@ class RowView:
     cells: list[CellView]
     links: list[LinkView]
     flagged: bool
+    seeds: list[tuple[str, str]] = field(default_factory=list)   # (label, href) of each seed's entry page
 
 
 @dataclass
@@ -165,6 +167,26 @@ def row_view(entry: Entry, rank: str, tasks: list[str], summary_columns: list[st
                    links=entry_links(entry), flagged=bool(entry.flags))
 
 
+def ci_cell(ci: MeanCI | None, n_total: int, fmt) -> CellView:
+    """Mean ± 95 % CI half-width over seeds; a mark says when fewer seeds than the group's have a value."""
+    if ci is None:
+        return CellView(fmt(None), "")
+    text = fmt(ci.mean) if ci.half_width is None else f"{fmt(ci.mean)} ± {fmt(ci.half_width)}"
+    marks = [(f"n={ci.n}", f"mean of {ci.n} of {n_total} seeds")] if ci.n < n_total else []
+    return CellView(text, repr(float(ci.mean)), marks)
+
+
+def group_row_view(group: SeedGroup, rank: str, tasks: list[str], summary_columns: list[str]) -> RowView:
+    """One row for a method over several seeds (see :mod:`.replicates`); its name links to the first seed."""
+    n = len(group.entries)
+    row = row_view(group.as_entry(), rank, tasks, summary_columns)
+    row.cells = ([ci_cell(group.task(t), n, fmt_value) for t in tasks]
+                 + [ci_cell(group.summary(k), n, fmt_aggregate) for k in summary_columns])
+    row.href = f"entries/{group.entries[0].id}.html"
+    row.seeds = [(f"seed {e.seed}", f"entries/{e.id}.html") for e in group.entries]
+    return row
+
+
 def board_view(key: BoardKey, entries: list[Entry]) -> BoardView:
     tasks: list[str] = []
     for e in entries:
@@ -175,10 +197,15 @@ def board_view(key: BoardKey, entries: list[Entry]) -> BoardView:
     for tier, title in SECTIONS:
         members = [e for e in entries if (e.kind == "reference") == (tier == "reference")
                    and (tier == "reference" or e.tier == tier)]
+        singles, groups = split_seed_groups(members)
+        standing = {g.as_entry().id: g for g in groups}
+        members = singles + [g.as_entry() for g in groups]
         ranked = ranks(members) if tier != "reference" else {e.id: "" for e in members}
         members.sort(key=lambda e: (-_ap_key(e), e.name))
-        if members:
-            sections.append(SectionView(tier, title, [row_view(e, ranked[e.id], tasks, summary_columns) for e in members]))
+        rows = [group_row_view(standing[e.id], ranked[e.id], tasks, summary_columns) if e.id in standing
+                else row_view(e, ranked[e.id], tasks, summary_columns) for e in members]
+        if rows:
+            sections.append(SectionView(tier, title, rows))
     return BoardView(key=key, anchor=f"board-{key.slug()}", title=key.describe(), task_columns=tasks,
                      summary_columns=summary_columns, sections=sections, n_entries=len(entries))
 
@@ -216,8 +243,10 @@ def _options(values: list[str]) -> list[str]:
     return sorted(set(values), key=str.lower)
 
 
-def build_site(board: str | os.PathLike, out: str | os.PathLike, *, title: str = "cvit-bench leaderboard") -> SiteOutputs:
-    """Render every entry of ``board`` into a static site in ``out`` (see the module docstring)."""
+def build_site(board: str | os.PathLike, out: str | os.PathLike, *, title: str = "cvit-bench leaderboard",
+               submit_url: str | None = None) -> SiteOutputs:
+    """Render every entry of ``board`` into a static site in ``out`` (see the module docstring). ``submit_url``:
+    the page of a submission server (``leaderboard serve``) that "How to submit" points to."""
     entries = read_entries(board)
     out = Path(out)
     (out / "static").mkdir(parents=True, exist_ok=True)
@@ -231,7 +260,7 @@ def build_site(board: str | os.PathLike, out: str | os.PathLike, *, title: str =
     atomic_write_text(index, env.get_template("index.html.j2").render(
         **common, boards=boards, families=_options([e.family for e in entries]),
         base_models=_options([e.board.base_model for e in entries]), tiers=["rescored", "reported"],
-        n_entries=len(entries), static="static/"))
+        n_entries=len(entries), static="static/", submit_url=submit_url))
     pages = []
     for e in entries:
         pages.append(_write_entry_page(env, e, out, common, boards))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -122,7 +123,26 @@ def build_entry(bundle: OpenedBundle, submitted: dict[str, Any], *, data: Path |
         extra_data=dict(meta["extra_data"]), links=dict(meta.get("links") or {}), contact=meta["contact"], flags=flags,
         checkpoints=checkpoint_hashes(submitted, bundle), results=results,
         submitted_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), bundle_sha256=bundle.sha256,
+        seed=meta.get("seed"),
     )
+
+
+def verified_entry(opened: OpenedBundle, *, data: str | os.PathLike | None,
+                   on_stage: Callable[[str], None] | None = None) -> Entry:
+    """Checks 3-5 on an opened bundle: the entry it would store, nothing written (the submission server stores
+    it only after a maintainer approves). ``on_stage("re-scoring")`` is called between verifying and re-scoring."""
+    verify_manifest(opened)
+    if on_stage is not None:
+        on_stage("re-scoring")
+    where = str(opened.path)
+    submitted = read_results(opened.root / RESULTS_NAME)
+    return build_entry(opened, submitted, data=Path(data) if data is not None else None, where=where)
+
+
+def store_entry(board: str | os.PathLike, entry: Entry, bundle: str | os.PathLike) -> tuple[Path, bool]:
+    """Step 6: the accepted bundle and the entry onto the board; returns the entry's path and whether it replaced one."""
+    atomic_write_bytes(entry_path(board, entry.id).with_suffix(".tar.gz"), Path(bundle).read_bytes())
+    return write_entry(board, entry)
 
 
 def submit(bundle: str | os.PathLike, board: str | os.PathLike, *, data: str | os.PathLike | None = None,
@@ -133,13 +153,9 @@ def submit(bundle: str | os.PathLike, board: str | os.PathLike, *, data: str | o
         data = board / "data"
     opened = open_bundle(bundle, limits)
     try:
-        verify_manifest(opened)
-        where = str(opened.path)
-        submitted = read_results(opened.root / RESULTS_NAME)
-        entry = build_entry(opened, submitted, data=Path(data) if data is not None else None, where=where)
+        entry = verified_entry(opened, data=data)
         # Accepted: only now does anything reach the board.
-        atomic_write_bytes(entry_path(board, entry.id).with_suffix(".tar.gz"), opened.path.read_bytes())
-        path, replaced = write_entry(board, entry)
+        path, replaced = store_entry(board, entry, opened.path)
         return SubmitOutcome(entry=entry, path=path, replaced=replaced)
     finally:
         shutil.rmtree(opened.root, ignore_errors=True)
