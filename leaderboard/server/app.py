@@ -128,11 +128,11 @@ class Server:
             rebuild_site(cfg)
 
     # --------------------------------------------------------------------------------------- helpers
-    def render(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    def render(self, request: Request, name: str, http_status: int = 200, **ctx: Any) -> HTMLResponse:
         csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
         html = self.env.get_template(name).render(csp=CSP, version=__version__, title=self.cfg.title,
                                                   static="/static/", csrf=csrf, **ctx)
-        response = HTMLResponse(html, status_code=status)
+        response = HTMLResponse(html, status_code=http_status)
         if request.cookies.get(CSRF_COOKIE) != csrf:
             response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict", path="/",
                                 secure=self.cfg.https_only_cookies)
@@ -183,7 +183,7 @@ class Server:
     # --------------------------------------------------------------------------------------- uploads
     async def receive(self, request: Request, who: Principal, *, from_form: bool) -> queue.SubmissionView:
         """Stream, hash, read the meta and record one upload (form: ``uploaded``; API: ``queued``)."""
-        queue.check_rate(self.sessions, who, self.cfg.rate_limit, self.cfg.rate_window_s)
+        await asyncio.to_thread(queue.check_rate, self.sessions, who, self.cfg.rate_limit, self.cfg.rate_window_s)
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.cfg.max_upload_bytes + 64 * 1024:
             raise TooLarge(f"the request body ({int(length)} bytes) is larger than this board's limit of "
@@ -200,8 +200,9 @@ class Server:
                 meta, state, reason = doc["meta"], (db.UPLOADED if from_form else db.QUEUED), None
             except CvitError as exc:
                 meta, state, reason = None, db.REJECTED, redact(str(exc), self.cfg, sid)
-            return queue.create(self.sessions, who, sid, state=state, size=up.size, sha256=up.sha256, meta=meta,
-                                reason=reason, limit=self.cfg.rate_limit, window_s=self.cfg.rate_window_s)
+            return await asyncio.to_thread(
+                queue.create, self.sessions, who, sid, state=state, size=up.size, sha256=up.sha256, meta=meta,
+                reason=reason, limit=self.cfg.rate_limit, window_s=self.cfg.rate_window_s)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise

@@ -9,11 +9,12 @@ hidden ones can be restored), so the board folder always holds exactly the publi
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from filelock import FileLock
 
-from cvit_bench.files import read_json
+from cvit_bench.files import atomic_write_text, read_json
 
 from ..board import Entry, entry_path
 from ..site import build_site
@@ -30,15 +31,29 @@ def board_lock(cfg: ServerConfig) -> FileLock:
 
 
 def rebuild_site(cfg: ServerConfig) -> None:
-    """The public pages: the same static site ``leaderboard build`` writes, with a link to the Submit page."""
-    build_site(cfg.board, cfg.site_dir, title=cfg.title, submit_url="/submit")
+    """The public pages: the same static site ``leaderboard build`` writes, with a link to the Submit page.
+
+    Coalesced: a rebuild reads the whole board, so a caller whose board change happened before a rebuild
+    *started* is already covered and skips. Twenty approvals at once cost a few rebuilds, not twenty (every
+    rebuild renders every entry's figures). The start time of the last rebuild is kept in
+    ``BOARD/server/site.stamp``; the site lock is separate from the board lock so entries keep being written
+    while the site renders."""
+    changed = time.time()
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    stamp = cfg.state_dir / "site.stamp"
+    with FileLock(str(cfg.state_dir / "site.lock"), timeout=LOCK_TIMEOUT_S):
+        if stamp.is_file() and float(stamp.read_text() or 0) > changed and (cfg.site_dir / "index.html").is_file():
+            return
+        started = time.time()
+        build_site(cfg.board, cfg.site_dir, title=cfg.title, submit_url="/submit")
+        atomic_write_text(stamp, repr(started))
 
 
 def publish_entry(cfg: ServerConfig, entry: Entry, bundle: Path) -> bool:
     """Store an approved entry and its bundle on the board and rebuild the site; returns whether it replaced one."""
     with board_lock(cfg):
         _, replaced = store_entry(cfg.board, entry, bundle)
-        rebuild_site(cfg)
+    rebuild_site(cfg)
     return replaced
 
 
@@ -63,8 +78,8 @@ def take_down(cfg: ServerConfig, entry_id: str, folder: str, *, bundle_sha256: s
             if src == cfg.state_dir / folder or not _is_version(src / f"{entry_id}.json", bundle_sha256):
                 continue
             moved = _move_entry(cfg, entry_id, src, cfg.state_dir / folder) or moved
-        if moved:
-            rebuild_site(cfg)
+    if moved:
+        rebuild_site(cfg)
     return moved
 
 
@@ -80,5 +95,5 @@ def restore(cfg: ServerConfig, entry_id: str) -> bool:
         if entry_path(cfg.board, entry_id).exists():
             return False
         moved = _move_entry(cfg, entry_id, cfg.state_dir / "hidden", entry_path(cfg.board, entry_id).parent)
-        rebuild_site(cfg)
+    rebuild_site(cfg)
     return moved

@@ -105,7 +105,7 @@ def create(sessions, who: Principal, sid: str, *, state: str, size: int, sha256:
                             bundle_sha256=sha256, meta_json=json.dumps(meta) if meta is not None else None,
                             created=now, updated=now, attempts=0, lease_until=0.0)
         s.add(row)
-        log_action(s, sid, who.actor, f"upload → {state}", reason)
+        log_action(s, sid, who.actor, state, f"uploaded{': ' + reason if reason else ''}")
     return get(sessions, sid)
 
 

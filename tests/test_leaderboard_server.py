@@ -1,0 +1,346 @@
+"""The submission server end to end over HTTP on 127.0.0.1: real ``leaderboard serve`` / ``worker`` processes,
+a real SQLite file, bundles made by ``pack`` (or hostile ones made by hand).
+
+Covers: API upload → 202 + Location → verified + re-scored → awaiting approval (nothing public) → maintainer
+approves → row on the rebuilt site; hostile uploads refused with their reasons, board and pages unchanged;
+401/413/429; 20 concurrent submissions (two workers, repeated method names) each ending in exactly one final
+state; a worker SIGKILLed mid-job and restarted completes the job once; tokens hashed and revocable;
+several seeds shown as one row with mean ± 95 % CI.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import signal
+import sqlite3
+import subprocess
+import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cvit_bench.cli import main
+from cvit_bench.leaderboard.board import read_entries
+from cvit_bench.leaderboard.bundle import pack
+from leaderboard_fixtures import META, make_prepared, make_run_out, read_tar, write_tar
+from server_fixtures import CLI, add_token, run_server, server_env, wait_until
+
+FINAL = ("published", "rejected", "withdrawn")
+CHECKED = ("awaiting approval", "rejected")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lb-server")
+    prepared = make_prepared(root)
+    make_run_out(prepared, root / "run")
+    return {"root": root, "prepared": prepared, "run": root / "run",
+            "bundle": pack(root / "run", META, root / "bundle.tar.gz")}
+
+
+def _bundle(world, name: str, meta_edit=None) -> bytes:
+    meta = copy.deepcopy(META)
+    if meta_edit:
+        meta_edit(meta)
+    out = world["root"] / f"{name}.tar.gz"
+    return pack(world["run"], meta, out).read_bytes()
+
+
+def _snapshot(board: Path) -> dict[str, bytes]:
+    """Every public file: the board's entries and the published site."""
+    files = {}
+    for folder in (board / "submissions", board / "site"):
+        if folder.exists():
+            files.update({p.relative_to(board).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()})
+    return files
+
+
+def _db(board: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{board / 'server' / 'submissions.sqlite3'}?mode=ro", uri=True, timeout=30)
+
+
+def _actions(board: Path, sid: str) -> list[str]:
+    with _db(board) as con:
+        return [r[0] for r in con.execute("select action from actions where submission_id = ? order by id", (sid,))]
+
+
+# ------------------------------------------------------------------------------------------------ tokens
+def test_tokens_are_stored_hashed_listed_and_revocable(tmp_path):
+    board = tmp_path / "board"
+    token = add_token(board, "alice@example.org")
+    raw = (board / "server" / "submissions.sqlite3").read_bytes()
+    assert token.encode() not in raw                       # only its hash is stored
+    with _db(board) as con:
+        assert con.execute("pragma journal_mode").fetchone()[0] == "wal"
+    listed = CliRunner().invoke(main, ["leaderboard", "token", "list", "--board", str(board)])
+    assert listed.exit_code == 0 and "alice@example.org" in listed.output and token not in listed.output
+    revoked = CliRunner().invoke(main, ["leaderboard", "token", "revoke", "1", "--board", str(board)])
+    assert revoked.exit_code == 0 and "revoked" in revoked.output
+    missing = CliRunner().invoke(main, ["leaderboard", "token", "revoke", "9", "--board", str(board)])
+    assert missing.exit_code == 2 and "no token #9" in missing.output
+
+
+# ------------------------------------------------------------------------------------------------ happy path + hostile
+@pytest.fixture(scope="module")
+def server(world):
+    board = world["root"] / "board"
+    tokens = {"alice": add_token(board, "alice@example.org"), "bob": add_token(board, "bob@example.org"),
+              "limited": add_token(board, "limited@example.org"), "revoked": add_token(board, "gone@example.org"),
+              "maint": add_token(board, "maintainer@example.org", maintainer=True)}
+    CliRunner().invoke(main, ["leaderboard", "token", "revoke", "4", "--board", str(board)])
+    with run_server(board, world["prepared"], "--rate-limit", "3", "--max-upload-mb", "1", "--lease", "20") as srv:
+        yield srv, tokens
+
+
+def test_api_upload_is_verified_rescored_and_public_only_after_approval(world, server):
+    srv, tok = server
+    r = srv.upload(world["bundle"].read_bytes(), tok["alice"])
+    assert r.status == 202, r.text
+    sid = r.json()["id"]
+    assert r.headers["location"] == f"/api/submissions/{sid}" and r.json()["state"] == "queued"
+    state = srv.wait_state(sid, tok["alice"], CHECKED)
+    assert state["state"] == "awaiting approval", state
+    eid = state["entry_id"]
+    # Nothing public yet: not on the board, not on the pages.
+    assert not (srv.board / "submissions" / f"{eid}.json").exists()
+    assert "Seq-LoRA (test)" not in srv.request("GET", "/").text
+    assert srv.request("GET", f"/entries/{eid}.html").status == 404
+    # Another submitter cannot see it or approve it; the owner cannot approve it either.
+    assert srv.request("GET", f"/api/submissions/{sid}", token=tok["bob"]).status == 404
+    assert srv.request("POST", f"/api/submissions/{sid}/approve", token=tok["alice"]).status == 403
+    r = srv.request("POST", f"/api/submissions/{sid}/approve", token=tok["maint"])
+    assert r.status == 200 and r.json()["state"] == "published", r.text
+    again = srv.request("POST", f"/api/submissions/{sid}/approve", token=tok["maint"])
+    assert again.status == 409                                # never published twice
+    page = srv.request("GET", "/")
+    assert "Seq-LoRA (test)" in page.text and srv.request("GET", f"/entries/{eid}.html").status == 200
+    assert "Seq-LoRA (test)" in (srv.board / "site" / "index.html").read_text()
+    assert [e.id for e in read_entries(srv.board)] == [eid]
+    assert page.headers["content-security-policy"].startswith("default-src 'none'; script-src 'self'")
+    log = srv.request("GET", "/api/actions", token=tok["maint"]).json()["actions"]
+    assert any(a["action"] == "published" and a["actor"].startswith("maintainer@example.org") for a in log)
+    # hide → off the pages; unhide → back
+    assert srv.request("POST", f"/api/submissions/{sid}/hide", token=tok["maint"]).json()["state"] == "hidden"
+    assert "Seq-LoRA (test)" not in srv.request("GET", "/").text and read_entries(srv.board) == []
+    assert srv.request("POST", f"/api/submissions/{sid}/unhide", token=tok["maint"]).json()["state"] == "published"
+    assert "Seq-LoRA (test)" in srv.request("GET", "/").text
+
+
+def _hostile_bundles(world) -> dict[str, tuple[bytes, str]]:
+    """name → (bundle bytes, the words the refusal must contain)."""
+    good = read_tar(world["bundle"])
+    d = world["root"] / "hostile"
+    d.mkdir(exist_ok=True)
+
+    def tar(name, members, extra=()):
+        return write_tar(d / f"{name}.tar.gz", members, list(extra)).read_bytes()
+
+    def info(name, kind, **kw):
+        i = tarfile.TarInfo(name)
+        i.type = kind
+        for k, v in kw.items():
+            setattr(i, k, v)
+        return i
+
+    tampered = dict(good)
+    pred = next(k for k in good if k.startswith("predictions/"))
+    tampered[pred] = good[pred].replace(b'"prediction": "', b'"prediction": "x', 1)
+    bomb = io.BytesIO()
+    with tarfile.open(fileobj=bomb, mode="w:gz") as tf:
+        i = tarfile.TarInfo("predictions/1/scienceqa.jsonl")
+        i.size = 300 << 20
+        tf.addfile(i, io.BytesIO(bytes(300 << 20)))
+    js = json.loads(good["submission.json"])
+    js["meta"]["links"]["paper"] = "javascript:alert(1)"
+    return {
+        "traversal": (tar("traversal", {**good, "../evil.txt": b"x"}), "'..' in path"),
+        "absolute": (tar("absolute", {**good, "/tmp/evil.txt": b"x"}), "absolute path"),
+        "symlink": (tar("symlink", good, [info("predictions/1/link.jsonl", tarfile.SYMTYPE, linkname="/etc/passwd")]), "link"),
+        "hardlink": (tar("hardlink", good, [info("hard.jsonl", tarfile.LNKTYPE, linkname="results.json")]), "link"),
+        "device": (tar("device", good, [info("dev", tarfile.CHRTYPE, devmajor=1, devminor=3)]), "device"),
+        "tar bomb": (bomb.getvalue(), "per-file limit"),
+        "tampered hash": (tar("tampered", tampered), "hash mismatch"),
+        "javascript link": (tar("jslink", {**good, "submission.json": json.dumps(js).encode()}), "links.paper"),
+        "not a bundle": (b"<script>alert(1)</script>", "not a readable .tar.gz"),
+    }
+
+
+def test_hostile_uploads_are_refused_with_reasons_and_change_nothing(world, server):
+    srv, tok = server
+    before = _snapshot(srv.board)
+    assert before, "the board has a published site"
+    reasons = {}
+    for i, (name, (data, words)) in enumerate(_hostile_bundles(world).items()):
+        token = tok["alice"] if i % 2 else tok["bob"]
+        # the per-token rate limit is 3: the maintainer's token is exempt, use it past the limit
+        token = tok["maint"] if i >= 4 else token
+        r = srv.upload(data, token)
+        assert r.status in (202, 422), (name, r.status, r.text)
+        sid = r.json()["id"]
+        state = srv.wait_state(sid, token, CHECKED)
+        assert state["state"] == "rejected", (name, state)
+        assert words in state["reason"], (name, state["reason"])
+        assert str(srv.board) not in state["reason"] and "/tmp/" not in state["reason"].replace("/tmp/evil", "")
+        reasons[name] = state["reason"]
+    assert _snapshot(srv.board) == before
+    assert not list((srv.board / "server" / "jobs").glob("*/work/*"))      # nothing left extracted
+
+
+def test_unauthenticated_oversize_and_too_frequent_requests_get_401_413_429(world, server):
+    srv, tok = server
+    data = world["bundle"].read_bytes()
+    before = _snapshot(srv.board)
+    for token in (None, "cvb_not-a-token", tok["revoked"]):
+        r = srv.upload(data, token)
+        assert r.status == 401 and "token" in r.json()["error"], r.text
+    # Content-Length over the limit: refused before the body is read.
+    big = bytes(2 << 20)
+    r = srv.upload(big, tok["limited"])
+    assert r.status == 413 and "limit" in r.json()["error"]
+    # Announced small, actually large (chunked): cut off while streaming.
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    boundary = "xyzxyz"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="bundle"; filename="b.tar.gz"\r\n\r\n').encode()
+
+    def body():
+        yield head
+        for _ in range(40):                       # 40 × 64 KiB = 2.5 MiB > 1 MiB, bounded
+            yield bytes(64 << 10)
+        yield f"\r\n--{boundary}--\r\n".encode()
+    try:
+        conn.request("POST", "/api/submissions", body=body(), encode_chunked=True,
+                     headers={"Authorization": f"Bearer {tok['limited']}", "Content-Type": f"multipart/form-data; boundary={boundary}",
+                              "Transfer-Encoding": "chunked"})
+        resp = conn.getresponse()
+        assert resp.status == 413 and b"cut off" in resp.read()
+    except (BrokenPipeError, ConnectionResetError):
+        pass                                      # the server closed the connection at the limit
+    finally:
+        conn.close()
+    # Rate limit: 3 per token per day, then 429 with Retry-After.
+    statuses = [srv.upload(data, tok["limited"]).status for _ in range(4)]
+    assert statuses[:3] == [202, 202, 202] and statuses[3] == 429, statuses
+    r = srv.upload(data, tok["limited"])
+    assert r.status == 429 and int(r.headers["retry-after"]) > 0 and "at most 3 submissions" in r.json()["error"]
+    # Errors leak no paths or tracebacks.
+    r = srv.request("GET", "/api/submissions/../../etc/passwd", token=tok["alice"])
+    assert r.status == 404 and "Traceback" not in r.text and str(srv.board) not in r.text
+    for sid in [s["id"] for s in srv.request("GET", "/api/submissions", token=tok["limited"]).json()["submissions"]]:
+        srv.wait_state(sid, tok["limited"], CHECKED)
+    assert _snapshot(srv.board) == before          # nothing was approved: the board is unchanged
+
+
+# ------------------------------------------------------------------------------------------------ concurrency
+def test_twenty_concurrent_submissions_each_end_in_one_final_state(world, tmp_path):
+    board = tmp_path / "board"
+    maint = add_token(board, "maintainer@example.org", maintainer=True)
+    users = [add_token(board, f"user{i}@example.org") for i in range(4)]
+    same = world["bundle"].read_bytes()                       # 6 copies of one method: one entry id
+    bundles = [(users[0], same)] * 6
+    for i in range(12):                                       # 12 other methods from 4 users
+        bundles.append((users[i % 4], _bundle(world, f"m{i}", lambda m, i=i: m["method"].update(name=f"Method {i}"))))
+    bundles += [(users[1], b"not a tarball"), (users[2], b"\x1f\x8b garbage")]
+    assert len(bundles) == 20
+    with run_server(board, world["prepared"], "--rate-limit", "50", "--lease", "30") as srv:
+        second = subprocess.Popen([*CLI, "leaderboard", "worker", "--board", str(board), "--data", str(world["prepared"]),
+                                   "--idle-exit", "20"], env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        try:
+            with ThreadPoolExecutor(max_workers=20) as pool:
+                replies = list(pool.map(lambda tb: (tb[0], srv.upload(tb[1], tb[0])), bundles))
+            assert all(r.status in (202, 422) for _, r in replies), [r.status for _, r in replies]
+            sids = [(t, r.json()["id"]) for t, r in replies]
+            assert len({s for _, s in sids}) == 20
+            states = {s: srv.wait_state(s, t, CHECKED, timeout=240) for t, s in sids}
+            awaiting = [s for s, st in states.items() if st["state"] == "awaiting approval"]
+            assert len(awaiting) == 18
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                approvals = list(pool.map(lambda s: srv.request("POST", f"/api/submissions/{s}/approve", token=maint, timeout=300),
+                                          awaiting))
+            assert all(r.status == 200 for r in approvals), [r.text for r in approvals if r.status != 200]
+            for t, s in sids:
+                final = srv.state(s, t)["state"]
+                assert final in FINAL
+                log = _actions(board, s)
+                assert sum(a in FINAL for a in log) == 1, (s, log)            # exactly one final state
+                assert log.count("awaiting approval") == (1 if final == "published" else 0), log
+        finally:
+            second.send_signal(signal.SIGINT)
+            second.wait(timeout=30)
+        entries = read_entries(board)                                          # the board index is valid
+        assert sorted(e.name for e in entries) == sorted(["Seq-LoRA (test)"] + [f"Method {i}" for i in range(12)])
+        index = srv.request("GET", "/").text
+        assert all(f">Method {i}<" in index for i in range(12))
+
+
+# ------------------------------------------------------------------------------------------------ worker killed
+def test_worker_killed_mid_job_is_retried_after_its_lease_and_completes_once(world, tmp_path):
+    board = tmp_path / "board"
+    tok = add_token(board, "alice@example.org")
+    maint = add_token(board, "maintainer@example.org", maintainer=True)
+    worker = [*CLI, "leaderboard", "worker", "--board", str(board), "--data", str(world["prepared"]), "--lease", "3"]
+    with run_server(board, world["prepared"], "--no-worker", "--rate-limit", "50") as srv:
+        killed = None
+        for attempt in range(5):                  # bounded: a kill can land between jobs; then try a fresh job
+            sid = srv.upload(world["bundle"].read_bytes(), tok).json()["id"]
+            proc = subprocess.Popen(worker, env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            try:
+                def in_progress():
+                    with _db(board) as con:
+                        row = con.execute("select state from submissions where id = ?", (sid,)).fetchone()
+                    return row[0] if row and row[0] in ("verifying", "re-scoring", "awaiting approval") else None
+                seen = wait_until(in_progress, 60, interval=0.005, what="the worker to claim the job")
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            if seen != "awaiting approval" and srv.state(sid, tok)["state"] in ("verifying", "re-scoring"):
+                killed = sid
+                break
+        assert killed, "never caught the worker mid-job in 5 tries"
+        time.sleep(0.5)
+        assert srv.state(killed, tok)["state"] in ("verifying", "re-scoring")          # not lost, not done
+        restarted = subprocess.run([*worker, "--idle-exit", "8"], env=server_env(), capture_output=True, text=True,
+                                   timeout=180)
+        assert restarted.returncode == 0, restarted.stderr[-2000:]
+        state = srv.state(killed, tok)
+        assert state["state"] == "awaiting approval" and state["attempts"] == 2, state
+        assert _actions(board, killed).count("awaiting approval") == 1
+        assert srv.request("POST", f"/api/submissions/{killed}/approve", token=maint).status == 200
+        assert _actions(board, killed).count("published") == 1
+        assert len(read_entries(board)) == 1
+        assert not list((board / "server" / "jobs").glob("*/work/*"))
+
+
+# ------------------------------------------------------------------------------------------------ several seeds
+def test_several_seeds_are_one_row_with_mean_and_confidence_interval(world, tmp_path):
+    from cvit_bench.leaderboard.replicates import mean_ci
+    from cvit_bench.leaderboard.site import build_site
+    from cvit_bench.leaderboard.submit import submit
+
+    ci = mean_ci([50.0, 52.0, 54.0])
+    assert ci.mean == 52.0 and abs(ci.half_width - 4.303 * 2.0 / 3 ** 0.5) < 1e-9 and ci.n == 3
+    board = tmp_path / "board"
+    for seed in (0, 1, 2):
+        run = tmp_path / f"run{seed}"
+        results = make_run_out(world["prepared"], run)
+        doc = json.loads((run / "results.json").read_text())
+        for s in doc["stages"]:                                       # other checkpoints per seed
+            s["checkpoint_sha256"] = f"{seed:02d}" + s["checkpoint_sha256"][2:]
+        (run / "results.json").write_text(json.dumps(doc))
+        submit(pack(run, {**META, "seed": seed}, tmp_path / f"b{seed}.tar.gz"), board, data=world["prepared"])
+        assert results
+    entries = read_entries(board)
+    assert sorted(e.seed for e in entries) == [0, 1, 2]
+    site = build_site(board, tmp_path / "site")
+    html = site.index.read_text()
+    assert html.count('class="entry kind-method') == 1                 # one row for three seeds
+    assert 'data-seeds="3"' in html and all(f"entries/{e.id}.html" in html for e in entries)
+    assert " ± 0.00" in html                                          # identical predictions: zero width
+    for e in entries:
+        assert (tmp_path / "site" / "entries" / f"{e.id}.html").is_file()
