@@ -169,10 +169,18 @@ class Server:
                                 "on the Submit page); ask the board maintainer for one", {"WWW-Authenticate": "Bearer"})
         return who
 
-    def check_csrf(self, request: Request, fields: dict[str, str]) -> None:
+    def check_origin(self, request: Request) -> None:
+        """Refuse a form post another site made the browser send (before reading its body). ``Origin`` is
+        ``null`` under the pages' no-referrer policy, so the browser's ``Sec-Fetch-Site`` is checked too; the
+        CSRF token (:meth:`check_csrf`) is the check that always applies."""
         origin = request.headers.get("origin")
-        if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
-            raise _Refusal(403, "cross-site form post refused (Origin does not match this board)")
+        site = request.headers.get("sec-fetch-site")
+        if (origin and origin != "null" and origin != f"{request.url.scheme}://{request.url.netloc}") or \
+                (site is not None and site not in ("same-origin", "none")):
+            raise _Refusal(403, "cross-site form post refused (it did not come from this board's pages)")
+
+    def check_csrf(self, request: Request, fields: dict[str, str]) -> None:
+        self.check_origin(request)
         cookie = request.cookies.get(CSRF_COOKIE, "")
         if not cookie or not hmac.compare_digest(cookie, fields.get("csrf", "")):
             raise _Refusal(403, "the form expired or was not sent from this board's page (CSRF check); reload and retry")
@@ -188,6 +196,8 @@ class Server:
         if length is not None and length.isdigit() and int(length) > self.cfg.max_upload_bytes + 64 * 1024:
             raise TooLarge(f"the request body ({int(length)} bytes) is larger than this board's limit of "
                            f"{self.cfg.max_upload_bytes} bytes; nothing was read")
+        if from_form:
+            self.check_origin(request)
         sid = queue.new_id()
         folder = job_dir(self.cfg, sid)
         try:

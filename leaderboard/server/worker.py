@@ -76,7 +76,6 @@ def process(cfg: ServerConfig, sessions, job: queue.SubmissionView, owner: str) 
     shutil.rmtree(work, ignore_errors=True)          # a previous attempt's extraction, if its worker was killed
     work.mkdir(parents=True)
     try:
-        stage(db.VERIFYING)
         opened = open_bundle(folder / BUNDLE_NAME, cfg.limits, workdir=work)
         entry = verified_entry(opened, data=cfg.data_dir, on_stage=stage)
         atomic_write_json(folder / ENTRY_NAME, entry.to_dict())
