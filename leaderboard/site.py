@@ -33,7 +33,7 @@ from typing import Any
 import jinja2
 
 from cvit_bench import __version__
-from cvit_bench.files import atomic_write_text
+from cvit_bench.files import atomic_write_bytes, atomic_write_text, dumps_json, sha256_bytes
 from cvit_bench.report.figures import forgetting_figure, heatmap_figure, save_figure
 from cvit_bench.report.formatting import fmt_aggregate, fmt_value, round2
 from cvit_bench.report.html import flatten, make_environment, run_view
@@ -244,9 +244,11 @@ def _options(values: list[str]) -> list[str]:
 
 
 def build_site(board: str | os.PathLike, out: str | os.PathLike, *, title: str = "cvit-bench leaderboard",
-               submit_url: str | None = None) -> SiteOutputs:
+               submit_url: str | None = None, figure_cache: str | os.PathLike | None = None) -> SiteOutputs:
     """Render every entry of ``board`` into a static site in ``out`` (see the module docstring). ``submit_url``:
-    the page of a submission server (``leaderboard serve``) that "How to submit" points to."""
+    the page of a submission server (``leaderboard serve``) that "How to submit" points to. ``figure_cache``: a
+    folder of figures keyed by the hash of what they show, so a rebuild renders only new entries' figures (the
+    server rebuilds the site on every approval)."""
     entries = read_entries(board)
     out = Path(out)
     (out / "static").mkdir(parents=True, exist_ok=True)
@@ -263,12 +265,25 @@ def build_site(board: str | os.PathLike, out: str | os.PathLike, *, title: str =
         n_entries=len(entries), static="static/", submit_url=submit_url))
     pages = []
     for e in entries:
-        pages.append(_write_entry_page(env, e, out, common, boards))
+        pages.append(_write_entry_page(env, e, out, common, boards,
+                                       Path(figure_cache) if figure_cache is not None else None))
     return SiteOutputs(out_dir=out, index=index, pages=tuple(pages))
 
 
+def _cached_figure(cache: Path | None, entry: Entry, name: str, make, target_stem: Path) -> None:
+    """Write ``target_stem.svg``: copied from ``cache`` when a figure of the same results was rendered before."""
+    if cache is None:
+        save_figure(make(entry.results, f"{entry.name}: {name}"), target_stem, ["svg"])
+        return
+    key = sha256_bytes(f"{__version__}\n{name}\n{entry.name}\n{dumps_json(entry.results)}".encode("utf-8"))
+    cached = cache / key[:2] / f"{key}.svg"
+    if not cached.is_file():
+        save_figure(make(entry.results, f"{entry.name}: {name}"), cached.with_suffix(""), ["svg"])
+    atomic_write_bytes(target_stem.with_name(f"{target_stem.name}.svg"), cached.read_bytes())
+
+
 def _write_entry_page(env: jinja2.Environment, entry: Entry, out: Path, common: dict[str, Any],
-                      boards: list[BoardView]) -> Path:
+                      boards: list[BoardView], figure_cache: Path | None = None) -> Path:
     folder = out / "entries"
     run = None
     figures: list[tuple[str, str]] = []
@@ -276,7 +291,7 @@ def _write_entry_page(env: jinja2.Environment, entry: Entry, out: Path, common: 
         run = run_view(Run(path=None, label=entry.name, slug=entry.id, results=entry.results))
         for name, make, caption in (("heatmap", heatmap_figure, "accuracy matrix: rows = after stage, columns = tasks; diagonal outlined"),
                                     ("forgetting", forgetting_figure, "each task's score from the stage it was learned")):
-            save_figure(make(entry.results, f"{entry.name}: {name}"), folder / entry.id / name, ["svg"])
+            _cached_figure(figure_cache, entry, name, make, folder / entry.id / name)
             figures.append((f"{entry.id}/{name}.svg", caption))
     board = next(b for b in boards if b.key == entry.board)
     keys = [k for k in SUMMARY_KEYS if k in entry.summary] + sorted(k for k in entry.summary if k not in SUMMARY_KEYS)

@@ -45,7 +45,8 @@ def rebuild_site(cfg: ServerConfig) -> None:
         if stamp.is_file() and float(stamp.read_text() or 0) > changed and (cfg.site_dir / "index.html").is_file():
             return
         started = time.time()
-        build_site(cfg.board, cfg.site_dir, title=cfg.title, submit_url="/submit")
+        build_site(cfg.board, cfg.site_dir, title=cfg.title, submit_url="/submit",
+                   figure_cache=cfg.state_dir / "figure-cache")
         atomic_write_text(stamp, repr(started))
 
 
