@@ -82,6 +82,11 @@ def test_tokens_are_stored_hashed_listed_and_revocable(tmp_path):
     assert revoked.exit_code == 0 and "revoked" in revoked.output
     missing = CliRunner().invoke(main, ["leaderboard", "token", "revoke", "9", "--board", str(board)])
     assert missing.exit_code == 2 and "no token #9" in missing.output
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"                  # any SQLAlchemy URL
+    added = CliRunner().invoke(main, ["leaderboard", "token", "add", "bob", "--board", str(board), "--db", url])
+    assert added.exit_code == 0 and (tmp_path / "elsewhere.db").is_file()
+    listed = CliRunner().invoke(main, ["leaderboard", "token", "list", "--board", str(board), "--db", url])
+    assert "bob" in listed.output and "alice" not in listed.output
 
 
 # ------------------------------------------------------------------------------------------------ happy path + hostile
@@ -128,6 +133,52 @@ def test_api_upload_is_verified_rescored_and_public_only_after_approval(world, s
     assert "Seq-LoRA (test)" not in srv.request("GET", "/").text and read_entries(srv.board) == []
     assert srv.request("POST", f"/api/submissions/{sid}/unhide", token=tok["maint"]).json()["state"] == "published"
     assert "Seq-LoRA (test)" in srv.request("GET", "/").text
+
+
+def test_moderation_reject_withdraw_csrf_and_internal_errors(world, server):
+    srv, tok = server
+    carol = add_token(srv.board, "carol@example.org")
+    maint = tok["maint"]
+    sids = []
+    for i in range(3):
+        r = srv.upload(_bundle(world, f"carol{i}", lambda m, i=i: m["method"].update(name=f"Carol {i}")), carol)
+        assert r.status == 202, r.text
+        sids.append(r.json()["id"])
+    for sid in sids:
+        assert srv.wait_state(sid, carol, CHECKED)["state"] == "awaiting approval"
+    reject, withdraw, broken = sids
+    # reject: a note is required and shown to the submitter
+    assert srv.request("POST", f"/api/submissions/{reject}/reject", token=maint).status == 400
+    r = srv.request("POST", f"/api/submissions/{reject}/reject", token=maint, body=json.dumps({"note": "wrong base <b>"}),
+                    headers={"Content-Type": "application/json"})
+    assert r.status == 200 and srv.state(reject, carol)["reason"] == "rejected by a maintainer: wrong base <b>"
+    assert srv.request("POST", f"/api/submissions/{reject}/approve", token=maint).status == 409
+    # withdraw: off the board for good, kept for audit
+    assert srv.request("POST", f"/api/submissions/{withdraw}/approve", token=maint).status == 200
+    eid = srv.state(withdraw, carol)["entry_id"]
+    assert (srv.board / "submissions" / f"{eid}.json").is_file()
+    assert srv.request("POST", f"/api/submissions/{withdraw}/withdraw", token=maint).json()["state"] == "withdrawn"
+    assert not (srv.board / "submissions" / f"{eid}.json").exists()
+    assert (srv.board / "server" / "withdrawn" / f"{eid}.json").is_file()
+    assert "Carol 1" not in srv.request("GET", "/").text
+    # an internal failure answers 500 without a path or traceback, and the approval is undone
+    (srv.board / "server" / "jobs" / broken / "entry.json").write_text("{not json")
+    r = srv.request("POST", f"/api/submissions/{broken}/approve", token=maint)
+    assert r.status == 500 and "Traceback" not in r.text and str(srv.board) not in r.text, r.text
+    assert srv.state(broken, carol)["state"] == "awaiting approval"
+    # form posts without the CSRF token, or from another site, are refused before anything is stored
+    from server_fixtures import multipart
+    body, ctype = multipart({"csrf": "forged"}, {"bundle": ("b.tar.gz", world["bundle"].read_bytes())})
+    cookies = {"Cookie": f"cvb_token={tok['bob']}; cvb_csrf=real-one", "Content-Type": ctype}
+    r = srv.request("POST", "/submit", body=body, headers=cookies)
+    assert r.status == 403 and "CSRF" in r.text
+    r = srv.request("POST", "/submit", body=body, headers={**cookies, "Origin": "https://evil.example"})
+    assert r.status == 403 and "cross-site" in r.text
+    mine = srv.request("GET", "/api/submissions", token=tok["bob"]).json()["submissions"]
+    assert all(s["state"] != "uploaded" for s in mine)
+    actors = [a["actor"] for a in srv.request("GET", "/api/actions", token=maint).json()["actions"]
+              if a["submission"] == reject and a["action"] == "rejected"]
+    assert actors == ["maintainer@example.org (maintainer #5)"]
 
 
 def _hostile_bundles(world) -> dict[str, tuple[bytes, str]]:

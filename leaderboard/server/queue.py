@@ -186,6 +186,14 @@ def renew(sessions, sid: str, owner: str, lease_s: float, state: str) -> bool:
                       lease_until=time.time() + lease_s)
 
 
+def extend_lease(sessions, sid: str, owner: str, lease_s: float) -> bool:
+    """The worker's heartbeat: push the lease forward without a state change (not logged)."""
+    with sessions.begin() as s:
+        return s.execute(update(SubmissionRow).where(SubmissionRow.id == sid, SubmissionRow.lease_owner == owner,
+                                                     SubmissionRow.state.in_(db.IN_PROGRESS))
+                         .values(lease_until=time.time() + lease_s)).rowcount == 1
+
+
 def _view(row: SubmissionRow, owner: str) -> SubmissionView:
     return SubmissionView(id=row.id, state=row.state, reason=row.reason, note=row.note, owner=owner,
                           token_id=row.token_id, bytes=row.bytes, bundle_sha256=row.bundle_sha256,

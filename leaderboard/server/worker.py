@@ -75,6 +75,7 @@ def process(cfg: ServerConfig, sessions, job: queue.SubmissionView, owner: str) 
     work = folder / "work"
     shutil.rmtree(work, ignore_errors=True)          # a previous attempt's extraction, if its worker was killed
     work.mkdir(parents=True)
+    beat = Heartbeat(sessions, job.id, owner, cfg.lease_s)
     try:
         opened = open_bundle(folder / BUNDLE_NAME, cfg.limits, workdir=work)
         entry = verified_entry(opened, data=cfg.data_dir, on_stage=stage)
@@ -90,7 +91,31 @@ def process(cfg: ServerConfig, sessions, job: queue.SubmissionView, owner: str) 
                          lease_owner=None, lease_until=0.0)
         return db.REJECTED
     finally:
+        beat.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+class Heartbeat:
+    """Renews a job's lease every third of it while this worker is alive, so a long re-scoring keeps its job;
+    a killed worker stops beating and its job is claimed again after the lease."""
+
+    def __init__(self, sessions, sid: str, owner: str, lease_s: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(sessions, sid, owner, lease_s), daemon=True,
+                                        name=f"lease-{sid[:8]}")
+        self._thread.start()
+
+    def _run(self, sessions, sid: str, owner: str, lease_s: float) -> None:
+        while not self._stop.wait(lease_s / 3):
+            try:
+                if not queue.extend_lease(sessions, sid, owner, lease_s):
+                    return
+            except Exception:                            # a busy database: the next beat tries again
+                log.warning("job %s: lease renewal failed", sid, exc_info=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def run_once(cfg: ServerConfig, sessions, owner: str) -> str | None:
