@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import secrets
 import shutil
@@ -185,9 +186,6 @@ class Server:
         if not cookie or not hmac.compare_digest(cookie, fields.get("csrf", "")):
             raise _Refusal(403, "the form expired or was not sent from this board's page (CSRF check); reload and retry")
 
-    def view_json(self, sub: queue.SubmissionView) -> dict[str, Any]:
-        return sub.to_json()
-
     # --------------------------------------------------------------------------------------- uploads
     async def receive(self, request: Request, who: Principal, *, from_form: bool) -> queue.SubmissionView:
         """Stream, hash, read the meta and record one upload (form: ``uploaded``; API: ``queued``)."""
@@ -295,16 +293,16 @@ class Server:
         who = self.require(request)
         sub = await self.receive(request, who, from_form=False)
         status = 202 if sub.state != db.REJECTED else 422
-        return JSONResponse(self.view_json(sub), status_code=status, headers={"Location": f"/api/submissions/{sub.id}"})
+        return JSONResponse(sub.to_json(), status_code=status, headers={"Location": f"/api/submissions/{sub.id}"})
 
     async def api_list(self, request: Request) -> Response:
         who = self.require(request)
         subs = queue.list_submissions(self.sessions, token_id=None if who.is_maintainer else who.token_id)
-        return JSONResponse({"submissions": [self.view_json(s) for s in subs]})
+        return JSONResponse({"submissions": [s.to_json() for s in subs]})
 
     async def api_get(self, request: Request) -> Response:
         who = self.require(request)
-        return JSONResponse(self.view_json(self._own(request.path_params["sid"], who)))
+        return JSONResponse(self._own(request.path_params["sid"], who).to_json())
 
     async def api_act(self, request: Request) -> Response:
         who = self.require(request)
@@ -313,14 +311,13 @@ class Server:
             body = await request.body()
             if len(body) > 8192:
                 raise _Refusal(413, "the JSON body is larger than 8 KiB")
-            import json
             try:
                 note = (json.loads(body or b"{}") or {}).get("note")
             except (ValueError, AttributeError):
                 raise _Refusal(400, 'send {"note": "..."} as JSON') from None
         sub = await asyncio.to_thread(moderation.act, self.cfg, self.sessions, request.path_params["sid"],
                                       request.path_params["action"], who, note if isinstance(note, str) else None)
-        return JSONResponse(self.view_json(sub))
+        return JSONResponse(sub.to_json())
 
     async def api_actions(self, request: Request) -> Response:
         who = self.require(request)
