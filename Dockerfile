@@ -14,5 +14,7 @@ RUN pip install /app && useradd --create-home --uid 1000 board && mkdir -p /boar
 USER board
 VOLUME ["/board"]
 EXPOSE 8000
-# HF Spaces sets PORT (7860); elsewhere 8000. --proxy-headers: the platform's proxy terminates TLS.
-CMD ["sh", "-c", "exec cvit-bench leaderboard serve --board /board --host 0.0.0.0 --port ${PORT:-8000} --proxy-headers"]
+# HF Spaces sets PORT (7860) and mounts persistent storage at /data: set BOARD=/data/board there.
+# --proxy-headers: the platform's proxy terminates TLS.
+ENV BOARD=/board
+CMD ["sh", "-c", "exec cvit-bench leaderboard serve --board \"$BOARD\" --host 0.0.0.0 --port ${PORT:-8000} --proxy-headers"]
