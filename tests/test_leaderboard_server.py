@@ -174,6 +174,8 @@ def test_moderation_reject_withdraw_csrf_and_internal_errors(world, server):
     assert r.status == 403 and "CSRF" in r.text
     r = srv.request("POST", "/submit", body=body, headers={**cookies, "Origin": "https://evil.example"})
     assert r.status == 403 and "cross-site" in r.text
+    r = srv.request("POST", "/api/submissions", body=body, headers=cookies)     # API writes: Bearer only
+    assert r.status == 401
     mine = srv.request("GET", "/api/submissions", token=tok["bob"]).json()["submissions"]
     assert all(s["state"] != "uploaded" for s in mine)
     actors = [a["actor"] for a in srv.request("GET", "/api/actions", token=maint).json()["actions"]

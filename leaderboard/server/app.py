@@ -153,16 +153,18 @@ class Server:
         auth = request.headers.get("authorization", "")
         return auth[7:].strip() if auth.lower().startswith("bearer ") else None
 
-    def principal(self, request: Request) -> Principal | None:
-        token = self.bearer(request) or request.cookies.get(TOKEN_COOKIE)
+    def principal(self, request: Request, *, bearer_only: bool = False) -> Principal | None:
+        token = self.bearer(request) or (None if bearer_only else request.cookies.get(TOKEN_COOKIE))
         return authenticate(self.sessions, token)
 
-    def require(self, request: Request) -> Principal:
+    def require(self, request: Request, *, bearer_only: bool = False) -> Principal:
+        """The caller's principal or 401. ``bearer_only``: API writes take the token from the header only, never
+        from the cookie, so no form on another site can make a signed-in browser call them."""
         addr = _client(request)
         if self.failures.blocked(addr):
             raise _Refusal(429, "too many failed sign-ins from this address; wait ten minutes",
                            {"Retry-After": str(LOGIN_WINDOW_S)})
-        who = self.principal(request)
+        who = self.principal(request, bearer_only=bearer_only)
         if who is None:
             if self.bearer(request) or request.cookies.get(TOKEN_COOKIE):
                 self.failures.fail(addr)
@@ -290,7 +292,7 @@ class Server:
 
     # --------------------------------------------------------------------------------------- API
     async def api_create(self, request: Request) -> Response:
-        who = self.require(request)
+        who = self.require(request, bearer_only=True)
         sub = await self.receive(request, who, from_form=False)
         status = 202 if sub.state != db.REJECTED else 422
         return JSONResponse(sub.to_json(), status_code=status, headers={"Location": f"/api/submissions/{sub.id}"})
@@ -305,7 +307,7 @@ class Server:
         return JSONResponse(self._own(request.path_params["sid"], who).to_json())
 
     async def api_act(self, request: Request) -> Response:
-        who = self.require(request)
+        who = self.require(request, bearer_only=True)
         note = None
         if request.headers.get("content-type", "").startswith("application/json"):
             body = await request.body()
