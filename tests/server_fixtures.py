@@ -34,9 +34,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def add_token(board: Path, name: str, *, maintainer: bool = False) -> str:
-    """Issue a token through the real CLI command (printed once on stdout)."""
-    args = ["leaderboard", "token", "add", name, "--board", str(board)] + (["--maintainer"] if maintainer else [])
+def add_token(board: Path, name: str, *, maintainer: bool = False, db: list[str] = ()) -> str:
+    """Issue a token through the real CLI command (printed once on stdout); ``db``: ``["--db", URL]``."""
+    args = ["leaderboard", "token", "add", name, "--board", str(board), *db] + (["--maintainer"] if maintainer else [])
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     token = result.stdout.strip().splitlines()[-1]

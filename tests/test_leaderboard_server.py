@@ -289,47 +289,55 @@ def test_unauthenticated_oversize_and_too_frequent_requests_get_401_413_429(worl
 
 
 # ------------------------------------------------------------------------------------------------ concurrency
-def test_twenty_concurrent_submissions_each_end_in_one_final_state(world, tmp_path):
-    board = tmp_path / "board"
-    maint = add_token(board, "maintainer@example.org", maintainer=True)
-    users = [add_token(board, f"user{i}@example.org") for i in range(4)]
-    # 8 copies of one method and 2 copies each of 4 others (one entry id each: they replace one another, under
-    # the board lock), 2 more methods once, 2 broken uploads: 20 submissions, 7 entries.
-    bundles = [(users[0], world["bundle"].read_bytes())] * 8
-    for i in range(6):
+def concurrent_round(world, board: Path, n_same: int, n_pairs: int, n_single: int, *db: str) -> None:
+    """``n_same`` copies of one method, 2 copies each of ``n_pairs`` others (one entry id per method: they replace
+    one another under the board lock), ``n_single`` more methods, 2 broken uploads, all at once from a bounded
+    pool; the server's worker and a second worker process share the queue; then every valid one is approved at
+    once. Each submission must end in exactly one final state (the action log says so) and the board be valid."""
+    db_args = ["--db", db[0]] if db else []
+    maint = add_token(board, "maintainer@example.org", maintainer=True, db=db_args)
+    users = [add_token(board, f"user{i}@example.org", db=db_args) for i in range(4)]
+    bundles = [(users[0], world["bundle"].read_bytes())] * n_same
+    for i in range(n_pairs + n_single):
         data = _bundle(world, f"m{i}", lambda m, i=i: m["method"].update(name=f"Method {i}"))
-        bundles += [(users[1 + i % 3], data)] * (2 if i < 4 else 1)
+        bundles += [(users[1 + i % 3], data)] * (2 if i < n_pairs else 1)
     bundles += [(users[1], b"not a tarball"), (users[2], b"\x1f\x8b garbage")]
-    assert len(bundles) == 20
-    with run_server(board, world["prepared"], "--rate-limit", "50", "--lease", "30") as srv:
+    with run_server(board, world["prepared"], "--rate-limit", "50", "--lease", "30", *db_args) as srv:
         second = subprocess.Popen([*CLI, "leaderboard", "worker", "--board", str(board), "--data", str(world["prepared"]),
-                                   "--idle-exit", "20"], env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                                   "--idle-exit", "20", *db_args], env=server_env(), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.STDOUT)
         try:
             with ThreadPoolExecutor(max_workers=20) as pool:
                 replies = list(pool.map(lambda tb: (tb[0], srv.upload(tb[1], tb[0])), bundles))
             assert all(r.status in (202, 422) for _, r in replies), [r.status for _, r in replies]
             sids = [(t, r.json()["id"]) for t, r in replies]
-            assert len({s for _, s in sids}) == 20
+            assert len({s for _, s in sids}) == len(bundles)
             states = {s: srv.wait_state(s, t, CHECKED, timeout=240) for t, s in sids}
             awaiting = [s for s, st in states.items() if st["state"] == "awaiting approval"]
-            assert len(awaiting) == 18
+            assert len(awaiting) == len(bundles) - 2
             with ThreadPoolExecutor(max_workers=8) as pool:
-                approvals = list(pool.map(lambda s: srv.request("POST", f"/api/submissions/{s}/approve", token=maint, timeout=300),
-                                          awaiting))
+                approvals = list(pool.map(lambda s: srv.request("POST", f"/api/submissions/{s}/approve", token=maint,
+                                                                timeout=300), awaiting))
             assert all(r.status == 200 for r in approvals), [r.text for r in approvals if r.status != 200]
+            log = srv.request("GET", "/api/actions", token=maint).json()["actions"]
             for t, s in sids:
                 final = srv.state(s, t)["state"]
                 assert final in FINAL
-                log = _actions(board, s)
-                assert sum(a in FINAL for a in log) == 1, (s, log)            # exactly one final state
-                assert log.count("awaiting approval") == (1 if final == "published" else 0), log
+                mine = [a["action"] for a in log if a["submission"] == s]
+                assert sum(a in FINAL for a in mine) == 1, (s, mine)          # exactly one final state
+                assert mine.count("awaiting approval") == (1 if final == "published" else 0), mine
         finally:
             second.send_signal(signal.SIGINT)
             second.wait(timeout=30)
         entries = read_entries(board)                                          # the board index is valid
-        assert sorted(e.name for e in entries) == sorted(["Seq-LoRA (test)"] + [f"Method {i}" for i in range(6)])
+        names = ["Seq-LoRA (test)"] + [f"Method {i}" for i in range(n_pairs + n_single)]
+        assert sorted(e.name for e in entries) == sorted(names)
         index = srv.request("GET", "/").text
-        assert all(index.count(f">Method {i}<") == 1 for i in range(6))
+        assert all(index.count(f">{name}<") == 1 for name in names)
+
+
+def test_twenty_concurrent_submissions_each_end_in_one_final_state(world, tmp_path):
+    concurrent_round(world, tmp_path / "board", 8, 4, 2)          # 8 + 2·4 + 2 + 2 broken = 20 submissions
 
 
 # ------------------------------------------------------------------------------------------------ worker killed
