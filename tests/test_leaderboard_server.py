@@ -250,12 +250,20 @@ def test_unauthenticated_oversize_and_too_frequent_requests_get_401_413_429(worl
     for token in (None, "cvb_not-a-token", tok["revoked"]):
         r = srv.upload(data, token)
         assert r.status == 401 and "token" in r.json()["error"], r.text
-    # Content-Length over the limit: refused before the body is read.
-    big = bytes(2 << 20)
-    r = srv.upload(big, tok["limited"])
-    assert r.status == 413 and "limit" in r.json()["error"]
-    # Announced small, actually large (chunked): cut off while streaming.
+    # Content-Length over the limit: answered 413 before any of the body is sent (the client sends headers only).
     import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    try:
+        conn.putrequest("POST", "/api/submissions")
+        for k, v in {"Authorization": f"Bearer {tok['limited']}", "Content-Length": str(2 << 20),
+                     "Content-Type": "multipart/form-data; boundary=b"}.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        resp = conn.getresponse()
+        assert resp.status == 413 and b"nothing was read" in resp.read()
+    finally:
+        conn.close()
+    # Announced small, actually large (chunked): cut off while streaming.
     conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
     boundary = "xyzxyz"
     head = (f'--{boundary}\r\nContent-Disposition: form-data; name="bundle"; filename="b.tar.gz"\r\n\r\n').encode()
