@@ -1,6 +1,6 @@
 """The submission server: uploads on the leaderboard page and through an API, a durable queue, a worker with
-leases, moderation with an action log; built on the library functions the CLI uses (``open_bundle``,
-``verified_entry``/``store_entry`` of ``submit``, ``build_site``) and the same templates as the static site.
+leases, moderation with an action log; built on the library functions the CLI uses (``verify_bundle`` and
+``publish_entry`` of the board, ``build_site``) and the same templates as the static site.
 
 Module map: :mod:`.config` (settings), :mod:`.db` (SQLAlchemy tables, states), :mod:`.tokens` (hashed tokens),
 :mod:`.queue` (state changes, rate limit, leases), :mod:`.uploads` (streamed multipart with a size limit, safe

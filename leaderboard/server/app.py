@@ -206,7 +206,7 @@ class Server:
             if from_form:
                 self.check_csrf(request, up.fields)
             try:
-                doc = await asyncio.to_thread(read_meta, up.path, self.cfg.limits)
+                doc = await asyncio.to_thread(read_meta, up.path, self.cfg.limits, folder)
                 meta, state, reason = doc["meta"], (db.UPLOADED if from_form else db.QUEUED), None
             except CvitError as exc:
                 meta, state, reason = None, db.REJECTED, redact(str(exc), self.cfg, sid)

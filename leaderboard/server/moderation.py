@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from cvit_bench.errors import CvitError
 from cvit_bench.files import read_json
 
-from ..board import Entry
+from ..board import Entry, OwnershipError
 from . import db, publish, queue
 from .config import ServerConfig
 from .tokens import Principal
@@ -46,7 +46,10 @@ def _approve(cfg: ServerConfig, sub: queue.SubmissionView) -> None:
     folder = job_dir(cfg, sub.id)
     entry_file = folder / ENTRY_NAME
     entry = Entry.from_dict(read_json(entry_file, "verified entry of the submission"), str(entry_file))
-    publish.publish_entry(cfg, entry, folder / BUNDLE_NAME)
+    try:
+        publish.publish(cfg, entry, folder / BUNDLE_NAME, sub.token_id)
+    except OwnershipError as exc:
+        raise ActionRefused(str(exc).replace(str(folder / BUNDLE_NAME), BUNDLE_NAME), 409) from None
 
 
 def _hide(cfg: ServerConfig, sub: queue.SubmissionView) -> None:

@@ -1,10 +1,13 @@
 """Board writes of the server: publish an approved entry, hide/unhide or withdraw one; each rebuilds the site.
 
-All of them run under one file lock on the board (``BOARD/.board.lock``), so concurrent approvals (or a
-maintainer running ``leaderboard submit`` by hand while the server runs) serialize; the entry file itself is
-written atomically by :func:`~cvit_bench.leaderboard.submit.store_entry`. Hidden and withdrawn entries are moved
-out of ``BOARD/submissions/`` into ``BOARD/server/hidden/`` and ``BOARD/server/withdrawn/`` (kept for audit;
-hidden ones can be restored), so the board folder always holds exactly the public entries.
+All of them run under the board's write lock (:func:`~cvit_bench.leaderboard.board.board_lock`), so concurrent
+approvals (or a maintainer running ``leaderboard submit`` by hand while the server runs) serialize. Publishing
+is the board's own transaction, :func:`~cvit_bench.leaderboard.board.publish_entry`, with the submission's token
+as the entry's owner (``Submitter("token", <id>)``): a resubmission replaces an entry only from the same token,
+the replaced version kept in the entry's history. Hidden and withdrawn entries are moved out of
+``BOARD/submissions/`` into ``BOARD/server/hidden/`` and ``BOARD/server/withdrawn/`` (kept for audit; hidden
+ones can be restored; their bundles stay in the board's content-addressed store), so the board folder always
+holds exactly the public entries.
 """
 from __future__ import annotations
 
@@ -16,18 +19,15 @@ from filelock import FileLock
 
 from cvit_bench.files import atomic_write_text, read_json
 
-from ..board import Entry, entry_path
+from ..board import Entry, Submitter, board_lock, entry_path, publish_entry
 from ..site import build_site
-from ..submit import store_entry
 from .config import ServerConfig
 
-LOCK_NAME = ".board.lock"
 LOCK_TIMEOUT_S = 600
 
 
-def board_lock(cfg: ServerConfig) -> FileLock:
-    Path(cfg.board).mkdir(parents=True, exist_ok=True)
-    return FileLock(str(Path(cfg.board) / LOCK_NAME), timeout=LOCK_TIMEOUT_S)
+def token_submitter(token_id: int) -> Submitter:
+    return Submitter("token", str(token_id))
 
 
 def rebuild_site(cfg: ServerConfig) -> None:
@@ -50,10 +50,11 @@ def rebuild_site(cfg: ServerConfig) -> None:
         atomic_write_text(stamp, repr(started))
 
 
-def publish_entry(cfg: ServerConfig, entry: Entry, bundle: Path) -> bool:
-    """Store an approved entry and its bundle on the board and rebuild the site; returns whether it replaced one."""
-    with board_lock(cfg):
-        _, replaced = store_entry(cfg.board, entry, bundle)
+def publish(cfg: ServerConfig, entry: Entry, bundle: Path, token_id: int) -> bool:
+    """Store an approved entry and its bundle on the board (owned by the submission's token) and rebuild the
+    site; returns whether it replaced an earlier version. Raises :class:`~.board.OwnershipError` when the entry
+    belongs to another submitter."""
+    replaced = publish_entry(cfg.board, bundle, entry, token_submitter(token_id)).replaced
     rebuild_site(cfg)
     return replaced
 
@@ -73,7 +74,7 @@ def take_down(cfg: ServerConfig, entry_id: str, folder: str, *, bundle_sha256: s
     """Move an entry (public, or already hidden) to ``BOARD/server/<folder>/`` (``hidden`` or ``withdrawn``) and
     rebuild the site. Only when the entry still is this submission's (same bundle sha256): a later submission
     that replaced it is not taken down by moderating the earlier one. Returns whether anything moved."""
-    with board_lock(cfg):
+    with board_lock(cfg.board):
         moved = False
         for src in (entry_path(cfg.board, entry_id).parent, cfg.state_dir / "hidden"):
             if src == cfg.state_dir / folder or not _is_version(src / f"{entry_id}.json", bundle_sha256):
@@ -92,7 +93,7 @@ def _is_version(path: Path, bundle_sha256: str | None) -> bool:
 
 def restore(cfg: ServerConfig, entry_id: str) -> bool:
     """Put a hidden entry back on the board (unless a newer entry took its id meanwhile) and rebuild the site."""
-    with board_lock(cfg):
+    with board_lock(cfg.board):
         if entry_path(cfg.board, entry_id).exists():
             return False
         moved = _move_entry(cfg, entry_id, cfg.state_dir / "hidden", entry_path(cfg.board, entry_id).parent)

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
-import tarfile
-import zlib
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +18,10 @@ from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from cvit_bench.errors import DataError
-
-from ..bundle import check_members
+from ..bundle import open_bundle
 from ..limits import Limits
-from ..schema import SUBMISSION_NAME, validate_submission
 
 MAX_FIELD_BYTES = 4096
-MAX_SUBMISSION_JSON_BYTES = 1 << 20
 FILE_FIELD = "bundle"
 
 
@@ -147,26 +141,12 @@ def _discard(state: dict[str, Any], partial: Path) -> None:
         partial.unlink()
 
 
-def read_meta(path: Path, limits: Limits, name: str = "bundle.tar.gz") -> dict[str, Any]:
-    """The bundle's ``submission.json``, validated, read without extracting anything else: every member header is
-    checked first with the same rules as :func:`~cvit_bench.leaderboard.bundle.open_bundle` (so a hostile
-    archive is refused at once, with its reason)."""
-    size = path.stat().st_size
-    if size > limits.max_bundle_bytes:
-        raise DataError(f"refused: the bundle has {size} bytes, more than the limit of {limits.max_bundle_bytes}", file=name)
-    try:
-        with tarfile.open(path, mode="r:*") as tf:
-            files = check_members(tf, limits, name)
-            member = next((m for m in files if m.name in (SUBMISSION_NAME, f"./{SUBMISSION_NAME}")), None)
-            if member is None:
-                raise DataError("missing submission.json (make bundles with `cvit-bench leaderboard pack`)", file=name)
-            if member.size > MAX_SUBMISSION_JSON_BYTES:
-                raise DataError(f"submission.json is larger than {MAX_SUBMISSION_JSON_BYTES} bytes", file=name)
-            raw = tf.extractfile(member).read(MAX_SUBMISSION_JSON_BYTES + 1)
-    except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
-        raise DataError(f"not a readable .tar.gz bundle: {exc}", file=name) from None
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise DataError(f"submission.json is not valid JSON: {exc}", file=name) from None
-    return validate_submission(doc, f"{name}:{SUBMISSION_NAME}")
+def read_meta(path: Path, limits: Limits, workdir: Path) -> dict[str, Any]:
+    """The bundle's ``submission.json`` after the CLI's archive checks (steps 1-3 of ``leaderboard submit``:
+    every header, the listing, hashes and sizes, in one streamed pass by
+    :func:`~cvit_bench.leaderboard.bundle.open_bundle`), so a hostile archive is refused at upload with the
+    CLI's reason. The extraction goes to ``workdir`` and is removed at once; the worker repeats these checks
+    on its own (a job never trusts an earlier process)."""
+    opened = open_bundle(path, limits, workdir=workdir)
+    shutil.rmtree(opened.root, ignore_errors=True)
+    return opened.submission

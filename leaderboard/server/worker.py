@@ -1,8 +1,8 @@
 """The worker: takes queued submissions with a lease and runs the CLI's checks on them, nothing else.
 
-One job = :func:`~cvit_bench.leaderboard.bundle.open_bundle` (archive checks before anything is extracted,
-extraction into the job's own folder) → :func:`~cvit_bench.leaderboard.submit.verified_entry` (hashes, schema,
-exact id coverage, re-scoring against the board's references) → the entry is written to
+One job = :func:`~cvit_bench.leaderboard.submit.verify_bundle`, the CLI's steps 1-5: archive checks before
+anything is extracted, extraction into the job's own folder, hashes, schemas, exact id coverage ("verifying"),
+then re-scoring against the board's references ("re-scoring") → the entry is written to
 ``jobs/<id>/entry.json`` and the submission waits for a maintainer. Nothing reaches the board here: publishing
 happens on approval (:mod:`.moderation`). A refusal is stored as the submission's reason, with the server's
 own folders replaced by neutral names (``bundle.tar.gz``, ``DATA``) so no server path leaks to the submitter.
@@ -24,8 +24,7 @@ from pathlib import Path
 from cvit_bench.errors import CvitError
 from cvit_bench.files import atomic_write_json
 
-from ..bundle import open_bundle
-from ..submit import verified_entry
+from ..submit import verify_bundle
 from . import db, queue
 from .config import ServerConfig
 
@@ -77,8 +76,8 @@ def process(cfg: ServerConfig, sessions, job: queue.SubmissionView, owner: str) 
     work.mkdir(parents=True)
     beat = Heartbeat(sessions, job.id, owner, cfg.lease_s)
     try:
-        opened = open_bundle(folder / BUNDLE_NAME, cfg.limits, workdir=work)
-        entry = verified_entry(opened, data=cfg.data_dir, on_stage=stage)
+        entry = verify_bundle(folder / BUNDLE_NAME, data=cfg.data_dir, limits=cfg.limits, workdir=work,
+                              on_stage=stage)
         atomic_write_json(folder / ENTRY_NAME, entry.to_dict())
         done = queue.transition(sessions, job.id, db.IN_PROGRESS, db.AWAITING, actor, owner=owner,
                                 entry_id=entry.id, lease_owner=None, lease_until=0.0)
