@@ -201,10 +201,14 @@ def _hostile_bundles(world) -> dict[str, tuple[bytes, str]]:
 
     tampered = dict(good)
     pred = next(k for k in good if k.startswith("predictions/"))
-    tampered[pred] = good[pred].replace(b'"prediction": "', b'"prediction": "x', 1)
-    bomb = io.BytesIO()
+    at = good[pred].index(b'"prediction": "') + len(b'"prediction": "')       # same size, other bytes
+    tampered[pred] = good[pred][:at] + (b"Q" if good[pred][at:at + 1] != b"Q" else b"R") + good[pred][at + 1:]
+    bomb = io.BytesIO()                 # a few hundred KB of gzip that inflate to 300 MiB, after a valid listing
     with tarfile.open(fileobj=bomb, mode="w:gz") as tf:
-        i = tarfile.TarInfo("predictions/1/scienceqa.jsonl")
+        head = tarfile.TarInfo("submission.json")
+        head.size = len(good["submission.json"])
+        tf.addfile(head, io.BytesIO(good["submission.json"]))
+        i = tarfile.TarInfo("predictions/1/zeros.jsonl")
         i.size = 300 << 20
         tf.addfile(i, io.BytesIO(bytes(300 << 20)))
     js = json.loads(good["submission.json"])
@@ -215,7 +219,7 @@ def _hostile_bundles(world) -> dict[str, tuple[bytes, str]]:
         "symlink": (tar("symlink", good, [info("predictions/1/link.jsonl", tarfile.SYMTYPE, linkname="/etc/passwd")]), "link"),
         "hardlink": (tar("hardlink", good, [info("hard.jsonl", tarfile.LNKTYPE, linkname="results.json")]), "link"),
         "device": (tar("device", good, [info("dev", tarfile.CHRTYPE, devmajor=1, devminor=3)]), "device"),
-        "tar bomb": (bomb.getvalue(), "per-file limit"),
+        "tar bomb": (bomb.getvalue(), "not listed"),
         "tampered hash": (tar("tampered", tampered), "hash mismatch"),
         "javascript link": (tar("jslink", {**good, "submission.json": json.dumps(js).encode()}), "links.paper"),
         "not a bundle": (b"<script>alert(1)</script>", "not a readable .tar.gz"),
