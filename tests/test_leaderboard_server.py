@@ -166,6 +166,13 @@ def test_moderation_reject_withdraw_csrf_and_internal_errors(world, server):
     r = srv.request("POST", f"/api/submissions/{broken}/approve", token=maint)
     assert r.status == 500 and "Traceback" not in r.text and str(srv.board) not in r.text, r.text
     assert srv.state(broken, carol)["state"] == "awaiting approval"
+    # the same method and checkpoints from another token: an entry belongs to its submitter (#14's ownership)
+    dave = add_token(srv.board, "dave@example.org")
+    other = srv.upload(world["bundle"].read_bytes(), dave).json()["id"]
+    assert srv.wait_state(other, dave, CHECKED)["state"] == "awaiting approval"
+    r = srv.request("POST", f"/api/submissions/{other}/approve", token=maint)
+    assert r.status == 409 and "belongs to" in r.json()["error"] and str(srv.board) not in r.text, r.text
+    assert srv.state(other, dave)["state"] == "awaiting approval"
     # form posts without the CSRF token, or from another site, are refused before anything is stored
     from server_fixtures import multipart
     body, ctype = multipart({"csrf": "forged"}, {"bundle": ("b.tar.gz", world["bundle"].read_bytes())})
