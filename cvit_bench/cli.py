@@ -181,6 +181,32 @@ def print_results_summary(results: dict) -> None:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
+def print_join_reports(results: dict) -> None:
+    """Per cell, every deviation of its prediction file from a clean one and what the rule did with it."""
+    rows = []
+    for key, cell in results["cells"].items():
+        j = cell.get("join") or {}
+        counts = [(j.get("n_missing", 0), "missing"), (j.get("n_duplicates", 0), "duplicate"),
+                  (j.get("n_unknown", 0), "unknown"), (j.get("n_retyped", 0), "re-typed"),
+                  (j.get("n_official_only", 0), "official-only")]
+        if any(n for n, _ in counts) or cell.get("refused") or cell.get("if_refused"):
+            rows.append((key, j, counts, cell))
+    if not rows:
+        return
+    table = Table(title="join report (deviations from a clean prediction file)")
+    for col in ("cell", "lines", "missing", "duplicate ids", "unknown ids", "re-typed ids", "rule", "status"):
+        table.add_column(col)
+    for key, j, counts, cell in rows:
+        status = "refused" if cell.get("refused") else ("IF refused" if cell.get("if_refused") else "scored")
+        table.add_row(key, str(j.get("n_lines", "")), *(str(n) for n, _ in counts[:4]), str(j.get("rule") or "standard"),
+                      status)
+    stdout.print(table)
+    for key, _, _, cell in rows:
+        for msg in (cell.get("refused"), cell.get("if_refused")):
+            if msg:
+                console.print(f"[red]{key}:[/] {msg}", highlight=False)
+
+
 @main.command("score")
 @click.option("--predictions", type=click.Path(path_type=Path), required=True, help="DIR/<stage>/<task>.jsonl")
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="prepared folder (prepare --out)")
@@ -193,7 +219,12 @@ def score_command(predictions, data, benchmark, profile, out) -> None:
 
     results = score_directory(predictions, data, benchmark=benchmark, profile=profile, out=out)
     print_results_summary(results)
+    print_join_reports(results)
     click.echo(f"wrote {out / 'results.json'}")
+    refused = [k for k, c in results["cells"].items() if c.get("refused")]
+    if refused:
+        raise CvitError(f"{len(refused)} cell(s) refused by the compat profile (null in results.json): "
+                        + ", ".join(refused) + "; see the messages above")
 
 
 def _batch_size(value: str) -> int | str:
@@ -230,16 +261,28 @@ def _batch_size(value: str) -> int | str:
 @click.option("--allow-partial", is_flag=True, help="evaluate runs whose stages skip or reorder tasks")
 @click.option("--backend", default="hf", show_default=True, help="hf | predictions (then --base-model is the predictions folder)")
 @click.option("--num-workers", type=int, default=2, show_default=True, help="image-decoding DataLoader workers")
+@click.option("--vision-tower", default=None, help="LLaVA-layout stages: the CLIP folder (--base-model is then the LLM folder)")
+@click.option("--projector", default=None, help="LLaVA-layout stages: the pretrain projector mm_projector.bin")
+@click.option("--import-cache", type=click.Path(path_type=Path), default=None,
+              help="LLaVA-layout stages: where the imported run is cached (default: ~/.cache/cvit-bench/imports)")
 def evaluate_command(checkpoints, stage_tasks, base_model, data, out, benchmark, profile, schedule, zero_shot, tasks,
-                     limit, batch_size, dtype, device, prompt_format, fewshot, allow_partial, backend, num_workers) -> None:
+                     limit, batch_size, dtype, device, prompt_format, fewshot, allow_partial, backend, num_workers,
+                     vision_tower, projector, import_cache) -> None:
     """Evaluate a sequence of checkpoints into an accuracy matrix and the CL metrics."""
     from .benchmark import load_benchmark
     from .checkpoints import StageCheckpoint, checkpoint_sha256, load_run_dir, plan_from_paths
+    from .importers.run import import_into_cache, llava_stage_format
     from .runner import EvalOptions, evaluate
 
     spec = load_benchmark(benchmark)
     if len(checkpoints) == 1 and (Path(checkpoints[0]) / "run.json").is_file():
         plan = load_run_dir(checkpoints[0])
+    elif llava_stage_format(checkpoints[0]) is not None:
+        run_dir = import_into_cache(checkpoints, stage_tasks=_csv(stage_tasks) or list(spec.upstream[:len(checkpoints)]),
+                                    benchmark=benchmark, model_base=base_model, vision_tower=vision_tower,
+                                    projector=projector, cache_root=import_cache,
+                                    log=lambda m: console.print(m, highlight=False))
+        plan, base_model = load_run_dir(run_dir), None     # the imported run names its assembled base
     else:
         plan = plan_from_paths(list(checkpoints), _csv(stage_tasks), spec)
     for k, path in _pairs(fewshot, "--fewshot-checkpoint").items():
@@ -287,13 +330,14 @@ def demo_command(out, methods, templates, seed) -> None:
 
 # Command families that live in their own modules.
 from .cli_leaderboard import leaderboard_group  # noqa: E402
+from .cli_import import import_run_command  # noqa: E402
 from .cli_metrics import metrics_command  # noqa: E402
 from .cli_report import report_command  # noqa: E402
 from .cli_server import register as register_server_commands  # noqa: E402
 from .cli_mini import mini_base_group  # noqa: E402
 from .cli_train import train_command  # noqa: E402
 
-for _command in (metrics_command, report_command, train_command, leaderboard_group, mini_base_group):
+for _command in (metrics_command, report_command, train_command, leaderboard_group, mini_base_group, import_run_command):
     main.add_command(_command)
 register_server_commands(leaderboard_group)
 

@@ -233,7 +233,7 @@ def test_failed_images_are_retried_and_a_no_op_resume_keeps_the_batch_size(run_d
 
     def run():
         return evaluate(load_run_dir(run_dir), data=folder, out=tmp_path / "out", benchmark=str(bench_yaml),
-                        opts=EvalOptions(num_workers=0, allow_partial=True, batch_size=4), log=lambda m: None)
+                        opts=EvalOptions(num_workers=0, allow_partial=True, batch_size=4))
 
     first = run()
     assert any("scienceqa/test/102" in w for w in first["warnings"])
