@@ -333,11 +333,13 @@ from .cli_leaderboard import leaderboard_group  # noqa: E402
 from .cli_import import import_run_command  # noqa: E402
 from .cli_metrics import metrics_command  # noqa: E402
 from .cli_report import report_command  # noqa: E402
+from .cli_server import register as register_server_commands  # noqa: E402
 from .cli_mini import mini_base_group  # noqa: E402
 from .cli_train import train_command  # noqa: E402
 
 for _command in (metrics_command, report_command, train_command, leaderboard_group, mini_base_group, import_run_command):
     main.add_command(_command)
+register_server_commands(leaderboard_group)
 
 
 if __name__ == "__main__":
