@@ -53,10 +53,13 @@ def pack_command(run_out: Path, meta: Path, out: Path, predictions: Path | None,
 def submit_command(bundle: Path, board: Path, data: Path | None, max_bundle_mb: float, max_file_mb: float,
                    max_total_mb: float, max_files: int, force: bool) -> None:
     """Verify a bundle (schema, hashes, exact id coverage), re-score it and store the entry under BOARD/submissions/."""
+    from .cli import console
+    from .cli_progress import RichProgress
     from .leaderboard.submit import submit
 
-    outcome = submit(bundle, board, data=data, limits=_limits(max_bundle_mb, max_file_mb, max_total_mb, max_files),
-                     force=force)
+    with RichProgress(console) as progress:
+        outcome = submit(bundle, board, data=data, limits=_limits(max_bundle_mb, max_file_mb, max_total_mb, max_files),
+                         force=force, progress=progress)
     e = outcome.entry
     click.echo(f"{'replaced' if outcome.replaced else 'added'} {e.tier} entry {e.id} ({e.name}) on board "
                f"{e.board.describe()}: {outcome.path}")

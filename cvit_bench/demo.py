@@ -134,7 +134,7 @@ def run_demo(
         log("[4/4] leaderboard: pack, submit (re-scored), build the site")
         for method in methods:
             bundle = pack(result.evals[method], demo_meta(method), root / "bundles" / f"{method}.tar.gz")
-            submit(bundle, root / "board", data=root / "data")
+            submit(bundle, root / "board", data=root / "data", progress=progress)
         build_site(root / "board", root / "site", title="cvit-bench demo leaderboard (cvit-mini)")
         result.site = root / "site"
     return result

@@ -33,6 +33,7 @@ from cvit_bench.benchmark import benchmark_ids, load_benchmark
 from cvit_bench.continual import AccuracyMatrix, summarize
 from cvit_bench.errors import DataError
 from cvit_bench.files import read_json
+from cvit_bench.progress import Progress, as_progress
 from cvit_bench.report.runs import final_row, final_row_label
 
 from .board import NOT_RECOMPUTABLE, BoardKey, Entry, Submitter, entry_id, flag_differences, now_utc, publish_entry
@@ -138,14 +139,17 @@ def read_bundle_results(bundle: OpenedBundle) -> dict[str, Any]:
 
 def verify_bundle(bundle: str | os.PathLike, *, data: str | os.PathLike | None = None, limits: Limits = Limits(),
                   workdir: str | os.PathLike | None = None,
-                  on_stage: Callable[[str], None] | None = None) -> Entry:
+                  on_stage: Callable[[str], None] | None = None, progress: Progress | None = None) -> Entry:
     """Steps 1-5: open, check and re-score a bundle into the entry it would publish; writes nothing but a
     temporary folder (removed). The submission server runs this in its worker, then :func:`publish_entry`;
     ``on_stage("re-scoring")`` is called once steps 1-3 passed (its status page shows the stage)."""
+    progress = as_progress(progress)
+    progress.message(f"{bundle}: checking the archive, its manifest and hashes")
     opened = open_bundle(bundle, limits, workdir=workdir)
     try:
         if on_stage is not None:
             on_stage("re-scoring")
+        progress.message(f"{bundle}: re-scoring the predictions against the board's references")
         with bundle_errors(opened):
             submitted = read_bundle_results(opened)
             return build_entry(opened, submitted, data=Path(data) if data is not None else None, where=str(opened.path))
@@ -154,7 +158,8 @@ def verify_bundle(bundle: str | os.PathLike, *, data: str | os.PathLike | None =
 
 
 def submit(bundle: str | os.PathLike, board: str | os.PathLike, *, data: str | os.PathLike | None = None,
-           limits: Limits = Limits(), submitter: Submitter | None = None, force: bool = False) -> SubmitOutcome:
+           limits: Limits = Limits(), submitter: Submitter | None = None, force: bool = False,
+           progress: Progress | None = None) -> SubmitOutcome:
     """Verify, re-score and publish one submission (see the module docstring); raises :class:`DataError` on
     refusal (:class:`.board.OwnershipError` when the entry belongs to another submitter and not ``force``).
 
@@ -163,7 +168,8 @@ def submit(bundle: str | os.PathLike, board: str | os.PathLike, *, data: str | o
     board = Path(board)
     if data is None and (board / "data").is_dir():
         data = board / "data"
-    entry = verify_bundle(bundle, data=data, limits=limits)
+    entry = verify_bundle(bundle, data=data, limits=limits, progress=progress)
+    as_progress(progress).message(f"{bundle}: publishing entry {entry.id}")
     owner = submitter if submitter is not None else Submitter.from_contact(entry.contact)
     published = publish_entry(board, bundle, entry, owner, force=force)
     return SubmitOutcome(entry=published.entry, path=published.path, replaced=published.replaced)
