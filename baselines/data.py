@@ -224,7 +224,16 @@ class Collator:
             out = self.processor.image_processor(pil, return_tensors="pt")
             return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
         keys = images[0].keys()  # type: ignore[union-attr]
-        return {k: torch.cat([f[k] for f in images], dim=0) for k in keys}  # type: ignore[index]
+        return {k: _cat_rows([f[k] for f in images]) for k in keys}  # type: ignore[index]
+
+
+def _cat_rows(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate per-image rows; 2-D token rows of different lengths (InstructBLIP's Q-Former text ids and
+    mask, padded per encoding chunk) are left-padded with 0 to the longest first (0 = masked out)."""
+    if all(p.dim() == 2 for p in parts) and len({p.shape[1] for p in parts}) > 1 and not parts[0].is_floating_point():
+        width = max(p.shape[1] for p in parts)
+        parts = [torch.nn.functional.pad(p, (width - p.shape[1], 0)) for p in parts]
+    return torch.cat(parts, dim=0)
 
 
 def make_batches(collate: Collator, examples: Sequence[Example], batch_size: int) -> list[dict[str, torch.Tensor]]:

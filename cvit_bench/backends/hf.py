@@ -39,6 +39,7 @@ from PIL import Image
 
 from ..conversation import PromptFormat, get_prompt_format
 from ..errors import CvitError, UnknownNameError
+from . import families  # noqa: F401  (registers the family prompt formats, e.g. "plain")
 from .base import BACKENDS, GenerationRequest
 from .processors import load_processor
 
