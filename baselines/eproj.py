@@ -116,20 +116,31 @@ def _vision_cls(output: Any) -> torch.Tensor:
     return hidden[:, 0].detach()
 
 
-class _NoEarlyImageEncoding:
-    """Make ``generate`` encode images inside the prefill forward instead of before it.
+class _QueryBeforeGenerate:
+    """Compute the instruction query from ``generate``'s ``input_ids`` before it runs.
 
-    transformers' ``generate`` runs ``get_image_features`` before the first forward for VLMs; the instruction
-    query needs the prompt's token ids, which only the forward sees. Set as an instance attribute on the
-    model for as long as the adapter is attached; ``remove`` (called by ``detach_adapter``) restores the class's.
+    ``generate`` encodes the images before any forward of the root model (transformers' VLM generate runs
+    ``get_image_features`` first; InstructBLIP's own ``generate`` never calls the root forward), so the root
+    pre-hook cannot supply the prompt's query in time. An instance attribute wraps ``generate`` while the
+    adapter is attached; ``remove`` (called by ``detach_adapter``) restores the class's method.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, state: RouteState, query: Any) -> None:
         self.model = model
-        model.__dict__["_supports_mm_encoder_outputs"] = lambda: False
+        original = type(model).generate
+
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            ids = kwargs.get("input_ids", args[0] if args and isinstance(args[0], torch.Tensor) else None)
+            state.modules["eproj_q_inst"] = query(ids, kwargs.get("attention_mask")) if ids is not None else None
+            try:
+                return original(model, *args, **kwargs)
+            finally:
+                state.modules.pop("eproj_q_inst", None)
+
+        model.__dict__["generate"] = generate
 
     def remove(self) -> None:
-        self.model.__dict__.pop("_supports_mm_encoder_outputs", None)
+        self.model.__dict__.pop("generate", None)
 
 
 @METHODS.register("eproj")
@@ -185,21 +196,22 @@ class EProj(MoeMethod):
         st = adapter.state
         embed = model.get_input_embeddings()
 
-        def query_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            ids = st.input_ids
-            if not st.prefill or ids is None:
-                return None
+        def instruction_query(ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
             text = torch.ones_like(ids, dtype=torch.bool)
             if st.image_token_id is not None:
                 text &= ids != st.image_token_id
-            if st.attention_mask is not None:
-                text &= st.attention_mask.bool()
+            if mask is not None and tuple(mask.shape) == tuple(ids.shape):
+                text &= mask.bool()
             if st.prompt_mask is not None and tuple(st.prompt_mask.shape) == tuple(ids.shape):
                 text &= st.prompt_mask.to(text.device)
             with torch.no_grad():
                 e = embed(ids.clamp(max=embed.num_embeddings - 1)).float()
                 m = text.unsqueeze(-1).float()
-                st.scratch["q_inst"] = (e * m).sum(1) / m.sum(1).clamp_min(1.0)
+                return (e * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+        def query_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if st.prefill and st.input_ids is not None:
+                st.scratch["q_inst"] = instruction_query(st.input_ids, st.attention_mask)
             return None
 
         def vision_hook(module: nn.Module, args: tuple, output: Any) -> None:
@@ -213,10 +225,12 @@ class EProj(MoeMethod):
         return [model.register_forward_pre_hook(query_hook, with_kwargs=True),
                 vision.register_forward_hook(vision_hook),
                 projector.register_forward_pre_hook(choose_hook),
-                _NoEarlyImageEncoding(model)]
+                _QueryBeforeGenerate(model, st, instruction_query)]
 
     def _queries(self, st: RouteState) -> tuple[torch.Tensor, torch.Tensor]:
-        q_img, q_inst = st.scratch.get("q_img"), st.scratch.get("q_inst")
+        q_img = st.scratch.get("q_img")
+        q_inst = st.modules.get("eproj_q_inst")
+        q_inst = st.scratch.get("q_inst") if q_inst is None else q_inst
         if q_img is None or q_inst is None:
             raise CvitError("eproj: no image/instruction query for this forward pass")
         if st.image_rows is not None and len(st.image_rows) == len(q_img) and len(q_inst) != len(q_img):

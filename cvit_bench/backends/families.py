@@ -211,6 +211,36 @@ def peft_kwargs(model: Any, preset_name: str | None, *, r: int, alpha: float, dr
     return out
 
 
+def _pack(ids: dict[str, torch.Tensor], mask_key: str, keys: list[str], pads_first: bool) -> None:
+    """Move every row's masked-out positions to one end, keeping the order of the others (in place)."""
+    mask = ids[mask_key]
+    if mask.dim() != 2:
+        return
+    keep = mask.bool()
+    # stable sort on "is real token": pads first (left padding) or last (right padding)
+    order = torch.sort(keep.int() if pads_first else (~keep).int(), dim=1, stable=True).indices
+    for k in keys:
+        ids[k] = torch.gather(ids[k], 1, order)
+
+
+def pack_padding(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Batch inputs with all padding of the LLM text on the left and of the Q-Former text on the right.
+
+    Why: InstructBLIP's processor pads the text and then prepends the query tokens, leaving padding in the
+    middle of a row; the LLM's positions (and a BERT-style Q-Former's absolute positions) then depend on the
+    batch. Packed this way, a batched row is computed like the same sample alone. A no-op for LLaVA and
+    Qwen2-VL, whose processors already left-pad.
+    """
+    out = dict(inputs)
+    shape = tuple(out["input_ids"].shape) if "input_ids" in out else None
+    if shape is not None and "attention_mask" in out:
+        keys = [k for k, v in out.items() if isinstance(v, torch.Tensor) and tuple(v.shape) == shape]
+        _pack(out, "attention_mask", keys, pads_first=True)
+    if "qformer_input_ids" in out and "qformer_attention_mask" in out:
+        _pack(out, "qformer_attention_mask", ["qformer_input_ids", "qformer_attention_mask"], pads_first=False)
+    return out
+
+
 @dataclass(frozen=True)
 class PlainFormat:
     """The prompt text as is, the answer after one space (InstructBLIP: its processor adds the query tokens)."""
