@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SchemaVersionError
-from ..files import atomic_write_json, read_json, sha256_file
+from ..files import dumps_json, read_json, sha256_file, write_if_changed
 
 RUN_SCHEMA_VERSION = 1
 KNOWN_RUN_VERSIONS = (1,)
@@ -50,7 +50,7 @@ def read_run(out: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def write_run(out: str | os.PathLike, run: dict[str, Any]) -> None:
-    atomic_write_json(Path(out) / RUN_NAME, {**run, "schema_version": RUN_SCHEMA_VERSION})
+    write_if_changed(Path(out) / RUN_NAME, dumps_json({**run, "schema_version": RUN_SCHEMA_VERSION}))
 
 
 def read_stage_marker(stage_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
+from .cli_progress import RichProgress
 from .errors import CvitError
 
 console = Console(stderr=True)
@@ -105,12 +106,12 @@ def prepare_command(benchmark, templates, source, raw_root, out, tasks, limit_pe
 
     if raw_root is None and source != "synthetic":
         raise click.UsageError("--raw-root is required for this source")
-    with console.status("preparing…") as status:
+    with RichProgress(console) as progress:
         result = prepare(benchmark, templates=templates, source=source, raw_root=raw_root or Path("."), out=out,
                          tasks=_csv(tasks), limit_per_split=limit_per_split, seed=seed, image_root=image_root,
                          paths=_pairs(path_overrides, "--path"), embed_images=embed_images,
                          allow_missing_images=allow_missing_images, verify_images=verify_images,
-                         progress=lambda m: status.update(m))
+                         progress=progress)
     table = Table(title=f"prepared {result.folder}")
     for col in ("task", "split", "rows", "templates used", "missing images"):
         table.add_column(col)
@@ -214,8 +215,6 @@ def _batch_size(value: str) -> int | str:
 def evaluate_command(checkpoints, stage_tasks, base_model, data, out, benchmark, profile, schedule, zero_shot, tasks,
                      limit, batch_size, dtype, device, prompt_format, fewshot, allow_partial, backend, num_workers) -> None:
     """Evaluate a sequence of checkpoints into an accuracy matrix and the CL metrics."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from .benchmark import load_benchmark
     from .checkpoints import StageCheckpoint, checkpoint_sha256, load_run_dir, plan_from_paths
     from .runner import EvalOptions, evaluate
@@ -234,11 +233,9 @@ def evaluate_command(checkpoints, stage_tasks, base_model, data, out, benchmark,
         plan.fewshot.append(StageCheckpoint(label=label, task=task, path=Path(path), sha256=checkpoint_sha256(Path(path))))
     opts = EvalOptions(profile=profile, schedule=schedule, zero_shot=zero_shot, tasks=_csv(tasks), limit=limit,
                        batch_size=_batch_size(batch_size), num_workers=num_workers, allow_partial=allow_partial)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True) as progress:
+    with RichProgress(console) as progress:
         results = evaluate(plan, data=data, out=out, benchmark=benchmark, base_model=base_model, backend=backend,
-                           dtype=dtype, device=device, prompt_format=prompt_format, opts=opts,
-                           log=lambda m: console.print(m, highlight=False), progress=progress)
+                           dtype=dtype, device=device, prompt_format=prompt_format, opts=opts, progress=progress)
     if results:
         print_results_summary(results)
         click.echo(f"wrote {out / 'results.json'}")
@@ -253,15 +250,11 @@ def demo_command(out, methods, templates, seed) -> None:
     """Prepare cvit-mini, train SeqLoRA/Replay/DirLoRA on a tiny model, evaluate, score and report (CPU, minutes)."""
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from .demo import run_demo
 
     started = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
-        result = run_demo(out, methods=_csv(methods), templates=templates, seed=seed,
-                          log=lambda m: progress.console.print(m, highlight=False), progress=progress)
+    with RichProgress(console) as progress:
+        result = run_demo(out, methods=_csv(methods), templates=templates, seed=seed, progress=progress)
     summary = Table(title="cvit-mini: continual-learning summary per method")
     for col in ("method", "AP", "MAP", "BWT", "MIF"):
         summary.add_column(col, justify="right")
@@ -278,9 +271,10 @@ def demo_command(out, methods, templates, seed) -> None:
 from .cli_leaderboard import leaderboard_group  # noqa: E402
 from .cli_metrics import metrics_command  # noqa: E402
 from .cli_report import report_command  # noqa: E402
+from .cli_mini import mini_base_group  # noqa: E402
 from .cli_train import train_command  # noqa: E402
 
-for _command in (metrics_command, report_command, train_command, leaderboard_group):
+for _command in (metrics_command, report_command, train_command, leaderboard_group, mini_base_group):
     main.add_command(_command)
 
 

@@ -42,6 +42,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def write_if_changed(path: str | os.PathLike, text: str) -> bool:
+    """:func:`atomic_write_text` unless ``path`` already holds exactly ``text`` (its mtime then stays);
+    returns whether it wrote. A rerun with nothing to do leaves its outputs untouched."""
+    data = text.encode("utf-8")
+    try:
+        if Path(path).read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    atomic_write_bytes(path, data)
+    return True
+
+
 def dumps_json(obj: Any) -> str:
     """Canonical JSON used for every file we write (stable key order, UTF-8, trailing newline)."""
     return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"

@@ -19,6 +19,7 @@ from .benchmark import BenchmarkSpec, load_benchmark
 from .errors import CvitError, DataError
 from .files import sha256_file
 from .manifest import fingerprint, write_manifest
+from .progress import Progress, as_progress
 from .sample import Sample, write_samples
 from .tasks import LoadContext, get_source
 from .templates import compose_prompt, load_template_set
@@ -103,8 +104,9 @@ def prepare(
     embed_images: bool = False,
     allow_missing_images: bool = False,
     verify_images: bool = False,
-    progress=None,
+    progress: Progress | None = None,
 ) -> PrepareResult:
+    progress = as_progress(progress)
     spec = load_benchmark(benchmark)
     if templates not in spec.template_sets:
         raise CvitError(f"benchmark {spec.id!r} defines template sets {', '.join(spec.template_sets)}, not {templates!r}")
@@ -128,8 +130,7 @@ def prepare(
         for task_id in task_ids:
             task = spec.task(task_id)
             for split in src.splits(ctx, task):
-                if progress:
-                    progress(f"loading {task_id}/{split}")
+                progress.message(f"loading {task_id}/{split}")
                 samples = src.load(ctx, task, split)
                 samples = subsample(samples, limit_per_split, seed)
                 if src.assigns_templates:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError, SchemaVersionError
-from .files import atomic_write_json, read_json
+from .files import dumps_json, read_json, write_if_changed
 
 RESULTS_SCHEMA_VERSION = 1
 KNOWN_RESULTS_VERSIONS = (1,)
@@ -72,4 +72,4 @@ def read_results(path: str | os.PathLike) -> dict[str, Any]:
 
 def write_results(path: str | os.PathLike, results: dict[str, Any]) -> None:
     results = {**results, "schema_version": RESULTS_SCHEMA_VERSION}
-    atomic_write_json(path, results)
+    write_if_changed(path, dumps_json(results))

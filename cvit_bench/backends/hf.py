@@ -109,6 +109,10 @@ class HFBackend:
     _attached: str | None = field(default=None, init=False, repr=False)
 
     # ------------------------------------------------------------------ loading
+    @staticmethod
+    def generation_dtype(dtype: str | None, device: str = "auto") -> str:
+        return resolve_dtype(dtype, resolve_device(device))
+
     @classmethod
     def load(
         cls,
