@@ -1,9 +1,10 @@
 """Issue 18 (d): He et al.'s headline, qualitatively, on cit-mini with a tiny LLaVA (< 2 min on 2 cores).
 
 Order mini-shape → mini-mc (the answer format changes from a shape word to a letter, so sequential LoRA
-forgets the first task). Thresholds come from ``bench/heetal_mini.py`` (seeds 0, 1, 2 under
-ATEN_CPU_CAPABILITY=default and =avx2; README "He et al.'s methods" lists the measured margins): they sit well
-inside the smallest margin measured. Forgetting = score of task 1 after stage 1 minus after stage 2.
+forgets the first task). Forgetting = score of task 1 after stage 1 minus after stage 2. Margins measured with
+``bench/heetal_mini.py`` (seeds 0 and 1, ATEN_CPU_CAPABILITY=default; README "Qualitative reproduction"):
+seq − EProj 22 and 22 points, MAS − TIR+MAS 0 and 0 (equal), seq − replay 26 and 0 — the replay claim is not
+robust on this random tiny base, so it is asserted only in the bench, not here.
 """
 from __future__ import annotations
 
@@ -28,10 +29,9 @@ def outcome(tiny_llava_dir, tmp_path_factory, torch_one_thread):
     return _bench().run_seed(0, tmp_path_factory.mktemp("heetal-mini"), str(tiny_llava_dir), steps=60)
 
 
-def test_replay_and_eproj_forget_less_than_sequential(outcome):
+def test_eproj_forgets_less_than_sequential(outcome):
     seq = outcome["seq-lora"]["forgetting"]
     assert seq >= 10.0, "sequential LoRA must visibly forget the first task for the comparison to mean anything"
-    assert outcome["replay"]["forgetting"] <= seq - 10.0
     assert outcome["eproj"]["forgetting"] <= seq - 10.0
 
 
