@@ -2,7 +2,7 @@
 
 Order mini-shape → mini-mc (the answer format changes from a shape word to a letter, so sequential LoRA
 forgets the first task). Forgetting = score of task 1 after stage 1 minus after stage 2. Margins measured with
-``bench/heetal_mini.py`` (seeds 0 and 1, ATEN_CPU_CAPABILITY=default; README "Qualitative reproduction"):
+``bench/heetal_mini.py`` (seeds 0 and 1, ATEN_CPU_CAPABILITY=default and =avx2, identical; README "Qualitative reproduction"):
 seq − EProj 22 and 22 points, MAS − TIR+MAS 0 and 0 (equal), seq − replay 26 and 0 — the replay claim is not
 robust on this random tiny base, so it is asserted only in the bench, not here.
 """
