@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import SchemaVersionError
+from ..errors import SchemaVersionError, known_version
 from ..files import dumps_json, read_json, sha256_file, write_if_changed
 
 RUN_SCHEMA_VERSION = 1
@@ -44,7 +44,7 @@ def read_run(out: str | os.PathLike) -> dict[str, Any] | None:
         return None
     run = read_json(path, "run description of a training run")
     version = run.get("schema_version") if isinstance(run, dict) else None
-    if version not in KNOWN_RUN_VERSIONS:
+    if not known_version(version, KNOWN_RUN_VERSIONS):
         raise SchemaVersionError(path, version, KNOWN_RUN_VERSIONS, "run.json")
     return run
 

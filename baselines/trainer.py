@@ -249,7 +249,8 @@ def _resolve_data(data: str | os.PathLike, benchmark: str | None) -> Path:
         if len(found) == 1:
             return found[0].parent
     is_yaml = bool(benchmark) and Path(str(benchmark)).suffix in (".yaml", ".yml")
-    return resolve_prepared(data, None if is_yaml else benchmark)
+    # A YAML path is not a folder name: its benchmark id picks the subfolder (as `evaluate` does).
+    return resolve_prepared(data, load_benchmark(str(benchmark)).id if is_yaml else benchmark)
 
 
 def _resolve_base(base_model: str | os.PathLike) -> str:

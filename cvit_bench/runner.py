@@ -27,7 +27,7 @@ from typing import Any
 from .benchmark import ZERO_SHOT_STAGE, BenchmarkSpec, load_benchmark, upstream_cells
 from .checkpoints import RunPlan, StageCheckpoint, check_sequence
 from .errors import CvitError
-from .files import JsonlAppender, iter_jsonl, write_if_changed
+from .files import JsonlAppender, ensure_output_dir, iter_jsonl, read_json, write_if_changed
 from .manifest import image_root, read_manifest, resolve_prepared, verify_files
 from .predictions import read_prediction_file
 from .progress import SILENT, Progress, as_progress
@@ -166,6 +166,22 @@ def read_done(path: Path, fp: str) -> dict[str, dict]:
     return done
 
 
+def is_image_failure(line: dict[str, Any]) -> bool:
+    return str(line.get("error") or "").startswith("image:")
+
+
+def resumed_batch_size(out: Path, requested: int | str) -> int | None:
+    """The batch size to record before anything is generated: the one the earlier run of ``out`` recorded (a
+    resume with nothing left to generate keeps it), else the requested one; "auto" is decided on generation."""
+    try:
+        recorded = read_json(out / "results.json", "results.json").get("generation", {}).get("batch_size")
+    except (CvitError, AttributeError):
+        recorded = None
+    if type(recorded) is int and recorded > 0:
+        return recorded
+    return requested if type(requested) is int else None
+
+
 @dataclass
 class Evaluation:
     """State of one evaluate call: what is loaded, which cells are done; drives the per-cell loop."""
@@ -187,6 +203,7 @@ class Evaluation:
     failures: list[str] = field(default_factory=list)
     batch_size_used: int | None = None
     previous: dict[str, Any] | None = None   # results.json of an earlier call on the same --out, if any
+    task_notes: dict[str, dict] = field(default_factory=dict)  # manifest notes (the compat ScienceQA universe)
     _backend: Any = field(default=None, init=False, repr=False)
     _adapters: set[str] = field(default_factory=set, init=False, repr=False)
 
@@ -213,12 +230,12 @@ class Evaluation:
 
     def is_complete(self, cell: Cell) -> bool:
         """The cell's merged prediction file holds every sample under this run's fingerprint and no shard is
-        pending: nothing to generate (as in :meth:`run_cell`, a recorded image failure counts as done)."""
+        pending: nothing to generate (as in :meth:`run_cell`, a recorded image failure is generated again)."""
         path = self.pred_path(cell)
         if not path.is_file() or any(path.parent.glob(f"{path.stem}.shard-*.jsonl")):
             return False
         done = read_done(path, self.fingerprint(cell))
-        if not all(s.uid in done for s in self.samples[cell.task]):
+        if not all(s.uid in done and not is_image_failure(done[s.uid]) for s in self.samples[cell.task]):
             return False
         # Only the canonical merged file is final (not one with an interrupted tail or lines out of order).
         return path.read_bytes() == canonical_predictions(done, [s.uid for s in self.samples[cell.task]]).encode("utf-8")
@@ -254,7 +271,8 @@ class Evaluation:
         final_path = self.pred_path(cell)
         requests = self.requests_for(cell)
         shard_path = final_path if self.dist.world == 1 else shard_file(final_path, self.dist.rank, self.dist.world)
-        done = read_done(final_path, fp)
+        # A line whose image failed to load is no prediction: it is generated again (the image may be fixed now).
+        done = {uid: o for uid, o in read_done(final_path, fp).items() if not is_image_failure(o)}
         if len(done) < len(requests) and shard_path != final_path:
             done.update(read_done(shard_path, fp))
         mine = [r for r in requests if r.uid not in done and (self.dist.world == 1 or shard_of(r.uid, self.dist.world) == self.dist.rank)]
@@ -329,7 +347,8 @@ class Evaluation:
 
     def score(self, cell: Cell, write_results: bool = True) -> None:
         pf = read_prediction_file(self.pred_path(cell))
-        scored = score_cell(self.spec, cell.stage, cell.task, self.opts.profile, self.samples[cell.task], pf)
+        scored = score_cell(self.spec, cell.stage, cell.task, self.opts.profile, self.samples[cell.task], pf,
+                            task_notes=self.task_notes.get(cell.task))
         write_score_files(self.out, scored)
         self.scored[(cell.stage, cell.task)] = scored
         if write_results:
@@ -357,8 +376,7 @@ class Evaluation:
                       "max_new_tokens": {t: self.spec.task(t).max_new_tokens for t in self.samples},
                       "image_mode": {t: self.spec.task(t).image_mode for t in self.samples},
                       "dtype": self.dtype,
-                      "batch_size": self.batch_size_used if self.batch_size_used is not None
-                      else self._previous("generation", "batch_size"), "prompt_format": self.prompt_format,
+                      "batch_size": self.batch_size_used, "prompt_format": self.prompt_format,
                       "processes": self.dist.world, "schedule": self.opts.schedule}
         warnings = list(self.failures)
         if self.opts.limit:
@@ -406,6 +424,9 @@ def evaluate(
     from .backends.base import backend_class, load_backend
 
     opts = opts or EvalOptions()
+    if opts.limit is not None and (type(opts.limit) is not int or opts.limit < 1):
+        raise CvitError(f"limit must be a positive number of samples, not {opts.limit!r}")
+    ensure_output_dir(out, "evaluate --out folder")
     spec = load_benchmark(benchmark)
     if spec.order_parameter and plan.kind != "zero-shot" and (plan.order or plan.stages):
         # The run's training order is the sequence (He et al.: the order is a parameter of each run).
@@ -446,7 +467,10 @@ def evaluate(
                                                       **(backend_options or {})),
                     out=out, opts=opts, dist=dist_info(), base_model=str(base), template_set=manifest["template_set"],
                     prompt_format=fmt, dtype=backend_class(backend).generation_dtype(dtype, device),
-                    progress=as_progress(progress), previous=previous)
+                    progress=as_progress(progress), previous=previous,
+                    batch_size_used=resumed_batch_size(out, opts.batch_size),
+                    # --limit scores a prefix: the official universe would count the rest as failed
+                    task_notes={} if opts.limit else dict(manifest.get("notes") or {}))
     remaining: dict[str | None, int] = {}
     for c in cells:
         remaining[c.adapter] = remaining.get(c.adapter, 0) + 1

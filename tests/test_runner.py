@@ -223,6 +223,30 @@ def test_undecodable_image_is_recorded_not_fatal(run_dir, bench_yaml, tmp_path):
     assert any("scienceqa/test/102" in w for w in results["warnings"])
 
 
+def test_failed_images_are_retried_and_a_no_op_resume_keeps_the_batch_size(run_dir, bench_yaml, tmp_path):
+    raw = make_cvit_files(tmp_path / "raw", "single", n=8)
+    folder = prepare(str(bench_yaml), templates="single", source="cvit-files", raw_root=raw, out=tmp_path / "prep",
+                     tasks=["scienceqa"]).folder
+    image = raw / "images/scienceqa/test/102/image.png"
+    good = image.read_bytes()
+    image.write_bytes(b"not an image at all")
+
+    def run():
+        return evaluate(load_run_dir(run_dir), data=folder, out=tmp_path / "out", benchmark=str(bench_yaml),
+                        opts=EvalOptions(num_workers=0, allow_partial=True, batch_size=4))
+
+    first = run()
+    assert any("scienceqa/test/102" in w for w in first["warnings"])
+    image.write_bytes(good)                        # the image is fixed: its sample is generated, not kept failed
+    second = run()
+    lines = [json.loads(x) for x in (tmp_path / "out/predictions/1/scienceqa.jsonl").read_text().splitlines()]
+    assert len(lines) == 8 and not [x for x in lines if x.get("error")]
+    assert not any("scienceqa/test/102" in w for w in second["warnings"])
+    third = run()                                  # nothing left to generate
+    assert third["generation"]["batch_size"] == second["generation"]["batch_size"] == 4
+    assert third["matrix"] == second["matrix"]
+
+
 @pytest.mark.parametrize("method", ["multitask", "dir-lora", "zero-shot"])
 def test_trained_reference_runs_evaluate_with_their_semantics(method, tiny_llava_dir, prepared, bench_yaml, tmp_path):
     from cvit_bench.baselines.trainer import train_run
