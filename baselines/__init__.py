@@ -19,7 +19,7 @@ from ..registry import Registry
 METHODS: Registry[type] = Registry("method")
 
 _MODULES = ("seq_lora", "dora", "replay", "ewc", "lwf", "multitask", "dir_lora", "zero_shot",
-            "moe_lora", "smolora", "branchlora")
+            "moe_lora", "smolora", "branchlora", "mas", "tir", "eproj")
 
 
 def _load_all() -> None:

@@ -154,6 +154,12 @@ class MethodEnv:
     spec: Any = None
     template_set: str | None = None
     processor: Any = None
+    #: He et al.'s already-learned tasks (replayed; the similarity of each new task to them is measured)
+    initial_tasks: tuple[str, ...] = ()
+    #: ``data(task, split) -> examples``, the trainer's cached encoder (for initial tasks' samples)
+    data: Any = None
+    #: ``samples(task, split) -> prepared samples`` (their prompt and target texts: task similarity)
+    samples: Any = None
 
 
 class Method:
@@ -177,6 +183,7 @@ class Method:
     def __init__(self, config: MethodConfig, *, seed: int = 0) -> None:
         self.config = config
         self.seed = seed
+        self.env = MethodEnv()
 
     # --- stages ---------------------------------------------------------------------------------------
     def plan(self, tasks: list[str]) -> list[StagePlan]:
@@ -190,8 +197,8 @@ class Method:
 
     # --- adapter --------------------------------------------------------------------------------------
     def bind(self, env: MethodEnv) -> None:
-        """Called by the trainer once, before :meth:`wrap`, with facts about the run (default: ignored)."""
-        return None
+        """Called by the trainer once, before :meth:`wrap`, with facts about the run (kept as ``self.env``)."""
+        self.env = env
 
     def wrap(self, base_model: Any) -> Any:
         raise NotImplementedError

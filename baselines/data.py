@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from ..backends.families import pack_padding
 from ..errors import CvitError, DataError
 from ..images import load_image
 from ..sample import Sample
@@ -148,7 +149,8 @@ def encode_samples(
         if with_img:
             refs = [ImageRef(str(root / samples[i].image), mode_of(samples[i])) for i in with_img]
             pil = [load_image(r.path, r.mode) for r in refs]
-            out = processor(images=pil, text=[parts[i][0] for i in with_img], padding=True, return_tensors="pt")
+            out = pack_padding(processor(images=pil, text=[parts[i][0] for i in with_img], padding=True,
+                                         return_tensors="pt"))
             shape = out["input_ids"].shape
             per_token = [k for k, v in out.items() if k not in _TEXT_KEYS and isinstance(v, torch.Tensor)
                          and v.shape == shape]
@@ -224,7 +226,17 @@ class Collator:
             out = self.processor.image_processor(pil, return_tensors="pt")
             return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
         keys = images[0].keys()  # type: ignore[union-attr]
-        return {k: torch.cat([f[k] for f in images], dim=0) for k in keys}  # type: ignore[index]
+        return {k: _cat_rows([f[k] for f in images]) for k in keys}  # type: ignore[index]
+
+
+def _cat_rows(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate per-image rows; 2-D token rows of different lengths (InstructBLIP's Q-Former text ids and
+    mask, right-padded per encoding chunk by :func:`~cvit_bench.backends.families.pack_padding`) are
+    right-padded with 0 to the longest first (0 = masked out), as at evaluation."""
+    if all(p.dim() == 2 for p in parts) and len({p.shape[1] for p in parts}) > 1 and not parts[0].is_floating_point():
+        width = max(p.shape[1] for p in parts)
+        parts = [torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts]
+    return torch.cat(parts, dim=0)
 
 
 def make_batches(collate: Collator, examples: Sequence[Example], batch_size: int) -> list[dict[str, torch.Tensor]]:

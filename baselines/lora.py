@@ -34,6 +34,9 @@ class LoraOptions(MethodConfig):
     lora_dropout: float = 0.05
     target_modules: str = LLM_TARGET_MODULES
     use_dora: bool = False
+    # trainable-part preset of the model family (cvit_bench.backends.families): None = the family's default
+    # (LLaVA/Qwen2-VL: LLM LoRA; InstructBLIP: Q-Former + language projection)
+    trainable: str | None = None
 
     def __post_init__(self) -> None:
         if self.lora_r <= 0:
@@ -45,13 +48,20 @@ class LoraOptions(MethodConfig):
     def alpha(self) -> float:
         return float(self.lora_alpha) if self.lora_alpha is not None else 2.0 * self.lora_r
 
-    def peft_config(self) -> Any:
+    def peft_config(self, model: Any = None) -> Any:
+        """The PEFT config; with ``model``, the family's trainable-part preset (``trainable``) decides the targets."""
         from peft import LoraConfig
 
         alpha = self.alpha
-        return LoraConfig(r=self.lora_r, lora_alpha=int(alpha) if float(alpha).is_integer() else alpha,
-                          lora_dropout=self.lora_dropout, target_modules=self.target_modules,
-                          use_dora=self.use_dora, bias="none")
+        alpha = int(alpha) if float(alpha).is_integer() else alpha
+        if model is None:
+            return LoraConfig(r=self.lora_r, lora_alpha=alpha, lora_dropout=self.lora_dropout,
+                              target_modules=self.target_modules, use_dora=self.use_dora, bias="none")
+        from ..backends.families import peft_kwargs
+
+        kwargs = peft_kwargs(model, self.trainable, r=self.lora_r, alpha=alpha, dropout=self.lora_dropout,
+                             target_modules=self.target_modules)
+        return LoraConfig(**kwargs, use_dora=self.use_dora, bias="none")
 
 
 class LoraMethod(Method):
@@ -64,8 +74,8 @@ class LoraMethod(Method):
 
         torch.manual_seed(self.seed)
         try:
-            model = get_peft_model(base_model, self.config.peft_config())
-        except ValueError as exc:  # e.g. target_modules matching nothing
+            model = get_peft_model(base_model, self.config.peft_config(base_model))
+        except (ValueError, CvitError) as exc:  # e.g. target_modules matching nothing
             raise CvitError(f"method {self.name!r}: cannot attach the adapter: {exc}") from None
         self._initial = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
         return model

@@ -11,6 +11,10 @@ Rules (ours where the papers leave it open; spec/methods.md "Replay"):
   union buffer of tasks 1..t−1 in full shuffled passes (every buffered sample once before any repeats;
   ``random.Random(seed · 1000 + t)``); the trainer shuffles the mixture every epoch.
 * Few-shot downstream stages are plain fine-tuning (no replay), like every method's few-shot stages.
+* **Initial tasks** (He et al.'s ``--initial_tasks``, ``train --initial-tasks``) are buffered like earlier tasks.
+* **ER preset** (``--method er``): He et al.'s experience replay, the code's ``replay_ratio = 0.01``: from every
+  earlier (and initial) task ``int(0.01 · N)`` samples are added to the new task's data, all of them, every stage.
+  Decision: our share is ``round`` with at least one sample, not ``int`` (which gives none under 100 samples).
 """
 from __future__ import annotations
 
@@ -68,8 +72,12 @@ class Replay(LoraMethod):
 
     def buffer(self, stage: StagePlan, plan: list[StagePlan],
                data: Callable[[str, str], list[Example]]) -> list[Example]:
-        """Union buffer of the upstream stages before ``stage``."""
+        """Union buffer of the initial tasks (He et al.: replayed like earlier tasks) and the upstream stages
+        before ``stage``."""
         out: list[Example] = []
+        for task in self.env.initial_tasks:
+            examples = data(task, "train")
+            out.extend(select_by_hash(examples, self.config.buffer_share(len(examples)), self.seed))
         for earlier in plan:
             if earlier.kind == "upstream" and earlier.index < stage.index:
                 for task in earlier.tasks:
@@ -89,3 +97,17 @@ class Replay(LoraMethod):
         stats = {"samples": len(current) + len(replayed), "task_samples": len(current), "buffer": len(buffer),
                  "replayed": len(replayed), "replayed_from": dict(sorted(Counter(e.task for e in replayed).items()))}
         return current + replayed, stats
+
+
+@dataclass(frozen=True)
+class ErOptions(ReplayOptions):
+    """He et al.'s ER: 1 % of each earlier task, the whole buffer mixed in (``replay_ratio`` unset)."""
+
+    buffer_fraction: float = 0.01
+    replay_ratio: float | None = None
+
+
+@METHODS.register("er")
+class ExperienceReplay(Replay):
+    name = "er"
+    config_cls = ErOptions

@@ -161,14 +161,35 @@ def select_tasks(spec: BenchmarkSpec, manifest: dict[str, Any], tasks: Sequence[
             raise DataError(f"no upstream task of benchmark {spec.id!r} has a prepared train split", file=folder)
         return available
     out = []
+    # Where the order is a parameter (He et al.'s cit), any task of the benchmark may be in the sequence.
+    universe = list(spec.tasks) if spec.order_parameter else list(spec.upstream)
+    available = [t for t in universe if f"{t}/train.parquet" in files] if spec.order_parameter else available
     for t in tasks:
-        if t not in spec.upstream:
-            raise UnknownNameError(f"upstream task of benchmark {spec.id!r}", t, list(spec.upstream))
+        if t not in universe:
+            raise UnknownNameError(f"upstream task of benchmark {spec.id!r}", t, universe)
         if t not in available:
             raise DataError(f"task {t!r} has no prepared train split here (prepared: {', '.join(available) or 'none'})",
                             file=folder)
         if t in out:
             raise CvitError(f"task {t!r} is listed twice in --tasks")
+        out.append(t)
+    return out
+
+
+def check_initial_tasks(spec: BenchmarkSpec, manifest: dict[str, Any], initial: Sequence[str],
+                        task_list: Sequence[str], folder: Path) -> list[str]:
+    """He et al.'s initial tasks: known tasks with a prepared train split (replayed), not in the order itself."""
+    out = []
+    files = manifest.get("files", {})
+    for t in initial:
+        if t not in spec.tasks:
+            raise UnknownNameError(f"task of benchmark {spec.id!r}", t, list(spec.tasks))
+        if t in task_list:
+            raise CvitError(f"initial task {t!r} is also in the training order")
+        if f"{t}/train.parquet" not in files:
+            raise DataError(f"initial task {t!r} has no prepared train split here", file=folder)
+        if t in out:
+            raise CvitError(f"initial task {t!r} is listed twice")
         out.append(t)
     return out
 
@@ -186,7 +207,7 @@ def fewshot_plan(spec: BenchmarkSpec, manifest: dict[str, Any], first_index: int
 def _identity(run: dict[str, Any]) -> dict[str, Any]:
     return {"benchmark": run["benchmark"], "template_set": run["template_set"], "base_model": run["base_model"],
             "method": {k: run["method"][k] for k in ("name", "config")}, "prompt_format": run.get("prompt_format"),
-            "training": run.get("training")}
+            "training": run.get("training"), "initial_tasks": run.get("initial_tasks") or []}
 
 
 def check_compatible(old: dict[str, Any], new: dict[str, Any], out: Path, data_folder: Path) -> None:
@@ -251,6 +272,8 @@ def train_run(
     *,
     benchmark: str | None = None,
     tasks: Sequence[str] | None = None,
+    order: str | None = None,
+    initial_tasks: Sequence[str] = (),
     epochs: int = 1,
     lr: float = 1e-4,
     batch_size: int = 16,
@@ -288,17 +311,22 @@ def train_run(
     spec = load_benchmark(str(benchmark) if is_yaml else bench_id)
     if spec.id != bench_id or (benchmark and not is_yaml and benchmark != bench_id):
         raise CvitError(f"{folder} holds prepared benchmark {bench_id!r}, not {benchmark or spec.id!r}")
+    if order is not None:
+        tasks = spec.resolve_order(order)
     task_list = select_tasks(spec, manifest, tasks, folder)
+    initial = check_initial_tasks(spec, manifest, initial_tasks, task_list, folder)
     plan = m.plan(task_list)
     if m.trains and fewshot and plan:
         plan = plan + fewshot_plan(spec, manifest, len(plan) + 1)
-    fmt_name = prompt_format or spec.prompt_format
-    needed = sorted({t for s in plan for t in s.tasks} | set(task_list))
+    from ..backends.families import prompt_format_for
+
+    fmt_name = prompt_format or prompt_format_for(str(base_model), spec.prompt_format)
+    needed = sorted({t for s in plan for t in s.tasks} | set(task_list) | set(initial))
     out = Path(out)
     run = {
         "benchmark": spec.id, "benchmark_version": spec.version, "template_set": manifest.get("template_set"),
         "base_model": _resolve_base(base_model), "method": m.describe(), "kind": m.run_kind,
-        "eval_adapter": m.eval_adapter, "tasks": task_list, "prompt_format": fmt_name,
+        "eval_adapter": m.eval_adapter, "tasks": task_list, "initial_tasks": initial, "prompt_format": fmt_name,
         "training": asdict(settings),
         "data": {"folder": str(folder.resolve()),
                  "fingerprints": {t: manifest.get("tasks", {}).get(t, {}).get("fingerprint") for t in needed}},
@@ -351,23 +379,33 @@ def train_run(
     collate = Collator(processor)
     img_root = image_root(folder, manifest)
     cache: dict[tuple[str, str], list[Example]] = {}
+    sample_cache: dict[tuple[str, str], list] = {}
 
-    def data_fn(task: str, split: str) -> list[Example]:
+    def samples_fn(task: str, split: str) -> list:
+        """The prepared samples of (task, split), verified against the manifest once."""
         key = (task, split)
-        if key not in cache:
+        if key not in sample_cache:
             rel = f"{task}/{split}.parquet"
             meta = manifest.get("files", {}).get(rel)
             if meta is None:
                 raise DataError(f"split {split!r} of task {task!r} is not in the manifest", file=folder / "manifest.json")
             if sha256_file(folder / rel) != meta["sha256"]:
                 raise DataError("sha256 differs from the manifest (file changed after prepare)", file=folder / rel)
-            samples = read_samples(folder / rel)
+            sample_cache[key] = read_samples(folder / rel)
+        return sample_cache[key]
+
+    def data_fn(task: str, split: str) -> list[Example]:
+        key = (task, split)
+        if key not in cache:
+            rel = f"{task}/{split}.parquet"
+            samples = samples_fn(task, split)
             enc = encode_samples(samples, processor=processor, prompt_format=fmt, image_root=img_root,
                                  image_mode=spec.task(task).image_mode, max_length=max_length, where=str(folder / rel))
             cache[key] = enc.examples
         return cache[key]
 
-    m.bind(MethodEnv(spec=spec, template_set=manifest.get("template_set"), processor=processor))
+    m.bind(MethodEnv(spec=spec, template_set=manifest.get("template_set"), processor=processor,
+                     initial_tasks=tuple(initial), data=data_fn, samples=samples_fn))
     model = m.wrap(model)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

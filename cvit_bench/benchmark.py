@@ -17,7 +17,7 @@ from .errors import CvitError, DataError, UnknownNameError
 from .templates import COMPOSITIONS
 
 PROFILES = ("compat", "standard")
-SCHEDULES = ("lower", "full", "final")
+SCHEDULES = ("lower", "full", "final", "current-next")
 ZERO_SHOT_STAGE = "0"
 
 
@@ -70,6 +70,53 @@ class BenchmarkSpec:
     tasks: dict[str, TaskSpec]
     source_file: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # He et al.'s protocol (cit.yaml): the order is a run parameter (``orders`` = named presets; a run's own
+    # order replaces ``upstream`` at evaluation, see :meth:`with_order`), tasks already learned before the
+    # sequence (``initial_tasks``: evaluated in row 0 and after the last stage, replayed) and the extra
+    # aggregate ids (``aggregates``) results.json reports next to the standard summary.
+    orders: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    order_parameter: bool = False
+    initial_tasks: tuple[str, ...] = ()
+    aggregates: tuple[str, ...] = ()
+
+    def resolve_order(self, order: str | list[str] | tuple[str, ...] | None) -> list[str]:
+        """A preset name (``orders``), a comma-separated task list or a list → the ordered task list.
+
+        ``None`` gives ``upstream`` (the default order). Unknown tasks and repeats are errors naming them.
+        """
+        if order is None:
+            return list(self.upstream)
+        if isinstance(order, str):
+            if order in self.orders:
+                return list(self.orders[order])
+            tasks = [t.strip() for t in order.split(",") if t.strip()]
+            if len(tasks) == 1 and tasks[0] not in self.tasks:
+                raise UnknownNameError(f"order preset of benchmark {self.id!r}", order, list(self.orders))
+        else:
+            tasks = list(order)
+        for t in tasks:
+            if t not in self.tasks:
+                raise UnknownNameError(f"task of benchmark {self.id!r}", t, list(self.tasks))
+        repeated = sorted({t for t in tasks if tasks.count(t) > 1})
+        if repeated:
+            raise CvitError(f"order lists {', '.join(repeated)} more than once")
+        return tasks
+
+    def with_order(self, order: list[str] | tuple[str, ...], initial: list[str] | tuple[str, ...] | None = None) -> BenchmarkSpec:
+        """This benchmark with ``order`` as its upstream sequence (only where the order is a parameter)."""
+        import dataclasses
+
+        tasks = self.resolve_order(list(order))
+        if tasks == list(self.upstream) and initial is None:
+            return self
+        if not self.order_parameter:
+            raise CvitError(f"benchmark {self.id!r} has a fixed order ({', '.join(self.upstream)}); "
+                            "only benchmarks with `order: parameter` take another one")
+        init = tuple(self.initial_tasks if initial is None else initial)
+        clash = sorted(set(init) & set(tasks))
+        if clash:
+            raise CvitError(f"initial tasks {', '.join(clash)} are also in the order")
+        return dataclasses.replace(self, upstream=tuple(tasks), initial_tasks=init)
 
     @property
     def T(self) -> int:
@@ -81,7 +128,10 @@ class BenchmarkSpec:
         return self.tasks[task_id]
 
     def all_tasks(self) -> list[str]:
-        return list(self.upstream) + [d.task for d in self.downstream]
+        """Every task to prepare: the sequence and the downstream tasks; where the order is a parameter, the
+        whole task universe (any of it may be in a run's order or its initial tasks)."""
+        seq = list(self.upstream) + [d.task for d in self.downstream]
+        return seq + [t for t in self.tasks if t not in seq] if self.order_parameter else seq
 
     def downstream_spec(self, task_id: str) -> DownstreamSpec | None:
         return next((d for d in self.downstream if d.task == task_id), None)
@@ -97,7 +147,9 @@ def upstream_cells(T: int, schedule: str, *, stages: int | None = None) -> list[
     """(stage t, task i) pairs, 1-based, that a schedule evaluates for a run covering ``stages`` ≤ T stages.
 
     ``lower``: i ≤ t (the papers'); ``full``: every task after every stage (enables FWT); ``final``: only the
-    last stage's row.
+    last stage's row; ``current-next`` (He et al.'s code, spec/heetal.md §3): after stage t < T the task just
+    trained (t) and the next one (t + 1), after stage T every task. A run covering a prefix (n < T stages)
+    gets t and t + 1 on each of its rows.
     """
     if schedule not in SCHEDULES:
         raise CvitError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
@@ -106,6 +158,9 @@ def upstream_cells(T: int, schedule: str, *, stages: int | None = None) -> list[
         return [(t, i) for t in range(1, n + 1) for i in range(1, t + 1)]
     if schedule == "full":
         return [(t, i) for t in range(1, n + 1) for i in range(1, T + 1)]
+    if schedule == "current-next":
+        return [(t, i) for t in range(1, n + 1)
+                for i in (range(1, T + 1) if t == T else [j for j in (t, t + 1) if j <= T])]
     return [(n, i) for i in range(1, n + 1)]
 
 
@@ -151,14 +206,32 @@ def parse_benchmark(data: dict, path: Path) -> BenchmarkSpec:
         if tid not in tasks:
             raise DataError(f"task {tid!r} is in the sequence but not defined under `tasks`", file=path, field="tasks")
     known_top = {"id", "version", "description", "template_sets", "prompt_format", "generation_profile", "schedule",
-                 "eval_split", "upstream", "downstream", "tasks"}
+                 "eval_split", "upstream", "downstream", "tasks", "order", "orders", "initial_tasks", "aggregates"}
+    schedule = data.get("schedule", "lower")
+    if schedule not in SCHEDULES:
+        raise DataError(f"must be one of {', '.join(SCHEDULES)}", file=path, field="schedule")
+    order_mode = data.get("order", "fixed")
+    if order_mode not in ("fixed", "parameter"):
+        raise DataError("must be `fixed` or `parameter`", file=path, field="order")
+    orders = {}
+    for name, seq in (data.get("orders") or {}).items():
+        if not isinstance(seq, list) or not all(isinstance(t, str) and t in tasks for t in seq):
+            raise DataError("must be a list of task ids defined under `tasks`", file=path, record=f"orders.{name}",
+                            field="orders")
+        orders[str(name)] = tuple(seq)
+    initial = tuple(data.get("initial_tasks") or ())
+    for tid in initial:
+        if tid not in tasks:
+            raise DataError(f"initial task {tid!r} is not defined under `tasks`", file=path, field="initial_tasks")
     return BenchmarkSpec(
         id=str(_require(data, "id", path)), version=str(_require(data, "version", path)),
         description=str(data.get("description", "")).strip(),
         template_sets=tuple(data.get("template_sets", ["single"])), prompt_format=data.get("prompt_format", "vicuna_v1"),
-        generation_profile=data.get("generation_profile", "default"), schedule=data.get("schedule", "lower"),
+        generation_profile=data.get("generation_profile", "default"), schedule=schedule,
         eval_split=data.get("eval_split", "test"), upstream=upstream, downstream=downstream, tasks=tasks,
         source_file=str(path), extra={k: v for k, v in data.items() if k not in known_top},
+        orders=orders, order_parameter=order_mode == "parameter", initial_tasks=initial,
+        aggregates=tuple(data.get("aggregates") or ()),
     )
 
 

@@ -47,6 +47,11 @@ class RunPlan:
     eval_adapter: str = "latest"
     kind: str = "sequential"
     source: str = ""
+    # run.json ``tasks`` (the whole training order, also for a run that stopped early) and ``initial_tasks``
+    # (He et al.'s already-learned tasks): benchmarks whose order is a parameter are evaluated in this order.
+    order: list[str] = field(default_factory=list)
+    initial_tasks: list[str] = field(default_factory=list)
+    prompt_format: str | None = None      # run.json ``prompt_format``: what the run was trained with
 
 
 def adapter_weights(path: Path, weights: str | None = None) -> Path:
@@ -88,7 +93,8 @@ def load_run_dir(run_dir: str | os.PathLike) -> RunPlan:
     return RunPlan(base_model=data.get("base_model"), method=data.get("method"), template_set=data.get("template_set"),
                    benchmark=data.get("benchmark"), stages=stages, fewshot=fewshot,
                    eval_adapter=data.get("eval_adapter", "latest"), kind=data.get("kind", "sequential"),
-                   source=str(run_dir))
+                   source=str(run_dir), order=list(data.get("tasks") or []),
+                   initial_tasks=list(data.get("initial_tasks") or []), prompt_format=data.get("prompt_format"))
 
 
 def plan_from_paths(paths: list[str], stage_tasks: list[str] | None, spec: BenchmarkSpec) -> RunPlan:

@@ -248,7 +248,8 @@ def _batch_size(value: str) -> int | str:
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--benchmark", default="cvit", show_default=True)
 @click.option("--profile", type=click.Choice(["compat", "standard"]), default="compat", show_default=True)
-@click.option("--schedule", type=click.Choice(["lower", "full", "final"]), default="lower", show_default=True)
+@click.option("--schedule", type=click.Choice(["lower", "full", "final", "current-next"]), default=None,
+              help="default: the benchmark's (lower for cvit, current-next for cit)")
 @click.option("--zero-shot", is_flag=True, help="also evaluate the base model without adapter (row 0)")
 @click.option("--tasks", default=None, help="comma-separated subset of tasks")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="first N samples per task (smoke tests; flagged in results)")

@@ -43,6 +43,10 @@ def _methods_help() -> str:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="run directory (created, or resumed)  [required]")
 @click.option("--benchmark", default=None, help="benchmark id of the prepared data (default: the only one in --data)")
 @click.option("--tasks", default=None, help="comma-separated upstream tasks, in training order (default: all prepared)")
+@click.option("--order", default=None, help="training order: a preset of the benchmark (cit: code) or t1,t2,... "
+              "(benchmarks whose order is a parameter; else like --tasks)")
+@click.option("--initial-tasks", default=None, help="comma-separated tasks the base already learned: evaluated in row 0 "
+              "and after the last stage, replayed by replay-based methods (He et al.)")
 @click.option("--epochs", type=int, default=1, show_default=True)
 @click.option("--lr", type=float, default=1e-4, show_default=True)
 @click.option("--lora-r", type=int, default=None, help="LoRA rank (method default 128)")
@@ -63,8 +67,9 @@ def _methods_help() -> str:
 @click.option("--no-fewshot", is_flag=True, help="skip the few-shot downstream stages")
 @click.option("--gradient-checkpointing", is_flag=True)
 @click.option("--option", "method_options", multiple=True, metavar="KEY=VALUE", help="method option (repeatable)")
-def train_command(method, show_options, base_model, data, out, benchmark, tasks, epochs, lr, lora_r, lora_alpha, batch_size,
-                  grad_accum, max_steps_per_task, warmup_ratio, warmup_steps, weight_decay, max_grad_norm, max_length, dtype, device,
+def train_command(method, show_options, base_model, data, out, benchmark, tasks, order, initial_tasks, epochs, lr, lora_r,
+                  lora_alpha, batch_size, grad_accum, max_steps_per_task, warmup_ratio, warmup_steps, weight_decay,
+                  max_grad_norm, max_length, dtype, device,
                   seed, prompt_format, no_fewshot, gradient_checkpointing, method_options) -> None:
     """Train a continual-learning baseline, one checkpoint per stage, resuming a partial run in --out."""
     import dataclasses
@@ -86,10 +91,14 @@ def train_command(method, show_options, base_model, data, out, benchmark, tasks,
         if value is not None:
             options[key] = value
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    if order and task_list:
+        raise click.UsageError("give either --order or --tasks, not both")
+    initial = [t.strip() for t in initial_tasks.split(",") if t.strip()] if initial_tasks else []
     from .cli import console
 
     with RichProgress(console) as progress:
-        info = train_run(method, base_model, data, out, benchmark=benchmark, tasks=task_list, epochs=epochs, lr=lr,
+        info = train_run(method, base_model, data, out, benchmark=benchmark, tasks=task_list, order=order,
+                         initial_tasks=initial, epochs=epochs, lr=lr,
                          batch_size=batch_size, grad_accum=grad_accum, max_steps_per_task=max_steps_per_task,
                          warmup_ratio=warmup_ratio, warmup_steps=warmup_steps, weight_decay=weight_decay,
                          max_grad_norm=max_grad_norm or None,

@@ -15,6 +15,7 @@ number of processes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -47,7 +48,7 @@ class Cell:
 @dataclass
 class EvalOptions:
     profile: str = "compat"
-    schedule: str = "lower"
+    schedule: str | None = None          # None: the benchmark's own schedule
     zero_shot: bool = False
     tasks: list[str] | None = None
     limit: int | None = None
@@ -104,8 +105,9 @@ def plan_cells(spec: BenchmarkSpec, plan: RunPlan, opts: EvalOptions, available:
         return task in available and (wanted is None or task in wanted)
 
     cells: list[Cell] = []
-    if opts.zero_shot or plan.kind == "zero-shot":
-        cells += [Cell(ZERO_SHOT_STAGE, t, None) for t in spec.upstream if keep(t)]
+    # He et al.'s current-next protocol always has its row 0 (the model before the sequence), initial tasks included.
+    if opts.zero_shot or plan.kind == "zero-shot" or opts.schedule == "current-next":
+        cells += [Cell(ZERO_SHOT_STAGE, t, None) for t in list(spec.initial_tasks) + list(spec.upstream) if keep(t)]
     if plan.kind == "multitask":
         # One adapter trained jointly on every upstream task: the papers' "Multitask" row (final row only).
         final, adapter = str(spec.T), plan.stages[0].label
@@ -116,13 +118,15 @@ def plan_cells(spec: BenchmarkSpec, plan: RunPlan, opts: EvalOptions, available:
         return cells
     n = len(plan.stages)
     for t, i in upstream_cells(spec.T, opts.schedule, stages=n):
-        task = spec.upstream[i - 1] if opts.schedule == "full" else trained[i - 1]
+        task = spec.upstream[i - 1] if opts.schedule in ("full", "current-next") else trained[i - 1]
         if not keep(task):
             continue
         adapter = str(t)
         if plan.eval_adapter == "own-task" and task in trained[:t]:
             adapter = str(trained.index(task) + 1)
         cells.append(Cell(str(t), task, adapter))
+    if n == spec.T and opts.schedule == "current-next":
+        cells += [Cell(str(n), t, str(n)) for t in spec.initial_tasks if keep(t)]
     if opts.downstream and n == spec.T:
         for d in spec.downstream:
             if d.protocol == "zero-shot-final" and keep(d.task):
@@ -384,6 +388,13 @@ class Evaluation:
         routing = next((p for p in candidates if p.is_file()), None)
         if routing is not None:
             extra["routing"] = json.loads(routing.read_text())
+        # Task similarity of He et al. (cvit_bench.similarity), written by TIR into each stage folder.
+        similarity = next((s.path / "task_similarity.json" for s in reversed(self.plan.stages)
+                           if (s.path / "task_similarity.json").is_file()), None)
+        if similarity is not None:
+            from .similarity import read_similarity
+
+            extra["task_similarity"] = read_similarity(similarity)
         results = assemble_results(
             self.spec, self.opts.profile, self.template_set,
             self.scored, base_model=self.base_model, method=self.plan.method, stages=stages, generation=generation,
@@ -417,6 +428,11 @@ def evaluate(
         raise CvitError(f"limit must be a positive number of samples, not {opts.limit!r}")
     ensure_output_dir(out, "evaluate --out folder")
     spec = load_benchmark(benchmark)
+    if spec.order_parameter and plan.kind != "zero-shot" and (plan.order or plan.stages):
+        # The run's training order is the sequence (He et al.: the order is a parameter of each run).
+        spec = spec.with_order(plan.order or [s.task for s in plan.stages], initial=plan.initial_tasks or None)
+    if opts.schedule is None:
+        opts = dataclasses.replace(opts, schedule=spec.schedule)
     folder = resolve_prepared(data, spec.id)
     manifest = read_manifest(folder)
     verify_files(folder, manifest)
@@ -438,7 +454,9 @@ def evaluate(
         rows = read_samples(folder / f"{task}/{spec.eval_split}.parquet")
         samples[task] = rows[: opts.limit] if opts.limit else rows
     task_fps = {t: manifest["files"][f"{t}/{spec.eval_split}.parquet"]["fingerprint"] for t in samples}
-    fmt = prompt_format or spec.prompt_format
+    from .backends.families import prompt_format_for
+
+    fmt = prompt_format or (plan.prompt_format if plan.prompt_format else prompt_format_for(str(base), spec.prompt_format))
     out = Path(out)
     previous = None
     if (out / "results.json").is_file():

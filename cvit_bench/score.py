@@ -300,6 +300,11 @@ def assemble_results(
                        **(provenance or {})},
         "warnings": all_warnings,
     }
+    if spec.aggregates or spec.initial_tasks:
+        from .he_protocol import protocol_block
+
+        results["protocol"] = protocol_block(spec.initial_tasks, spec.upstream,
+                                             {k: c.value for k, c in cells.items()})
     if extra:
         results.update(extra)
     return results

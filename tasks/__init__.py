@@ -53,7 +53,7 @@ RAW_LOADERS: Registry[Callable[[LoadContext, TaskSpec, str], list[Sample]]] = Re
 
 # Modules that register sources/loaders on import.
 _MODULES = ("cvit_files", "raw", "scienceqa", "textvqa", "flickr30k", "imagenet", "gqa", "vqav2", "vizwiz",
-            "textcaps", "ocrvqa", "places365", "synthetic")
+            "textcaps", "ocrvqa", "places365", "synthetic", "okvqa", "aokvqa")
 
 
 def load_sources() -> None:

@@ -44,6 +44,7 @@ from PIL import Image
 
 from ..conversation import PromptFormat, get_prompt_format
 from ..errors import CvitError, UnknownNameError
+from . import families  # noqa: F401  (registers the family prompt formats, e.g. "plain")
 from .base import BACKENDS, GenerationRequest
 from .processors import load_processor
 from .projector import ProjectorSwap, has_projector
@@ -367,7 +368,8 @@ class HFBackend:
                 raise TypeError(f"request {r.uid}: image must be a PIL image or None, got {type(im).__name__}")
         prompts = [self.prompt_format.render_eval(r.prompt, im is not None) for r, im in zip(requests, images)]
         pil = [im for im in images if im is not None]
-        inputs = self.processor(images=pil or None, text=prompts, return_tensors="pt", padding=True)
+        inputs = families.pack_padding(self.processor(images=pil or None, text=prompts, return_tensors="pt",
+                                                      padding=True))
         model_dtype = DTYPES[self.dtype]
         return {k: (v.to(self.device, model_dtype) if torch.is_floating_point(v) else v.to(self.device))
                 for k, v in inputs.items()}

@@ -44,6 +44,7 @@ def _qwen2vl(path: Path) -> Any:
 #: model_type → loader; anything else goes through AutoProcessor.
 PROCESSOR_LOADERS: dict[str, Callable[[Path], Any]] = {
     "qwen2_vl": _qwen2vl,
+    "qwen2_5_vl": _qwen2vl,   # same processor layout (Qwen2_5_VLProcessor also insists on a video processor)
 }
 
 

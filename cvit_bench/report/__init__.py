@@ -47,6 +47,7 @@ from .figures import (
     if_rates_figure,
     if_rates_svg,
     save_figure,
+    similarity_figure,
 )
 from .html import (
     FigureView,
@@ -253,6 +254,10 @@ def _write_run(run: Run, group: ReportGroup, out: Path, written: _Written) -> Ru
         ("if_rates", if_rates_figure(run.results, f"{run.label}: instruction following"),
          "instruction-following rate per task on the final model"),
     ]
+    if run.results.get("task_similarity"):
+        specs.append(("task_similarity", similarity_figure(run.results["task_similarity"],
+                                                           f"{run.label}: task similarity"),
+                      "He et al.'s task similarity (image CLS × instruction × output embeddings, sigmoid-standardised)"))
     figures = _write_figures(folder, run.slug, specs, written, out)
     files = _write_texts(folder, [("matrix.md", matrix_markdown(run.results)),
                                   ("matrix.csv", matrix_csv(run.results))], written, out)

@@ -165,6 +165,28 @@ def heatmap_figure(results: dict[str, Any], title: str | None = None) -> Figure:
     return fig
 
 
+@_styled
+def similarity_figure(record: dict[str, Any], title: str | None = None) -> Figure:
+    """He et al.'s task-similarity matrix (``results.json`` ``task_similarity``): tasks × tasks, values 0–1."""
+    tasks = list(record["tasks"])
+    values = np.array(record["matrix"], dtype=float).reshape(len(tasks), len(tasks))
+    fig = _new_figure(0.9 * len(tasks) + 2.2, 0.7 * len(tasks) + 1.4)
+    ax = fig.add_subplot()
+    ax.pcolormesh(values, cmap=matplotlib.colormaps["magma"], vmin=0.0, vmax=1.0, edgecolors="white", linewidth=0.5)
+    for i in range(len(tasks)):
+        for j in range(len(tasks)):
+            ax.text(j + 0.5, i + 0.5, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="black" if values[i, j] > 0.6 else "white")
+    ticks = [escape_mpl(t) for t in tasks]
+    ax.set_xlim(0, len(tasks))
+    ax.set_ylim(len(tasks), 0)
+    ax.set_xticks([j + 0.5 for j in range(len(tasks))], ticks, rotation=30, ha="right", rotation_mode="anchor")
+    ax.set_yticks([i + 0.5 for i in range(len(tasks))], ticks)
+    ax.tick_params(length=0)
+    ax.set_title(escape_mpl(title) if title else "task similarity (image × instruction × output)")
+    return fig
+
+
 # -------------------------------------------------------------------------------------------------- forgetting
 def forgetting_series(results: dict[str, Any]) -> dict[str, tuple[list[int], list[float]]]:
     """``{task: (stages, scores)}``: each task's score from the stage it was learned to the last stage.

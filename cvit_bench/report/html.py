@@ -227,6 +227,11 @@ def run_view(run: Run, group: GroupKey | None = None, figures: Sequence[FigureVi
     for stage in stages:
         if isinstance(stage, dict) and stage.get("checkpoint_sha256"):
             facts.append((f"checkpoint {stage.get('label')} ({stage.get('task', '')})", str(stage["checkpoint_sha256"])))
+    protocol = results.get("protocol")
+    if isinstance(protocol, dict):   # He et al.'s block (cvit_bench.he_protocol)
+        for key in ("aa@he-code", "bwt@he-code"):
+            facts.append((f"{key} (initial tasks: {', '.join(protocol.get('initial_tasks') or []) or 'none'})",
+                          fmt_aggregate(protocol.get(key))))
     scales = column_scales(results)
     group = group or run.group_key
     return RunView(
