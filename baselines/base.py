@@ -154,6 +154,7 @@ class MethodEnv:
     spec: Any = None
     template_set: str | None = None
     processor: Any = None
+    templates: Any = None          # the TemplateSet itself (published sets carry the manifest's templates)
 
 
 class Method:

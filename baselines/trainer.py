@@ -365,7 +365,10 @@ def train_run(
             cache[key] = enc.examples
         return cache[key]
 
-    m.bind(MethodEnv(spec=spec, template_set=manifest.get("template_set"), processor=processor))
+    from ..templates import template_set_of
+
+    m.bind(MethodEnv(spec=spec, template_set=manifest.get("template_set"), processor=processor,
+                     templates=template_set_of(manifest) if manifest.get("template_set") else None))
     model = m.wrap(model)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
