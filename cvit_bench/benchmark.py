@@ -89,6 +89,11 @@ class BenchmarkSpec:
     def fewshot_stages(self) -> list[tuple[str, str]]:
         return [(label, d.task) for d in self.downstream for label in d.stage_labels()]
 
+    def summary_label(self, key: str) -> str:
+        """The name a summary aggregate has in this benchmark's papers (CoIN: AP is ACC, MAP is MAA), same formula."""
+        names = self.extra.get("summary_names") or {}
+        return str(names.get(key, key))
+
     def metric_ids(self) -> list[str]:
         return sorted({m for t in self.tasks.values() for m in t.metrics.values()})
 

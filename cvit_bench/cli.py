@@ -135,6 +135,17 @@ def export_command(fmt, data, benchmark, out) -> None:
     click.echo(f"wrote {folder}")
 
 
+def _summary_labeller(benchmark_id: str):
+    """CoIN calls AP "ACC" and MAP "MAA": show the benchmark's own names (the formulas are the same)."""
+    from .benchmark import load_benchmark
+
+    try:
+        spec = load_benchmark(benchmark_id)
+    except CvitError:
+        return lambda key: key
+    return lambda key: key if spec.summary_label(key) == key else f"{spec.summary_label(key)} (={key})"
+
+
 def print_results_summary(results: dict) -> None:
     """The accuracy matrix and the CL summary as rich tables (used by score and evaluate)."""
     m = results["matrix"]
@@ -147,8 +158,9 @@ def print_results_summary(results: dict) -> None:
         table.add_row(label, *("" if v is None else f"{v:.2f}" for v in row))
     stdout.print(table)
     summary = Table(title="continual-learning summary")
+    label = _summary_labeller(results["benchmark"]["id"])
     for key in results["summary"]:
-        summary.add_column(key, justify="right")
+        summary.add_column(label(key), justify="right")
     summary.add_row(*("—" if v is None else f"{v:.2f}" for v in results["summary"].values()))
     stdout.print(summary)
     if results.get("downstream"):
