@@ -157,10 +157,10 @@ REF_ANNS = [
 
 
 def make_refcoco(root: Path, *, hostile: bool = False) -> Path:
-    """``root/refcoco`` (unc) and ``root/refcocog`` (umd) with ``instances.json`` and the refs pickle, plus
+    """``root/refcoco``, ``root/refcoco+`` (unc) and ``root/refcocog`` (umd) with ``instances.json`` and the refs pickle, plus
     ``root/coco/train2014`` images. Each ann has one ref with two sentences (val) and one more ref (train)."""
     root = Path(root)
-    for name, split_by, offset in (("refcoco", "unc", 0), ("refcocog", "umd", 100)):
+    for name, split_by, offset in (("refcoco", "unc", 0), ("refcoco+", "unc", 50), ("refcocog", "umd", 100)):
         folder = root / name
         images = [{"id": iid, "file_name": f"COCO_train2014_{iid:012d}.jpg", "width": w, "height": h}
                   for iid, (w, h) in REF_IMAGES]
