@@ -284,7 +284,7 @@ def build_tiny_chat_lm(out_dir: str | Path, *, seed: int = 0, hidden: int = 32) 
     tokenizer.chat_template = _CHATML_TEMPLATE
     cfg = Qwen2Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(cfg).eval()
     _set_generation_ids(model, tokenizer)
