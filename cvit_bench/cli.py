@@ -288,7 +288,7 @@ def demo_command(out, methods, templates, seed) -> None:
 
 
 # Command families that live in their own modules.
-from .cli_judge import judge_command  # noqa: E402
+from .cli_judge import judge_command, leaderboard_judge_command  # noqa: E402
 from .cli_leaderboard import leaderboard_group  # noqa: E402
 from .cli_metrics import metrics_command  # noqa: E402
 from .cli_report import report_command  # noqa: E402
@@ -296,6 +296,7 @@ from .cli_train import train_command  # noqa: E402
 
 for _command in (metrics_command, report_command, train_command, leaderboard_group, judge_command):
     main.add_command(_command)
+leaderboard_group.add_command(leaderboard_judge_command)
 
 
 if __name__ == "__main__":

@@ -54,3 +54,23 @@ def judge_command(predictions, data, judge_model, out, benchmark, profile, cache
                   highlight=False)
     console.print(f"judgments: {run.n_asked} asked, {run.n_cached} from the cache", highlight=False)
     click.echo(f"wrote {Path(out) / 'judge.json'}")
+
+
+@click.command("judge")
+@click.option("--board", required=True, type=click.Path(file_okay=False, path_type=Path), help="board folder")
+@click.option("--predictions", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True)
+@click.option("--data", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
+              help="the board's prepared references")
+@click.option("--meta", required=True, type=click.Path(dir_okay=False, path_type=Path), help="meta.yaml of the method")
+@click.option("--judge", "judge_model", required=True, help="the board's pinned judge model")
+@click.option("--benchmark", default="coin", show_default=True)
+@click.option("--profile", type=click.Choice(["compat", "standard"]), default="compat", show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def leaderboard_judge_command(board, predictions, data, meta, judge_model, benchmark, profile, batch_size, device) -> None:
+    """Judge a method's predictions on the board: a General Knowledge entry in its own table."""
+    from .leaderboard.judged import add_judged
+
+    entry = add_judged(board, predictions, data, judge_model=judge_model, meta=meta, benchmark=benchmark,
+                       profile=profile, batch_size=batch_size, device=device)
+    click.echo(f"added General Knowledge entry {entry.id} ({entry.name}) on board {entry.board.describe()}")
