@@ -41,6 +41,7 @@ def coin_env(tmp_path_factory):
     return root, bench
 
 
+@pytest.mark.slow
 def test_coin_pipeline_from_the_cli(coin_env, tiny_llava_dir, tmp_path):
     root, bench = coin_env
     data = root / "prep" / "coin"
@@ -97,6 +98,7 @@ def test_coin_pipeline_from_the_cli(coin_env, tiny_llava_dir, tmp_path):
     assert a["matrix"] == b["matrix"] == gk[0]["results"]["matrix"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(set(method_names()) - {"zero-shot"}))
 def test_every_method_trains_on_coin(method, coin_env, tiny_llava_dir, tmp_path):
     from cvit_bench.baselines.trainer import train_run
