@@ -110,3 +110,27 @@ def test_every_method_trains_on_coin(method, coin_env, tiny_llava_dir, tmp_path)
                      warmup_steps=0, options=opts)
     assert info.trained
     assert read_run(tmp_path / "run")["benchmark"] == "coin"
+
+
+def test_projector_trained_as_in_coins_recipe(coin_env, tiny_llava_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText
+
+    from cvit_bench.baselines import load_for_eval
+    from cvit_bench.baselines.trainer import train_run
+
+    root, bench = coin_env
+    train_run("seq-lora", tiny_llava_dir, root / "prep" / "coin", tmp_path / "run", benchmark=str(bench),
+              tasks=["scienceqa"], batch_size=2, grad_accum=1, max_steps_per_task=2, warmup_steps=0, lr=1e-2,
+              options={"lora_r": 4, "train_projector": True, "projector_lr": 1e-2})
+    stage = tmp_path / "run" / "stage-01-scienceqa"
+    weights = load_file(str(stage / "adapter_model.safetensors"))
+    proj = {k: v for k, v in weights.items() if "multi_modal_projector" in k}
+    assert proj and any("lora_" in k for k in weights)
+    base = AutoModelForImageTextToText.from_pretrained(tiny_llava_dir)
+    before = base.model.multi_modal_projector.linear_1.weight.detach().clone()
+    trained = next(v for k, v in proj.items() if k.endswith("linear_1.weight"))
+    assert not torch.allclose(before, trained)                     # the projector moved
+    tuned = load_for_eval(base, stage)
+    assert not torch.allclose(before, tuned.base_model.model.model.multi_modal_projector.modules_to_save["default"].linear_1.weight)
