@@ -82,6 +82,9 @@ def list_command() -> None:
         stdout.print(table)
     stdout.print(f"template sets: {', '.join(template_set_ids())}")
     stdout.print(f"metric ids: {', '.join(metric_ids())}")
+    from .judge_rules import PARSERS
+
+    stdout.print(f"judge metric ids (General Knowledge track, `cvit-bench judge`): {', '.join(PARSERS.names())}")
 
 
 @main.command("prepare")
