@@ -27,8 +27,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import SchemaVersionError
-from ..files import atomic_write_json, read_json, sha256_file
+from ..errors import SchemaVersionError, known_version
+from ..files import dumps_json, read_json, sha256_file, write_if_changed
 
 RUN_SCHEMA_VERSION = 1
 KNOWN_RUN_VERSIONS = (1,)
@@ -44,13 +44,13 @@ def read_run(out: str | os.PathLike) -> dict[str, Any] | None:
         return None
     run = read_json(path, "run description of a training run")
     version = run.get("schema_version") if isinstance(run, dict) else None
-    if version not in KNOWN_RUN_VERSIONS:
+    if not known_version(version, KNOWN_RUN_VERSIONS):
         raise SchemaVersionError(path, version, KNOWN_RUN_VERSIONS, "run.json")
     return run
 
 
 def write_run(out: str | os.PathLike, run: dict[str, Any]) -> None:
-    atomic_write_json(Path(out) / RUN_NAME, {**run, "schema_version": RUN_SCHEMA_VERSION})
+    write_if_changed(Path(out) / RUN_NAME, dumps_json({**run, "schema_version": RUN_SCHEMA_VERSION}))
 
 
 def read_stage_marker(stage_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -11,21 +11,41 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
-from .errors import CvitError
+from .cli_progress import RichProgress
+from .errors import CvitError, escape_controls
 
 console = Console(stderr=True)
 # Wide tables when piped (rich defaults to 80 columns without a terminal).
 stdout = Console() if sys.stdout.isatty() else Console(width=200)
 
 
+def refusal_message(exc: BaseException) -> str | None:
+    """The one-line message of an error the user caused (exit 2), or None for a bug (traceback, exit 1).
+
+    Besides :class:`CvitError`, an operating-system error on a path (``--out`` is a file, a folder is not
+    writable, the disk is full) is the user's to fix: its message names the path. Control characters are
+    escaped, so a hostile file or member name cannot reach the terminal raw."""
+    if isinstance(exc, CvitError):
+        text = str(exc)
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.filename}: {exc.strerror or exc}"
+    else:
+        return None
+    return escape_controls(text, keep_newlines=True)
+
+
 class CvitGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except CvitError as exc:
-            console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        except (CvitError, OSError) as exc:
+            message = refusal_message(exc)
+            if message is None:
+                raise
+            console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
             console.print("interrupted; finished work is kept (re-run the same command to resume)")
@@ -94,8 +114,8 @@ def list_command() -> None:
 @click.option("--raw-root", type=click.Path(path_type=Path), default=None, help="folder with the source files")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="output folder (benchmark subfolder inside)")
 @click.option("--tasks", default=None, help="comma-separated subset of tasks")
-@click.option("--limit-per-split", type=int, default=None, help="deterministic subsample of N samples per split")
-@click.option("--test-subset", type=int, default=None, help="seeded N-sample subset of each test split (default: the full file)")
+@click.option("--limit-per-split", type=click.IntRange(min=1), default=None, help="deterministic subsample of N samples per split")
+@click.option("--test-subset", type=click.IntRange(min=1), default=None, help="seeded N-sample subset of each test split (default: the full file)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--image-root", type=click.Path(path_type=Path), default=None, help="image paths are relative to this (default: --raw-root)")
 @click.option("--path", "path_overrides", multiple=True, help="NAME=PATH override of one dataset folder or file")
@@ -109,13 +129,13 @@ def prepare_command(benchmark, templates, source, raw_root, out, tasks, limit_pe
 
     if raw_root is None and source != "synthetic":
         raise click.UsageError("--raw-root is required for this source")
-    with console.status("preparing…") as status:
+    with RichProgress(console) as progress:
         result = prepare(benchmark, templates=templates, source=source, raw_root=raw_root or Path("."), out=out,
                          tasks=_csv(tasks), limit_per_split=limit_per_split, test_subset=test_subset, seed=seed,
                          image_root=image_root,
                          paths=_pairs(path_overrides, "--path"), embed_images=embed_images,
                          allow_missing_images=allow_missing_images, verify_images=verify_images,
-                         progress=lambda m: status.update(m))
+                         progress=progress)
     table = Table(title=f"prepared {result.folder}")
     for col in ("task", "split", "rows", "templates used", "missing images"):
         table.add_column(col)
@@ -178,6 +198,32 @@ def print_results_summary(results: dict) -> None:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
+def print_join_reports(results: dict) -> None:
+    """Per cell, every deviation of its prediction file from a clean one and what the rule did with it."""
+    rows = []
+    for key, cell in results["cells"].items():
+        j = cell.get("join") or {}
+        counts = [(j.get("n_missing", 0), "missing"), (j.get("n_duplicates", 0), "duplicate"),
+                  (j.get("n_unknown", 0), "unknown"), (j.get("n_retyped", 0), "re-typed"),
+                  (j.get("n_official_only", 0), "official-only")]
+        if any(n for n, _ in counts) or cell.get("refused") or cell.get("if_refused"):
+            rows.append((key, j, counts, cell))
+    if not rows:
+        return
+    table = Table(title="join report (deviations from a clean prediction file)")
+    for col in ("cell", "lines", "missing", "duplicate ids", "unknown ids", "re-typed ids", "rule", "status"):
+        table.add_column(col)
+    for key, j, counts, cell in rows:
+        status = "refused" if cell.get("refused") else ("IF refused" if cell.get("if_refused") else "scored")
+        table.add_row(key, str(j.get("n_lines", "")), *(str(n) for n, _ in counts[:4]), str(j.get("rule") or "standard"),
+                      status)
+    stdout.print(table)
+    for key, _, _, cell in rows:
+        for msg in (cell.get("refused"), cell.get("if_refused")):
+            if msg:
+                console.print(f"[red]{key}:[/] {msg}", highlight=False)
+
+
 @main.command("score")
 @click.option("--predictions", type=click.Path(path_type=Path), required=True, help="DIR/<stage>/<task>.jsonl")
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="prepared folder (prepare --out)")
@@ -190,7 +236,12 @@ def score_command(predictions, data, benchmark, profile, out) -> None:
 
     results = score_directory(predictions, data, benchmark=benchmark, profile=profile, out=out)
     print_results_summary(results)
+    print_join_reports(results)
     click.echo(f"wrote {out / 'results.json'}")
+    refused = [k for k, c in results["cells"].items() if c.get("refused")]
+    if refused:
+        raise CvitError(f"{len(refused)} cell(s) refused by the compat profile (null in results.json): "
+                        + ", ".join(refused) + "; see the messages above")
 
 
 def _batch_size(value: str) -> int | str:
@@ -217,7 +268,7 @@ def _batch_size(value: str) -> int | str:
 @click.option("--schedule", type=click.Choice(["lower", "full", "final"]), default="lower", show_default=True)
 @click.option("--zero-shot", is_flag=True, help="also evaluate the base model without adapter (row 0)")
 @click.option("--tasks", default=None, help="comma-separated subset of tasks")
-@click.option("--limit", type=int, default=None, help="first N samples per task (smoke tests; flagged in results)")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="first N samples per task (smoke tests; flagged in results)")
 @click.option("--batch-size", default="8", show_default=True, help="N or auto (largest that fits on the GPU)")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
               help="default: bfloat16 on GPU, float32 on CPU")
@@ -227,18 +278,28 @@ def _batch_size(value: str) -> int | str:
 @click.option("--allow-partial", is_flag=True, help="evaluate runs whose stages skip or reorder tasks")
 @click.option("--backend", default="hf", show_default=True, help="hf | predictions (then --base-model is the predictions folder)")
 @click.option("--num-workers", type=int, default=2, show_default=True, help="image-decoding DataLoader workers")
+@click.option("--vision-tower", default=None, help="LLaVA-layout stages: the CLIP folder (--base-model is then the LLM folder)")
+@click.option("--projector", default=None, help="LLaVA-layout stages: the pretrain projector mm_projector.bin")
+@click.option("--import-cache", type=click.Path(path_type=Path), default=None,
+              help="LLaVA-layout stages: where the imported run is cached (default: ~/.cache/cvit-bench/imports)")
 def evaluate_command(checkpoints, stage_tasks, base_model, data, out, benchmark, profile, schedule, zero_shot, tasks,
-                     limit, batch_size, dtype, device, prompt_format, fewshot, allow_partial, backend, num_workers) -> None:
+                     limit, batch_size, dtype, device, prompt_format, fewshot, allow_partial, backend, num_workers,
+                     vision_tower, projector, import_cache) -> None:
     """Evaluate a sequence of checkpoints into an accuracy matrix and the CL metrics."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from .benchmark import load_benchmark
     from .checkpoints import StageCheckpoint, checkpoint_sha256, load_run_dir, plan_from_paths
+    from .importers.run import import_into_cache, llava_stage_format
     from .runner import EvalOptions, evaluate
 
     spec = load_benchmark(benchmark)
     if len(checkpoints) == 1 and (Path(checkpoints[0]) / "run.json").is_file():
         plan = load_run_dir(checkpoints[0])
+    elif llava_stage_format(checkpoints[0]) is not None:
+        run_dir = import_into_cache(checkpoints, stage_tasks=_csv(stage_tasks) or list(spec.upstream[:len(checkpoints)]),
+                                    benchmark=benchmark, model_base=base_model, vision_tower=vision_tower,
+                                    projector=projector, cache_root=import_cache,
+                                    log=lambda m: console.print(m, highlight=False))
+        plan, base_model = load_run_dir(run_dir), None     # the imported run names its assembled base
     else:
         plan = plan_from_paths(list(checkpoints), _csv(stage_tasks), spec)
     for k, path in _pairs(fewshot, "--fewshot-checkpoint").items():
@@ -250,11 +311,9 @@ def evaluate_command(checkpoints, stage_tasks, base_model, data, out, benchmark,
         plan.fewshot.append(StageCheckpoint(label=label, task=task, path=Path(path), sha256=checkpoint_sha256(Path(path))))
     opts = EvalOptions(profile=profile, schedule=schedule, zero_shot=zero_shot, tasks=_csv(tasks), limit=limit,
                        batch_size=_batch_size(batch_size), num_workers=num_workers, allow_partial=allow_partial)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True) as progress:
+    with RichProgress(console) as progress:
         results = evaluate(plan, data=data, out=out, benchmark=benchmark, base_model=base_model, backend=backend,
-                           dtype=dtype, device=device, prompt_format=prompt_format, opts=opts,
-                           log=lambda m: console.print(m, highlight=False), progress=progress)
+                           dtype=dtype, device=device, prompt_format=prompt_format, opts=opts, progress=progress)
     if results:
         print_results_summary(results)
         click.echo(f"wrote {out / 'results.json'}")
@@ -269,15 +328,11 @@ def demo_command(out, methods, templates, seed) -> None:
     """Prepare cvit-mini, train SeqLoRA/Replay/DirLoRA on a tiny model, evaluate, score and report (CPU, minutes)."""
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from .demo import run_demo
 
     started = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
-        result = run_demo(out, methods=_csv(methods), templates=templates, seed=seed,
-                          log=lambda m: progress.console.print(m, highlight=False), progress=progress)
+    with RichProgress(console) as progress:
+        result = run_demo(out, methods=_csv(methods), templates=templates, seed=seed, progress=progress)
     summary = Table(title="cvit-mini: continual-learning summary per method")
     for col in ("method", "AP", "MAP", "BWT", "MIF"):
         summary.add_column(col, justify="right")
@@ -293,11 +348,14 @@ def demo_command(out, methods, templates, seed) -> None:
 # Command families that live in their own modules.
 from .cli_judge import judge_command, leaderboard_judge_command  # noqa: E402
 from .cli_leaderboard import leaderboard_group  # noqa: E402
+from .cli_import import import_run_command  # noqa: E402
 from .cli_metrics import metrics_command  # noqa: E402
 from .cli_report import report_command  # noqa: E402
+from .cli_mini import mini_base_group  # noqa: E402
 from .cli_train import train_command  # noqa: E402
 
-for _command in (metrics_command, report_command, train_command, leaderboard_group, judge_command):
+for _command in (metrics_command, report_command, train_command, leaderboard_group, mini_base_group, import_run_command,
+                 judge_command):
     main.add_command(_command)
 leaderboard_group.add_command(leaderboard_judge_command)
 

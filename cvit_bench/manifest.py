@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import CvitError, DataError, SchemaVersionError
+from .errors import CvitError, DataError, SchemaVersionError, known_version
 from .files import atomic_write_json, read_json, sha256_file
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -47,7 +47,7 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     path = Path(folder) / MANIFEST_NAME
     data = read_json(path, "manifest of a prepared benchmark (run `cvit-bench prepare` first)")
     version = data.get("schema_version") if isinstance(data, dict) else None
-    if version not in KNOWN_MANIFEST_VERSIONS:
+    if not known_version(version, KNOWN_MANIFEST_VERSIONS):
         raise SchemaVersionError(path, version, KNOWN_MANIFEST_VERSIONS, "manifest")
     return data
 

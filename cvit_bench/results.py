@@ -22,6 +22,11 @@ Keys other tools rely on (the report, the leaderboard, users' scripts)::
                                     "n": int, "stderr": float|null, "if_rate": float|null,
                                     "n_missing": int, "n_empty": int, "n_predictions": int,
                                     "extras": {...},
+                                    "join": {"n_lines", "rule" (compat reference join id | null), "n_unknown",
+                                             "n_duplicates", "n_duplicate_lines", "n_missing", "n_retyped",
+                                             "n_official_only", "*_examples": [...], "handling": {...}},
+                                    "refused": str | absent,      # compat: the reference script would crash
+                                    "if_refused": str | absent,   # compat: the IF script would crash
                                     "paired_vs_final": {"test": ..., "delta": ..., "p_value": ...} | absent}},
       "summary": {"AP": x, "MAP": x, "MFT": x, "BWT": x, "FWT": x, "forgetting_first": x,
                   "forgetting_max": x, "MIF": x},                 # null where not computable; recomputed from matrix
@@ -43,33 +48,43 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError, SchemaVersionError
-from .files import atomic_write_json, read_json
+from .errors import DataError, SchemaVersionError, known_version
+from .files import dumps_json, read_json, write_if_changed
 
 RESULTS_SCHEMA_VERSION = 1
 KNOWN_RESULTS_VERSIONS = (1,)
+# Scores are on the papers' scales (percent, CIDEr x100): never negative, and far below this bound, which keeps
+# every aggregate finite (a 1e308 cell would overflow the means).
+MAX_SCORE = 10_000.0
 SUMMARY_KEYS = ("AP", "MAP", "MFT", "BWT", "FWT", "forgetting_first", "forgetting_max", "MIF")
 
 
 def read_results(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
-    data = read_json(path, "results file (results.json)")
+    data = read_json(path, "results file (results.json)", finite=True)
     if not isinstance(data, dict):
         raise DataError("results.json must be a JSON object", file=path)
     version = data.get("schema_version")
-    if version not in KNOWN_RESULTS_VERSIONS:
+    if not known_version(version, KNOWN_RESULTS_VERSIONS):
         raise SchemaVersionError(path, version, KNOWN_RESULTS_VERSIONS, "results")
     for key in ("benchmark", "matrix", "summary"):
         if key not in data:
             raise DataError("required key missing", file=path, field=key)
     m = data["matrix"]
-    rows, cols = len(m.get("stages", [])), len(m.get("tasks", []))
-    values = m.get("values", [])
-    if len(values) != rows or any(len(r) != cols for r in values):
+    if not isinstance(m, dict) or not all(isinstance(m.get(k), list) for k in ("tasks", "stages", "values")):
+        raise DataError("must be an object with lists tasks, stages and values", file=path, field="matrix")
+    rows, cols = len(m["stages"]), len(m["tasks"])
+    values = m["values"]
+    if len(values) != rows or any(not isinstance(r, list) or len(r) != cols for r in values):
         raise DataError(f"matrix.values must be {rows} rows x {cols} columns", file=path, field="matrix.values")
+    for r, row in enumerate(values):
+        for c, v in enumerate(row):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= MAX_SCORE):
+                raise DataError(f"cell value {v!r} is not a score: a number in 0..{MAX_SCORE:g} (never negative) or null",
+                                file=path, record=f"stage {m['stages'][r]}", field=f"matrix.{m['tasks'][c]}")
     return data
 
 
 def write_results(path: str | os.PathLike, results: dict[str, Any]) -> None:
     results = {**results, "schema_version": RESULTS_SCHEMA_VERSION}
-    atomic_write_json(path, results)
+    write_if_changed(path, dumps_json(results))

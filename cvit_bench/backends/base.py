@@ -58,8 +58,15 @@ class Backend(Protocol):
 BACKENDS: Registry[type] = Registry("backend")
 
 
-def load_backend(name: str, model: str, **kwargs: Any) -> Backend:
-    """Instantiate a registered backend (importing the built-in ones first)."""
+def backend_class(name: str) -> type:
+    """The registered backend class (importing the built-in ones first). Besides ``load`` it has
+    ``generation_dtype(dtype, device) -> str``: the dtype a load with these options would use, known without
+    loading the model (it enters the prediction fingerprint, so a finished rerun can be recognised early)."""
     from . import hf, predictions  # noqa: F401  (register "hf" and "predictions")
 
-    return BACKENDS.get(name).load(model, **kwargs)
+    return BACKENDS.get(name)
+
+
+def load_backend(name: str, model: str, **kwargs: Any) -> Backend:
+    """Instantiate a registered backend."""
+    return backend_class(name).load(model, **kwargs)

@@ -21,6 +21,11 @@ swaps the stage's weights in (re-attaching only when the stage changes) and ``ac
 injected layers off. Each request's instruction type (``GenerationRequest.ins_type``) is handed to the model
 for the batch (SMoLoRA routes on it). PEFT and such adapters cannot be loaded side by side.
 
+Projector: a stage folder may also hold ``projector.safetensors`` (LLaVA-style trainers retrain the projector
+at every stage; :mod:`cvit_bench.backends.projector`). Its tensors are checked against the base's projector
+when the adapter is added and copied into the projector whenever that stage is activated; a stage without
+one, and ``activate(None)``, get the base's original projector back, bit for bit.
+
 Generation: greedy (``do_sample=False, num_beams=1``), ``max_new_tokens`` = the batch maximum, each output
 then cut to its own request's limit and at the first EOS, so that a request's output does not depend on
 its neighbours' budgets (greedy decoding of a row does not look at other rows). Only new tokens are
@@ -41,6 +46,7 @@ from ..conversation import PromptFormat, get_prompt_format
 from ..errors import CvitError, UnknownNameError
 from .base import BACKENDS, GenerationRequest
 from .processors import load_processor
+from .projector import ProjectorSwap, has_projector
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CPU_BATCH_SIZE = 8
@@ -106,8 +112,15 @@ class HFBackend:
     # Method-format adapters (name → folder) and the one whose weights are attached now.
     _custom: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _attached: str | None = field(default=None, init=False, repr=False)
+    # Stage-specific projector weights (backends/projector.py): name → tensors, None = the base's own.
+    _projector: ProjectorSwap | None = field(default=None, init=False, repr=False)
+    _stage_projectors: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     # ------------------------------------------------------------------ loading
+    @staticmethod
+    def generation_dtype(dtype: str | None, device: str = "auto") -> str:
+        return resolve_dtype(dtype, resolve_device(device))
+
     @classmethod
     def load(
         cls,
@@ -134,8 +147,10 @@ class HFBackend:
             raise CvitError(f"{model}: cannot load the model as image-text-to-text ({e})") from None
         net.to(dev).eval()
         fmt = get_prompt_format(prompt_format, processor)
-        return cls(model=net, processor=processor, prompt_format=fmt, model_path=str(model),
-                   model_type=config.model_type, dtype=dt, device=dev)
+        backend = cls(model=net, processor=processor, prompt_format=fmt, model_path=str(model),
+                      model_type=config.model_type, dtype=dt, device=dev)
+        backend._projector = ProjectorSwap.for_model(net)
+        return backend
 
     # ------------------------------------------------------------------ adapters
     def _is_peft(self) -> bool:
@@ -149,14 +164,28 @@ class HFBackend:
         )
 
     def add_adapter(self, name: str, path: str | Path) -> None:
-        """Load the PEFT adapter in folder ``path`` under ``name`` (unmerged, inactive until ``activate``)."""
+        """Load the adapter in folder ``path`` under ``name`` (unmerged, inactive until ``activate``), with
+        the folder's ``projector.safetensors`` when it has one (swapped in whenever ``name`` is active)."""
+        if name in self.adapters:
+            raise CvitError(f"adapter name {name!r} is already loaded (from {self.adapters[name]})")
+        projector = None
+        if has_projector(path):
+            if self._projector is None:
+                raise CvitError(f"{path}: the stage carries projector weights but the base model "
+                                f"{self.model_path} has no projector module")
+            projector = self._projector.read(path)   # validated before the adapter is loaded
+        self._stage_projectors[name] = projector
+        try:
+            self._add_adapter(name, Path(path))
+        except BaseException:
+            self._stage_projectors.pop(name, None)
+            raise
+
+    def _add_adapter(self, name: str, path: Path) -> None:
         from peft import PeftConfig, PeftModel
 
         from ..baselines.moe_layers import is_custom_adapter
 
-        path = Path(path)
-        if name in self.adapters:
-            raise CvitError(f"adapter name {name!r} is already loaded (from {self.adapters[name]})")
         if is_custom_adapter(path):
             self._add_custom(name, path)
             return
@@ -255,6 +284,8 @@ class HFBackend:
         self._apply_active()
 
     def _apply_active(self) -> None:
+        if self._projector is not None:
+            self._projector.apply(self._stage_projectors.get(self.active) if self.active is not None else None)
         if self._custom:
             from ..baselines.moe_layers import set_active
 
@@ -270,6 +301,8 @@ class HFBackend:
         """Unload adapter ``name``; removing the last one unwraps the base (``unload``, not merged)."""
         if name not in self.adapters:
             raise UnknownNameError("adapter", name, list(self.adapters))
+        if self._stage_projectors.pop(name, None) is not None and self.active == name:
+            self._projector.apply(None)     # the base's own projector back before the stage goes
         if name in self._custom:
             self._remove_custom(name)
             return
@@ -438,6 +471,7 @@ class HFBackend:
             "padding_side": self.processor.tokenizer.padding_side,
             "adapters": dict(self.adapters),
             "active_adapter": self.active,
+            "stage_projectors": sorted(n for n, p in self._stage_projectors.items() if p is not None),
             "transformers_version": transformers.__version__,
             "peft_version": peft.__version__,
         }
