@@ -42,7 +42,8 @@ from .judge_rules import (COIN_SAMPLING, MAX_NEW_TOKENS, SYSTEM_MESSAGE, JudgeCe
                           judge_item, judge_messages)
 from .manifest import read_manifest, resolve_prepared
 from .predictions import discover, read_prediction_file
-from .score import JoinReport, join_cell, load_eval_samples, stage_sort_key
+from .score import load_eval_samples, stage_sort_key
+from .scoring.join import JoinReport, ReferenceJoin, compat_join, standard_join
 
 JUDGE_SCHEMA_VERSION = 1
 CACHE_SCHEMA_VERSION = 1
@@ -116,13 +117,10 @@ class JudgedCell:
                 "n_missing": c.n_missing, "join": self.join.to_dict()}
 
 
-@dataclass
-class _JoinRule:
-    """How the judge's denominator is formed, in the shape :func:`cvit_bench.score.join_cell` expects."""
-
-    id: str
-    universe: str
-    positional: bool = False
+# CoIN create_prompt.py: every line, looked up by str(question_id) in the eval file. It raises KeyError on an
+# unknown id; the judge skips such lines and reports them instead (nothing would be judged otherwise).
+JUDGE_JOIN = ReferenceJoin("judge@coin", "CoIN ETrain/Eval/LLaVA/CoIN/create_prompt.py", "every", "str", "eval-file",
+                           "ignore")
 
 
 @dataclass
@@ -134,7 +132,6 @@ class JudgeRun:
 
 
 def _plan(spec, folder, manifest, predictions, profile, tasks):
-    rule = _JoinRule(PROFILE_METRICS[profile], "predictions" if profile == "compat" else "samples")
     cache: dict[str, list] = {}
     planned = []
     for (stage, task), path in sorted(discover(predictions, spec).items(), key=lambda kv: (stage_sort_key(kv[0][0]), kv[0][1])):
@@ -142,7 +139,9 @@ def _plan(spec, folder, manifest, predictions, profile, tasks):
             continue
         if task not in cache:
             cache[task] = load_eval_samples(folder, manifest, spec, task)
-        samples, preds, report = join_cell(cache[task], read_prediction_file(path), rule, profile)
+        pf = read_prediction_file(path)
+        joined = compat_join(cache[task], pf, JUDGE_JOIN) if profile == "compat" else standard_join(cache[task], pf, "samples")
+        samples, preds, report = joined.samples, joined.texts, joined.report
         kind = spec.task(task).kind
         items = [None if p is None else judge_item(s, p, kind) for s, p in zip(samples, preds)]
         planned.append((stage, task, [s.uid for s in samples], items, report))
