@@ -160,6 +160,7 @@ class MethodEnv:
     data: Any = None
     #: ``samples(task, split) -> prepared samples`` (their prompt and target texts: task similarity)
     samples: Any = None
+    templates: Any = None          # the TemplateSet itself (published sets carry the manifest's templates)
 
 
 class Method:

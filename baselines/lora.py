@@ -4,7 +4,10 @@ LwF, Multitask, DirLoRA).
 Defaults are the papers' (spec/methods.md, benchmarks.md §1.10): r 128, α 256 (``lora_alpha`` unset means
 α = 2r, so ``--lora-r 8`` gives α 16 as in the cvit-mini recipe), dropout 0.05, LoRA on every linear layer of
 the language model only (:data:`~cvit_bench.baselines.base.LLM_TARGET_MODULES`; the vision tower and the
-projector stay frozen, as in SMoLoRA's protocol).
+projector stay frozen, as in SMoLoRA's protocol). ``train_projector=true`` follows CoIN's recipe instead: the
+LLaVA projector (``multi_modal_projector``) is trained in full beside the LoRA (PEFT ``modules_to_save``, so
+its weights travel in the stage's adapter file), with its own learning rate ``projector_lr`` (CoIN: 2e-5;
+unset = the run's lr).
 
 One PEFT model is built per run and kept for all stages (the base is never reloaded): a sequential stage keeps
 training the same adapter in memory; :meth:`LoraMethod.init_adapter` overwrites the adapter weights in place
@@ -24,6 +27,7 @@ from ..errors import CvitError, DataError
 from .base import LLM_TARGET_MODULES, Method, MethodConfig
 
 WEIGHTS_NAME = "adapter_model.safetensors"
+PROJECTOR_MODULE = "multi_modal_projector"
 CONFIG_NAME = "adapter_config.json"
 
 
@@ -37,8 +41,12 @@ class LoraOptions(MethodConfig):
     # trainable-part preset of the model family (cvit_bench.backends.families): None = the family's default
     # (LLaVA/Qwen2-VL: LLM LoRA; InstructBLIP: Q-Former + language projection)
     trainable: str | None = None
+    train_projector: bool = False            # CoIN's recipe: the projector trained in full too
+    projector_lr: float | None = None        # CoIN: 2e-5; None = the run's lr
 
     def __post_init__(self) -> None:
+        if self.projector_lr is not None and self.projector_lr <= 0:
+            raise ValueError(f"projector_lr must be positive, got {self.projector_lr}")
         if self.lora_r <= 0:
             raise ValueError(f"lora_r must be positive, got {self.lora_r}")
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -54,13 +62,17 @@ class LoraOptions(MethodConfig):
 
         alpha = self.alpha
         alpha = int(alpha) if float(alpha).is_integer() else alpha
+        projector = [PROJECTOR_MODULE] if self.train_projector else []
         if model is None:
             return LoraConfig(r=self.lora_r, lora_alpha=alpha, lora_dropout=self.lora_dropout,
-                              target_modules=self.target_modules, use_dora=self.use_dora, bias="none")
+                              target_modules=self.target_modules, use_dora=self.use_dora, bias="none",
+                              modules_to_save=projector or None)
         from ..backends.families import peft_kwargs
 
         kwargs = peft_kwargs(model, self.trainable, r=self.lora_r, alpha=alpha, dropout=self.lora_dropout,
                              target_modules=self.target_modules)
+        if projector:   # CoIN's recipe: the projector trained in full beside the family's own saved parts
+            kwargs["modules_to_save"] = list(dict.fromkeys([*(kwargs.get("modules_to_save") or []), *projector]))
         return LoraConfig(**kwargs, use_dora=self.use_dora, bias="none")
 
 

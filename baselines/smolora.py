@@ -182,10 +182,12 @@ class SmoLoraLinear(AdapterLayer):
         return ins
 
 
-def instruction_texts(template_set: str) -> dict[int, tuple[str, ...]]:
+def instruction_texts(template_set: Any) -> dict[int, tuple[str, ...]]:
+    """Family → templates of a template set id, or of a TemplateSet (a published set read from the files)."""
     from ..templates import load_template_set
 
-    return dict(sorted(load_template_set(template_set).families.items()))
+    ts = load_template_set(template_set) if isinstance(template_set, str) else template_set
+    return dict(sorted(ts.families.items()))
 
 
 def embed_with_base(texts: list[str], tokenizer: Any, embedding: nn.Embedding) -> torch.Tensor:
@@ -224,7 +226,7 @@ class SMoLoRA(MoeMethod):
         if self.env is None or not getattr(self.env, "template_set", None):
             raise CvitError("smolora needs the run's instruction templates to embed its instruction types: "
                             "train it through cvit_bench.baselines.trainer.train_run (or call bind(MethodEnv) first)")
-        families = list(instruction_texts(self.env.template_set))
+        families = list(instruction_texts(getattr(self.env, "templates", None) or self.env.template_set))
         encoder = self.config.instruction_encoder or BASE_ENCODER
         dim = (model.get_input_embeddings().embedding_dim if encoder == BASE_ENCODER
                else int(self._sentence_embeddings(["dimension probe"]).shape[-1]))
@@ -241,7 +243,7 @@ class SMoLoRA(MoeMethod):
                     fresh: bool) -> dict[str, nn.Module]:
         table = InstructionTable(list(structure["families"]), int(structure["instruction_dim"]))
         if fresh:
-            texts = instruction_texts(structure["template_set"])
+            texts = instruction_texts(getattr(self.env, "templates", None) or structure["template_set"])
             rows = []
             for fam in structure["families"]:
                 family_texts = list(texts[fam])

@@ -404,8 +404,11 @@ def train_run(
             cache[key] = enc.examples
         return cache[key]
 
+    from ..templates import template_set_of
+
     m.bind(MethodEnv(spec=spec, template_set=manifest.get("template_set"), processor=processor,
-                     initial_tasks=tuple(initial), data=data_fn, samples=samples_fn))
+                     initial_tasks=tuple(initial), data=data_fn, samples=samples_fn,
+                     templates=template_set_of(manifest) if manifest.get("template_set") else None))
     model = m.wrap(model)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -487,10 +490,17 @@ def _train_stage(m: Method, ctx: StageContext, wrapped: Any, acc: Any, settings:
                       rank=acc.process_index, world=acc.num_processes)
     total = len(steps)
     warmup = warmup_count(total, settings.warmup_ratio, settings.warmup_steps)
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
     if not params:
         raise CvitError(f"method {m.name!r}: no trainable parameters after attaching the adapter")
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    # A method may give the projector its own learning rate (CoIN's recipe: LoRA 2e-4, projector 2e-5).
+    projector_lr = getattr(m.config, "projector_lr", None)
+    on_projector = [p for n, p in named if projector_lr and "multi_modal_projector" in n]
+    groups = [{"params": [p for n, p in named if not (projector_lr and "multi_modal_projector" in n)]}]
+    if on_projector:
+        groups.append({"params": on_projector, "lr": projector_lr})
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
     optimizer = acc.prepare_optimizer(optimizer)
     # Dropout (and any other randomness) depends only on (seed, stage): a resumed stage equals an uninterrupted one.

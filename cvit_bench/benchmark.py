@@ -139,6 +139,11 @@ class BenchmarkSpec:
     def fewshot_stages(self) -> list[tuple[str, str]]:
         return [(label, d.task) for d in self.downstream for label in d.stage_labels()]
 
+    def summary_label(self, key: str) -> str:
+        """The name a summary aggregate has in this benchmark's papers (CoIN: AP is ACC, MAP is MAA), same formula."""
+        names = self.extra.get("summary_names") or {}
+        return str(names.get(key, key))
+
     def metric_ids(self) -> list[str]:
         return sorted({m for t in self.tasks.values() for m in t.metrics.values()})
 
@@ -243,8 +248,22 @@ def load_benchmark(benchmark_id: str) -> BenchmarkSpec:
         path = _benchmarks_dir() / f"{benchmark_id}.yaml"
         if not path.is_file():
             raise UnknownNameError("benchmark", benchmark_id, benchmark_ids())
+    return parse_benchmark(_read_yaml(path), path)
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The YAML's mapping; ``extends: <id>`` starts from that packaged benchmark and replaces its top-level keys
+    (a task order variant repeats nothing but what differs)."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise DataError(f"malformed YAML: {exc}", file=path) from None
-    return parse_benchmark(data, path)
+    if not isinstance(data, dict):
+        raise DataError("a benchmark YAML must be a mapping", file=path)
+    base_id = data.pop("extends", None)
+    if base_id is None:
+        return data
+    base_path = _benchmarks_dir() / f"{base_id}.yaml"
+    if not base_path.is_file() or base_path in seen:
+        raise DataError(f"extends unknown or circular benchmark {base_id!r}", file=path, field="extends")
+    return {**_read_yaml(base_path, (*seen, path)), **data}

@@ -102,23 +102,27 @@ def list_command() -> None:
         stdout.print(table)
     stdout.print(f"template sets: {', '.join(template_set_ids())}")
     stdout.print(f"metric ids: {', '.join(metric_ids())}")
+    from .judge_rules import PARSERS
+
+    stdout.print(f"judge metric ids (General Knowledge track, `cvit-bench judge`): {', '.join(PARSERS.names())}")
 
 
 @main.command("prepare")
 @click.option("--benchmark", default="cvit", show_default=True, help="benchmark id or path to a benchmark YAML")
 @click.option("--templates", default="single", show_default=True, help="instruction template set (single|five|...)")
-@click.option("--source", default="cvit-files", show_default=True, help="raw | cvit-files | synthetic")
+@click.option("--source", default="cvit-files", show_default=True, help="raw | cvit-files | coin-files | synthetic")
 @click.option("--raw-root", type=click.Path(path_type=Path), default=None, help="folder with the source files")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="output folder (benchmark subfolder inside)")
 @click.option("--tasks", default=None, help="comma-separated subset of tasks")
 @click.option("--limit-per-split", type=click.IntRange(min=1), default=None, help="deterministic subsample of N samples per split")
+@click.option("--test-subset", type=click.IntRange(min=1), default=None, help="seeded N-sample subset of each test split (default: the full file)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--image-root", type=click.Path(path_type=Path), default=None, help="image paths are relative to this (default: --raw-root)")
 @click.option("--path", "path_overrides", multiple=True, help="NAME=PATH override of one dataset folder or file")
 @click.option("--embed-images", is_flag=True, help="copy the images into the prepared folder")
 @click.option("--allow-missing-images", is_flag=True, help="leave out samples whose image is missing (listed in the manifest)")
 @click.option("--verify-images", is_flag=True, help="decode every image; undecodable files count as missing (slow)")
-def prepare_command(benchmark, templates, source, raw_root, out, tasks, limit_per_split, seed, image_root, path_overrides,
+def prepare_command(benchmark, templates, source, raw_root, out, tasks, limit_per_split, test_subset, seed, image_root, path_overrides,
                     embed_images, allow_missing_images, verify_images) -> None:
     """Build the prepared benchmark (parquet per task and split + manifest.json)."""
     from .prepare import prepare
@@ -127,7 +131,8 @@ def prepare_command(benchmark, templates, source, raw_root, out, tasks, limit_pe
         raise click.UsageError("--raw-root is required for this source")
     with RichProgress(console) as progress:
         result = prepare(benchmark, templates=templates, source=source, raw_root=raw_root or Path("."), out=out,
-                         tasks=_csv(tasks), limit_per_split=limit_per_split, seed=seed, image_root=image_root,
+                         tasks=_csv(tasks), limit_per_split=limit_per_split, test_subset=test_subset, seed=seed,
+                         image_root=image_root,
                          paths=_pairs(path_overrides, "--path"), embed_images=embed_images,
                          allow_missing_images=allow_missing_images, verify_images=verify_images,
                          progress=progress)
@@ -153,6 +158,17 @@ def export_command(fmt, data, benchmark, out) -> None:
     click.echo(f"wrote {folder}")
 
 
+def _summary_labeller(benchmark_id: str):
+    """CoIN calls AP "ACC" and MAP "MAA": show the benchmark's own names (the formulas are the same)."""
+    from .benchmark import load_benchmark
+
+    try:
+        spec = load_benchmark(benchmark_id)
+    except CvitError:
+        return lambda key: key
+    return lambda key: key if spec.summary_label(key) == key else f"{spec.summary_label(key)} (={key})"
+
+
 def print_results_summary(results: dict) -> None:
     """The accuracy matrix and the CL summary as rich tables (used by score and evaluate)."""
     m = results["matrix"]
@@ -165,8 +181,9 @@ def print_results_summary(results: dict) -> None:
         table.add_row(label, *("" if v is None else f"{v:.2f}" for v in row))
     stdout.print(table)
     summary = Table(title="continual-learning summary")
+    label = _summary_labeller(results["benchmark"]["id"])
     for key in results["summary"]:
-        summary.add_column(key, justify="right")
+        summary.add_column(label(key), justify="right")
     summary.add_row(*("—" if v is None else f"{v:.2f}" for v in results["summary"].values()))
     stdout.print(summary)
     if results.get("downstream"):
@@ -330,6 +347,7 @@ def demo_command(out, methods, templates, seed) -> None:
 
 
 # Command families that live in their own modules.
+from .cli_judge import judge_command, leaderboard_judge_command  # noqa: E402
 from .cli_leaderboard import leaderboard_group  # noqa: E402
 from .cli_import import import_run_command  # noqa: E402
 from .cli_metrics import metrics_command  # noqa: E402
@@ -338,9 +356,11 @@ from .cli_server import register as register_server_commands  # noqa: E402
 from .cli_mini import mini_base_group  # noqa: E402
 from .cli_train import train_command  # noqa: E402
 
-for _command in (metrics_command, report_command, train_command, leaderboard_group, mini_base_group, import_run_command):
+for _command in (metrics_command, report_command, train_command, leaderboard_group, mini_base_group, import_run_command,
+                 judge_command):
     main.add_command(_command)
 register_server_commands(leaderboard_group)
+leaderboard_group.add_command(leaderboard_judge_command)
 
 
 if __name__ == "__main__":

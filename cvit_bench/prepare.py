@@ -52,6 +52,9 @@ class MissingImagesError(CvitError):
         )
 
 
+SUBSET_RULE = "the n samples with the smallest sha256('subsample:<seed>:<uid>'), kept in file order"
+
+
 def subsample(samples: list[Sample], limit: int | None, seed: int) -> list[Sample]:
     """Deterministic subset of ``limit`` samples chosen by hash of (seed, uid), kept in file order."""
     if limit is None or len(samples) <= limit:
@@ -99,6 +102,7 @@ def prepare(
     out: str | os.PathLike,
     tasks: list[str] | None = None,
     limit_per_split: int | None = None,
+    test_subset: int | None = None,
     seed: int = 0,
     image_root: str | os.PathLike | None = None,
     paths: dict[str, str] | None = None,
@@ -120,6 +124,13 @@ def prepare(
     task_ids = tasks or spec.all_tasks()
     for t in task_ids:
         spec.task(t)  # unknown task -> error listing valid ones
+    if test_subset is not None and test_subset < 1:
+        raise CvitError(f"--test-subset must be a positive number of samples, got {test_subset}")
+    if template_set.published and src.assigns_templates:
+        # A published set's text is only in the published files: read it from there before assigning it.
+        from .tasks.coin_files import harvest_published_templates
+
+        harvest_published_templates(ctx, task_ids)
 
     if limit_per_split is not None and (type(limit_per_split) is not int or limit_per_split < 1):
         raise CvitError(f"limit_per_split must be a positive number of samples, not {limit_per_split!r}")
@@ -134,14 +145,17 @@ def prepare(
                 progress.message(f"loading {task_id}/{split}")
                 samples = src.load(ctx, task, split)
                 samples = subsample(samples, limit_per_split, seed)
+                if split == spec.eval_split:
+                    samples = subsample(samples, test_subset, seed)
                 if src.assigns_templates:
-                    assign_templates(samples, spec, template_set, seed)
+                    assign_templates(samples, spec, ctx.template_set, seed)
                 missing = find_missing_images(samples, img_root, verify_images)
                 all_missing.extend(missing)
                 loaded.append((task_id, split, samples))
         if all_missing and not allow_missing_images:
             raise MissingImagesError(all_missing, img_root)
         missing_uids = {uid for uid, _ in all_missing}
+        template_set = ctx.template_set   # a published set now holds every instruction the files use
         for task_id, split, samples in loaded:
             task = spec.task(task_id)
             kept = [s for s in samples if s.uid not in missing_uids]
@@ -173,8 +187,11 @@ def prepare(
             "template_set": template_set.id, "seed": seed, "source": source,
             "image_root": "images" if embed_images else str(img_root.resolve()),
             "limit_per_split": limit_per_split,
+            "test_subset": ({"n": test_subset, "rule": SUBSET_RULE} if test_subset is not None else "full"),
             "files": files, "tasks": task_info, "left_out": left_out, "notes": notes,
         }
+        if template_set.published:
+            manifest["templates"] = {str(f): list(t) for f, t in sorted(template_set.families.items())}
         write_manifest(tmp, manifest)
     return PrepareResult(folder=final, manifest=manifest, summary=summary)
 

@@ -3,6 +3,13 @@
 A template set maps each instruction family (``ins_type``) to its list of templates: one string for
 ``single``, five paraphrases for ``five``. Benchmarks may ship their own sets (a YAML file with the same
 shape in ``instructions/``).
+
+A *published* set (CoIN's ``original``, ``diverse``, ``10type``) names the folders of the published files
+(``published: [Instructions_Original, ...]``) instead of listing templates: its text exists only inside those
+files, so it is read from them at prepare time (the instruction is the last line of each ``text``) and never
+typed in. Such a set starts empty; :meth:`TemplateSet.extended` returns the set with newly seen instructions
+appended, so template indices follow first appearance in the files (deterministic), and prepare records the
+collected templates in the manifest.
 """
 from __future__ import annotations
 
@@ -25,12 +32,24 @@ class TemplateSet:
     id: str
     description: str
     families: dict[int, tuple[str, ...]]
+    published: tuple[str, ...] = ()   # folder names of the published files the templates are read from
 
     def templates(self, family: int) -> tuple[str, ...]:
         try:
             return self.families[family]
         except KeyError:
+            if self.published:
+                return ()
             raise DataError(f"template set {self.id!r} has no family {family}", field="family") from None
+
+    def extended(self, family: int, instructions: list[str]) -> TemplateSet:
+        """This set with the instructions not yet known for ``family`` appended (published sets only)."""
+        known = self.templates(family)
+        new = [i for i in dict.fromkeys(instructions) if i not in known]
+        if not new:
+            return self
+        return TemplateSet(id=self.id, description=self.description,
+                           families={**self.families, family: known + tuple(new)}, published=self.published)
 
     def choose(self, family: int, seed: int, uid: str) -> tuple[int, str]:
         options = self.templates(family)
@@ -94,9 +113,24 @@ def load_template_set(set_id: str) -> TemplateSet:
     if not path.is_file():
         raise UnknownNameError("template set", set_id, template_set_ids())
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    published = data.get("published") or []
+    if not isinstance(published, list) or not all(isinstance(p, str) for p in published):
+        raise DataError("must be a list of folder names", file=path, field="published")
     families = {}
     for key, value in (data.get("families") or {}).items():
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             raise DataError("each family must map to a non-empty list of strings", file=path, record=key, field="families")
         families[int(key)] = tuple(value)
-    return TemplateSet(id=data.get("id", set_id), description=data.get("description", ""), families=families)
+    if not families and not published:
+        raise DataError("a template set needs `families` or `published`", file=path, field="families")
+    return TemplateSet(id=data.get("id", set_id), description=data.get("description", ""), families=families,
+                       published=tuple(published))
+
+
+def template_set_of(manifest: dict) -> TemplateSet:
+    """The template set a prepared benchmark was built with; a published set comes back with the templates
+    prepare read from the files (the manifest's ``templates``)."""
+    ts = load_template_set(manifest["template_set"])
+    for family, texts in (manifest.get("templates") or {}).items():
+        ts = ts.extended(int(family), list(texts))
+    return ts

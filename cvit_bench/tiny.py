@@ -12,6 +12,8 @@ test time instead of being committed.
   gives the real LLaVA-1.5-7B shapes (336 px, patch 14, 576 image tokens, CLIP ViT-L/14 and a 7B LLaMA):
   about 7 B parameters, for GPU throughput/memory benchmarks only, never for tests.
 * :func:`build_tiny_qwen2vl`: Qwen2-VL layout with dynamic image tokens and M-RoPE.
+* :func:`build_tiny_chat_lm`: a text-only Qwen2 causal LM with a ChatML chat template (the shape of
+  Qwen1.5-Chat, CoIN's judge), for the General Knowledge judge tests.
 * :func:`make_lora_adapter`: a PEFT LoRA/DoRA adapter for such a base with random, non-zero B matrices,
   so that it visibly changes generations (a freshly initialised LoRA has B = 0 and changes nothing).
 """
@@ -22,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CORPUS", "build_tiny_llava", "build_tiny_qwen2vl", "make_lora_adapter", "tiny_llava_parts"]
+__all__ = ["CORPUS", "build_tiny_chat_lm", "build_tiny_llava", "build_tiny_qwen2vl", "make_lora_adapter",
+           "tiny_llava_parts"]
 
 VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -262,6 +265,32 @@ def _qwen_tokenizer(vocab_size: int = 500):
         extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
                               "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"},
     )
+
+
+_CHATML_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+
+
+def build_tiny_chat_lm(out_dir: str | Path, *, seed: int = 0, hidden: int = 32) -> Path:
+    """A random Qwen2 causal LM (two layers) + ChatML tokenizer, loadable with ``AutoModelForCausalLM``."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    tokenizer = _qwen_tokenizer()
+    tokenizer.chat_template = _CHATML_TEMPLATE
+    cfg = Qwen2Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(cfg).eval()
+    _set_generation_ids(model, tokenizer)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
 
 
 def build_tiny_qwen2vl(out_dir: str | Path, *, seed: int = 0, text_hidden: int = 64) -> Path:

@@ -108,6 +108,7 @@ class BoardView:
     summary_columns: list[str]
     sections: list[SectionView]
     n_entries: int
+    summary_labels: dict[str, str] = field(default_factory=dict)   # CoIN boards: AP shown as ACC, MAP as MAA
 
 
 # ------------------------------------------------------------------------------------------------ pure views
@@ -214,7 +215,17 @@ def board_view(key: BoardKey, entries: list[Entry]) -> BoardView:
         if rows:
             sections.append(SectionView(tier, title, rows))
     return BoardView(key=key, anchor=f"board-{key.slug()}", title=key.describe(), task_columns=tasks,
-                     summary_columns=summary_columns, sections=sections, n_entries=len(entries))
+                     summary_columns=summary_columns, sections=sections, n_entries=len(entries),
+                     summary_labels=_summary_labels(key.benchmark, summary_columns))
+
+
+def _summary_labels(benchmark_id: str, columns: list[str]) -> dict[str, str]:
+    from cvit_bench.benchmark import benchmark_ids, load_benchmark
+
+    if benchmark_id not in benchmark_ids():
+        return {}
+    spec = load_benchmark(benchmark_id)
+    return {c: spec.summary_label(c) for c in columns if spec.summary_label(c) != c}
 
 
 def entry_facts(entry: Entry) -> list[tuple[str, str]]:

@@ -4,6 +4,8 @@ Sources (``prepare --source NAME``) are registered in :data:`SOURCES`:
 
 * ``cvit-files`` (:mod:`cvit_bench.tasks.cvit_files`): the published LLaVA-style CVIT instruction files, joined
   with the official annotation files the scorers need;
+* ``coin-files`` (:mod:`cvit_bench.tasks.coin_files`): the published CoIN instruction files, joined the
+  same way;
 * ``raw``: the official raw datasets, one loader per dataset in :data:`RAW_LOADERS` (module
   ``cvit_bench/tasks/<task>.py``).
 
@@ -52,8 +54,8 @@ SOURCES: Registry[Source] = Registry("source")
 RAW_LOADERS: Registry[Callable[[LoadContext, TaskSpec, str], list[Sample]]] = Registry("raw loader")
 
 # Modules that register sources/loaders on import.
-_MODULES = ("cvit_files", "raw", "scienceqa", "textvqa", "flickr30k", "imagenet", "gqa", "vqav2", "vizwiz",
-            "textcaps", "ocrvqa", "places365", "synthetic", "okvqa", "aokvqa")
+_MODULES = ("cvit_files", "coin_files", "raw", "refcoco", "scienceqa", "textvqa", "flickr30k", "imagenet", "gqa",
+            "vqav2", "vizwiz", "textcaps", "ocrvqa", "places365", "synthetic", "okvqa", "aokvqa")
 
 
 def load_sources() -> None:

@@ -410,6 +410,9 @@ for _rule in (
                   reads_every_line=True, checks=(_gqa_nothing_balanced,)),
     ReferenceJoin("imagenet@smolora", _SMOLORA + "eval_ImagetNet.py", "position", "str", "eval-file", "crash"),
     ReferenceJoin("imagenet@coin", _COIN + "eval_ImagetNet.py", "position", "str", "eval-file", "crash"),
+    # CoIN eval_grounding.py: a dict by raw question_id, every line scored, an unknown id raises KeyError.
+    ReferenceJoin("grounding@coin", _COIN + "eval_grounding.py", "every", "raw", "eval-file", "crash",
+                  checks=(_nothing_scored(_EMPTY),)),
     ReferenceJoin("flickr30k@smolora", _SMOLORA + "eval_flickr30k_cider.py", "last", "str", "eval-file", "ignore",
                   string_answer="chars", checks=(_caption_corpus("eval_flickr30k_cider.py", True),)),
     ReferenceJoin("textcaps@smolora", _SMOLORA + "eval_textcaps_cider.py", "last", "str", "eval-file", "ignore",

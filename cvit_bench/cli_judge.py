@@ -1,0 +1,76 @@
+"""``cvit-bench judge``: the General Knowledge track (an LLM judge, :mod:`cvit_bench.judge`); thin on purpose."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+@click.command("judge")
+@click.option("--predictions", type=click.Path(path_type=Path), required=True, help="DIR/<stage>/<task>.jsonl (as for score)")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="prepared folder (prepare --out)")
+@click.option("--judge", "judge_model", required=True, help="judge model: a folder or a locally cached hub id (causal LM with a chat template)")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="writes OUT/judge.json and OUT/judgments/")
+@click.option("--benchmark", default="coin", show_default=True)
+@click.option("--profile", type=click.Choice(["compat", "standard"]), default="compat", show_default=True,
+              help="compat: CoIN's reply parser and rounding (gk_judge@coin); standard: gk_judge@robust")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="judgment cache file (default OUT/judgments.jsonl)")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--sampling", type=click.Choice(["greedy", "coin"]), default="greedy", show_default=True,
+              help="greedy (reproducible) or CoIN's temperature 0.7 / top_p 0.8 / repetition penalty 1.05")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tasks", default=None, help="comma-separated subset of tasks")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def judge_command(predictions, data, judge_model, out, benchmark, profile, cache, batch_size, sampling, seed, tasks,
+                  dtype, device) -> None:
+    """Rate predictions 0-10 with an LLM judge (CoIN's General Knowledge track); cached, never mixed with rule scores."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .judge import JudgeSettings, run_judge
+
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    with Progress(TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                  transient=True) as bar:
+        job = bar.add_task("judging", total=None)
+        run = run_judge(predictions, data, judge_model=judge_model, out=out, benchmark=benchmark, profile=profile,
+                        cache=cache, batch_size=batch_size, settings=JudgeSettings(sampling=sampling, seed=seed),
+                        dtype=dtype, device=device, tasks=task_list,
+                        progress=lambda done, total: bar.update(job, completed=done, total=total))
+    r = run.results
+    names = r.get("summary_names") or {}
+    table = Table(title=f"General Knowledge ({r['metric']}) — {r['benchmark']['id']} / {r['benchmark']['template_set']}")
+    table.add_column("after stage")
+    for t in r["matrix"]["tasks"]:
+        table.add_column(t, justify="right")
+    for label, row in zip(r["matrix"]["stages"], r["matrix"]["values"]):
+        table.add_row(label, *("" if v is None else f"{v:.2f}" for v in row))
+    Console().print(table)
+    console.print("  ".join(f"{names.get(k, k)} {'—' if v is None else f'{v:.2f}'}" for k, v in r["summary"].items()),
+                  highlight=False)
+    console.print(f"judgments: {run.n_asked} asked, {run.n_cached} from the cache", highlight=False)
+    click.echo(f"wrote {Path(out) / 'judge.json'}")
+
+
+@click.command("judge")
+@click.option("--board", required=True, type=click.Path(file_okay=False, path_type=Path), help="board folder")
+@click.option("--predictions", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True)
+@click.option("--data", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
+              help="the board's prepared references")
+@click.option("--meta", required=True, type=click.Path(dir_okay=False, path_type=Path), help="meta.yaml of the method")
+@click.option("--judge", "judge_model", required=True, help="the board's pinned judge model")
+@click.option("--benchmark", default="coin", show_default=True)
+@click.option("--profile", type=click.Choice(["compat", "standard"]), default="compat", show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def leaderboard_judge_command(board, predictions, data, meta, judge_model, benchmark, profile, batch_size, device) -> None:
+    """Judge a method's predictions on the board: a General Knowledge entry in its own table."""
+    from .leaderboard.judged import add_judged
+
+    entry = add_judged(board, predictions, data, judge_model=judge_model, meta=meta, benchmark=benchmark,
+                       profile=profile, batch_size=batch_size, device=device)
+    click.echo(f"added General Knowledge entry {entry.id} ({entry.name}) on board {entry.board.describe()}")
