@@ -21,10 +21,11 @@ from typing import Any
 import torch
 
 from ..errors import CvitError, DataError
+from ..run_file import ADAPTER_CONFIG, DEFAULT_WEIGHTS
 from .base import LLM_TARGET_MODULES, Method, MethodConfig
 
-WEIGHTS_NAME = "adapter_model.safetensors"
-CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = DEFAULT_WEIGHTS
+CONFIG_NAME = ADAPTER_CONFIG
 
 
 @dataclass(frozen=True)

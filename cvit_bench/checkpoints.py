@@ -8,7 +8,7 @@
      "fewshot": [{"name": "fewshot-5", "task": "places365", "path": "...", "sha256": "..."}],
      "eval_adapter": "latest" | "own-task", "kind": "sequential" | "multitask" | "independent" | "zero-shot"}
 
-(the full schema written by ``train`` is in :mod:`cvit_bench.baselines.run_dir`). ``eval_adapter = "own-task"``
+(the type, reader and writer are in :mod:`cvit_bench.run_file`). ``eval_adapter = "own-task"``
 (dir-lora: one independent adapter per task) makes the runner evaluate task i with stage i's adapter at every later
 stage, so that reference's BWT is 0 by construction. ``kind = "multitask"`` (one stage trained on every upstream
 task) is evaluated as the final row only; ``kind = "zero-shot"`` (no stages) as the zero-shot row.
@@ -23,8 +23,7 @@ from typing import Any
 from .benchmark import BenchmarkSpec
 from .errors import CvitError, MissingFileError
 from .files import sha256_file
-
-ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+from .run_file import ADAPTER_CONFIG, ADAPTER_WEIGHT_FILES, RUN_NAME, StageEntry, read_run
 
 
 @dataclass
@@ -57,32 +56,29 @@ def adapter_weights(path: Path, weights: str | None = None) -> Path:
 
 
 def checkpoint_sha256(path: Path, weights: str | None = None) -> str:
-    if not (path / "adapter_config.json").is_file():
+    if not (path / ADAPTER_CONFIG).is_file():
         raise CvitError(f"{path}: stage folder missing or not an adapter (no adapter_config.json)")
     return sha256_file(adapter_weights(path, weights))
 
 
 def load_run_dir(run_dir: str | os.PathLike) -> RunPlan:
-    from .baselines.run_dir import RUN_NAME, read_run
-
     run_dir = Path(run_dir)
     data = read_run(run_dir)
     if data is None:
         raise MissingFileError(run_dir / RUN_NAME, "run description (run.json) of a run directory")
 
-    def stage(entry: dict, label: str) -> StageCheckpoint:
-        path = run_dir / entry["path"]
-        actual = checkpoint_sha256(path, entry.get("weights"))
-        if entry.get("sha256") and entry["sha256"] != actual:
-            raise CvitError(f"{path}: adapter weights sha256 {actual[:12]}… differs from run.json ({entry['sha256'][:12]}…)")
-        return StageCheckpoint(label=label, task=entry["task"], path=path, sha256=actual)
+    def stage(entry: StageEntry, label: str) -> StageCheckpoint:
+        path = run_dir / entry.path
+        actual = checkpoint_sha256(path, entry.weights)
+        if entry.sha256 and entry.sha256 != actual:
+            raise CvitError(f"{path}: adapter weights sha256 {actual[:12]}… differs from run.json ({entry.sha256[:12]}…)")
+        return StageCheckpoint(label=label, task=entry.task, path=path, sha256=actual)
 
-    stages = [stage(e, str(e["index"])) for e in sorted(data.get("stages", []), key=lambda e: e["index"])]
-    fewshot = [stage(e, e["name"]) for e in data.get("fewshot", [])]
-    return RunPlan(base_model=data.get("base_model"), method=data.get("method"), template_set=data.get("template_set"),
-                   benchmark=data.get("benchmark"), stages=stages, fewshot=fewshot,
-                   eval_adapter=data.get("eval_adapter", "latest"), kind=data.get("kind", "sequential"),
-                   source=str(run_dir))
+    stages = [stage(e, str(e.index)) for e in sorted(data.stages, key=lambda e: e.index)]
+    fewshot = [stage(e, e.name) for e in data.fewshot]
+    return RunPlan(base_model=data.base_model, method=data.method, template_set=data.template_set,
+                   benchmark=data.benchmark, stages=stages, fewshot=fewshot,
+                   eval_adapter=data.eval_adapter, kind=data.kind, source=str(run_dir))
 
 
 def plan_from_paths(paths: list[str], stage_tasks: list[str] | None, spec: BenchmarkSpec) -> RunPlan:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .backends.adapters import result_sections
 from .benchmark import ZERO_SHOT_STAGE, BenchmarkSpec, load_benchmark, upstream_cells
 from .checkpoints import RunPlan, StageCheckpoint, check_sequence
 from .errors import CvitError
@@ -300,13 +301,9 @@ class Evaluation:
         warnings = list(self.failures)
         if self.opts.limit:
             warnings.append(f"evaluated on the first {self.opts.limit} samples per task (--limit): not comparable to full runs")
-        extra = {}
-        # Routing log of a mixture-of-LoRA run (cvit_bench.baselines.moe_layers): the final upstream stage's
-        # routing.json, {task: {block: count}}; a routing.json beside the output folder is the fallback.
-        candidates = [s.path / "routing.json" for s in reversed(self.plan.stages)] + [self.out.parent / "routing.json"]
-        routing = next((p for p in candidates if p.is_file()), None)
-        if routing is not None:
-            extra["routing"] = json.loads(routing.read_text())
+        # Sections a stage's adapter format adds (the mixture-of-LoRA format: "routing", from the final
+        # upstream stage's routing.json); see cvit_bench.backends.adapters "result_sections".
+        extra = result_sections([s.path for s in self.plan.stages])
         results = assemble_results(
             self.spec, self.opts.profile, self.template_set,
             self.scored, base_model=self.base_model, method=self.plan.method, stages=stages, generation=generation,

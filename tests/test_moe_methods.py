@@ -459,7 +459,7 @@ def test_hf_backend_attaches_swaps_and_detaches(runs, tiny_llava_dir, processor,
         solo.add_adapter("x", out / "stage-02-imagenet")
         solo.activate("x")
         assert solo.generate(reqs, images) == second
-        with pytest.raises(CvitError, match="PEFT adapter cannot be loaded next to"):
+        with pytest.raises(CvitError, match="peft adapter cannot be loaded next to the cvit-moe adapters"):
             be.add_adapter("peft", make_lora_adapter(tiny_llava_dir, tmp_path / f"lora-{method}", seed=1))
         be.remove_adapter("1")
         be.remove_adapter("2")
