@@ -2,6 +2,13 @@
 
 A benchmark names its upstream sequence, its downstream protocols, and per task the instruction family,
 prompt composition, metric id per profile, IF check, ``max_new_tokens`` and image preprocessing mode.
+
+The YAML is validated, not trusted: an unknown key (at the top, in a task, in a downstream entry), an
+unknown task kind, composition, image mode, profile, metric id, IF-check id, template set or downstream
+protocol is a :class:`~cvit_bench.errors.DataError` naming the file, the key path (``tasks.textvqa.if_chek``)
+and the valid choices. A task may carry one block per task source that needs settings (``cvit_files``,
+``raw``, ``synthetic``); a third-party source adds its block name to :data:`TASK_BLOCKS` (at import time or
+through the entry-point group ``cvit_bench.task_blocks``, value: a one-line description).
 """
 from __future__ import annotations
 
@@ -14,11 +21,25 @@ from typing import Any
 import yaml
 
 from .errors import CvitError, DataError, UnknownNameError
+from .registry import Registry
 from .templates import COMPOSITIONS
 
 PROFILES = ("compat", "standard")
 SCHEDULES = ("lower", "full", "final")
 ZERO_SHOT_STAGE = "0"
+TASK_KINDS = ("multiple_choice", "short_answer", "caption", "classification", "grounding")
+IMAGE_MODES = ("pad", "crop")
+DOWNSTREAM_PROTOCOLS = ("zero-shot-final", "few-shot")
+TOP_KEYS = ("id", "version", "description", "paper", "base_model", "template_sets", "prompt_format",
+            "generation_profile", "schedule", "eval_split", "upstream", "downstream", "tasks")
+TASK_KEYS = ("kind", "family", "composition", "metrics", "if_check", "max_new_tokens", "image_mode")
+DOWNSTREAM_KEYS = ("task", "protocol", "shots", "epochs")
+
+#: Per-task settings blocks of task sources (block name → what it configures).
+TASK_BLOCKS: Registry[str] = Registry("task block", entry_points="cvit_bench.task_blocks", discover=lambda: None)
+TASK_BLOCKS.add("cvit_files", "source cvit-files: folder and file per split of the published CVIT files")
+TASK_BLOCKS.add("raw", "source raw: official splits of the raw dataset")
+TASK_BLOCKS.add("synthetic", "source synthetic: generator and split sizes of a cvit-mini task")
 
 
 @dataclass(frozen=True)
@@ -123,18 +144,62 @@ def _require(data: dict, key: str, path: Path, record: str | None = None) -> Any
     return data[key]
 
 
+def _check_keys(mapping: Any, allowed: tuple[str, ...] | list[str], path: Path, where: str) -> None:
+    """``mapping`` must be a mapping whose keys are all in ``allowed`` (errors name the key path)."""
+    if not isinstance(mapping, dict):
+        raise DataError(f"must be a mapping, got {type(mapping).__name__}", file=path, field=where or "(top level)")
+    for key in mapping:
+        if key not in allowed:
+            raise DataError(f"unknown key; valid keys here: {', '.join(allowed)}", file=path,
+                            field=f"{where}.{key}" if where else str(key))
+
+
+def _check_choice(value: Any, choices: list[str] | tuple[str, ...], path: Path, where: str, what: str) -> None:
+    if value not in choices:
+        raise DataError(f"unknown {what} {value!r}; valid: {', '.join(choices)}", file=path, field=where)
+
+
+def validate_benchmark_data(data: Any, path: Path) -> None:
+    """Strict checks of a benchmark YAML's content (see the module docstring); raises :class:`DataError`."""
+    from .scoring.base import metric_ids
+    from .scoring.instruction_following import IF_CHECKS
+    from .templates import template_set_ids
+
+    _check_keys(data, TOP_KEYS, path, "")
+    for i, set_id in enumerate(data.get("template_sets") or []):
+        _check_choice(set_id, template_set_ids(), path, f"template_sets[{i}]", "template set")
+    if "schedule" in data:
+        _check_choice(data["schedule"], SCHEDULES, path, "schedule", "schedule")
+    metrics_known = metric_ids()
+    task_keys = TASK_KEYS + tuple(TASK_BLOCKS.names())
+    for tid, t in (data.get("tasks") or {}).items():
+        rec = f"tasks.{tid}"
+        _check_keys(t, task_keys, path, rec)
+        if "kind" in t:
+            _check_choice(t["kind"], TASK_KINDS, path, f"{rec}.kind", "task kind")
+        if "composition" in t:
+            _check_choice(t["composition"], COMPOSITIONS, path, f"{rec}.composition", "composition")
+        if "image_mode" in t:
+            _check_choice(t["image_mode"], IMAGE_MODES, path, f"{rec}.image_mode", "image mode")
+        _check_keys(t.get("metrics") or {}, PROFILES, path, f"{rec}.metrics")
+        for profile, metric in (t.get("metrics") or {}).items():
+            _check_choice(metric, metrics_known, path, f"{rec}.metrics.{profile}", "metric id")
+        if t.get("if_check") is not None:
+            _check_choice(t["if_check"], IF_CHECKS.names(), path, f"{rec}.if_check", "instruction-following check")
+    for i, d in enumerate(data.get("downstream") or []):
+        _check_keys(d, DOWNSTREAM_KEYS, path, f"downstream[{i}]")
+        if "protocol" in d:
+            _check_choice(d["protocol"], DOWNSTREAM_PROTOCOLS, path, f"downstream[{i}].protocol", "protocol")
+
+
 def parse_benchmark(data: dict, path: Path) -> BenchmarkSpec:
+    validate_benchmark_data(data, path)
     tasks = {}
     for tid, t in (_require(data, "tasks", path) or {}).items():
         rec = f"tasks.{tid}"
         composition = _require(t, "composition", path, rec)
-        if composition not in COMPOSITIONS:
-            raise DataError(f"must be one of {', '.join(COMPOSITIONS)}", file=path, record=rec, field="composition")
         metrics = dict(_require(t, "metrics", path, rec))
-        for profile in metrics:
-            if profile not in PROFILES:
-                raise DataError(f"unknown profile {profile!r}", file=path, record=rec, field="metrics")
-        known = {"kind", "family", "composition", "metrics", "if_check", "max_new_tokens", "image_mode", "cvit_files", "raw"}
+        known = set(TASK_KEYS) | {"cvit_files", "raw"}
         tasks[tid] = TaskSpec(
             id=tid, kind=_require(t, "kind", path, rec), family=int(_require(t, "family", path, rec)),
             composition=composition, metrics=metrics, if_check=t.get("if_check"),
@@ -150,8 +215,7 @@ def parse_benchmark(data: dict, path: Path) -> BenchmarkSpec:
     for tid in list(upstream) + [d.task for d in downstream]:
         if tid not in tasks:
             raise DataError(f"task {tid!r} is in the sequence but not defined under `tasks`", file=path, field="tasks")
-    known_top = {"id", "version", "description", "template_sets", "prompt_format", "generation_profile", "schedule",
-                 "eval_split", "upstream", "downstream", "tasks"}
+    known_top = set(TOP_KEYS) - {"paper", "base_model"}
     return BenchmarkSpec(
         id=str(_require(data, "id", path)), version=str(_require(data, "version", path)),
         description=str(data.get("description", "")).strip(),
