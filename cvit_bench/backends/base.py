@@ -55,11 +55,15 @@ class Backend(Protocol):
 
 
 #: name → backend class; each class has ``load(model, *, dtype=None, device="auto", prompt_format=...)``.
-BACKENDS: Registry[type] = Registry("backend")
+#: Built in: ``hf`` and ``predictions`` (imported on first lookup: torch only loads when a backend is used);
+#: others through entry points ``cvit_bench.backends``.
+BACKENDS: Registry[type] = Registry("backend", entry_points="cvit_bench.backends", discover=lambda: _builtin())
+
+
+def _builtin() -> None:
+    from . import hf, predictions  # noqa: F401  (register "hf" and "predictions")
 
 
 def load_backend(name: str, model: str, **kwargs: Any) -> Backend:
-    """Instantiate a registered backend (importing the built-in ones first)."""
-    from . import hf, predictions  # noqa: F401  (register "hf" and "predictions")
-
+    """Instantiate a registered backend."""
     return BACKENDS.get(name).load(model, **kwargs)
