@@ -91,6 +91,31 @@ def plan_from_paths(paths: list[str], stage_tasks: list[str] | None, spec: Bench
     return RunPlan(base_model=None, method=None, template_set=None, benchmark=spec.id, stages=stages, source="--checkpoint")
 
 
+def with_fewshot(plan: RunPlan, spec: BenchmarkSpec, fewshot: dict[str, str]) -> RunPlan:
+    """``plan`` with few-shot stage adapters given as ``{K or "fewshot-K": folder}`` (replacing run.json's)."""
+    for k, path in fewshot.items():
+        label = k if k.startswith("fewshot-") else f"fewshot-{k}"
+        task = next((t for lbl, t in spec.fewshot_stages() if lbl == label), None)
+        if task is None:
+            valid = ", ".join(lbl for lbl, _ in spec.fewshot_stages()) or "none"
+            raise CvitError(f"--fewshot-checkpoint: {label} is not a few-shot stage of {spec.id} (its stages: {valid})")
+        plan.fewshot = [s for s in plan.fewshot if s.label != label]
+        plan.fewshot.append(StageCheckpoint(label=label, task=task, path=Path(path),
+                                            sha256=checkpoint_sha256(Path(path))))
+    return plan
+
+
+def plan_for(checkpoints: list[str], spec: BenchmarkSpec, *, stage_tasks: list[str] | None = None,
+             fewshot: dict[str, str] | None = None) -> RunPlan:
+    """What ``evaluate --checkpoint`` means: one run directory (it holds run.json), else adapter folders in
+    stage order; plus ``--fewshot-checkpoint`` folders."""
+    if len(checkpoints) == 1 and (Path(checkpoints[0]) / RUN_NAME).is_file():
+        plan = load_run_dir(checkpoints[0])
+    else:
+        plan = plan_from_paths(list(checkpoints), stage_tasks, spec)
+    return with_fewshot(plan, spec, fewshot or {})
+
+
 def check_sequence(plan: RunPlan, spec: BenchmarkSpec, allow_partial: bool) -> None:
     """A run must follow the benchmark order (a prefix is fine); anything else needs ``--allow-partial``."""
     trained = [s.task for s in plan.stages]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .errors import CvitError
+from ..errors import CvitError
 
 
 def parse_options(values: tuple[str, ...]) -> dict[str, str]:
@@ -27,15 +27,9 @@ def parse_options(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _methods_help() -> str:
-    from .baselines import method_names
-
-    return ", ".join(method_names())
-
-
 @click.command("train")
-@click.option("--method", required=True, help="method name (seq-lora, dora, replay, ewc, lwf, multitask, dir-lora, "
-              "zero-shot, moe-lora, smolora, branchlora)")
+@click.option("--method", required=True, help="registered method name (README \"Train the reference methods\"; "
+              "plugins add theirs; an unknown name lists the valid ones)")
 @click.option("--show-options", is_flag=True, help="print the method's options with their defaults and exit")
 @click.option("--base-model", default=None, help="base model folder or hub id  [required]")
 @click.option("--data", type=click.Path(path_type=Path), default=None, help="prepared folder (prepare --out) or its benchmark subfolder  [required]")
@@ -67,8 +61,8 @@ def train_command(method, show_options, base_model, data, out, benchmark, tasks,
     """Train a continual-learning baseline, one checkpoint per stage, resuming a partial run in --out."""
     import dataclasses
 
-    from .baselines import get_method
-    from .baselines.trainer import train_run
+    from ..baselines import get_method
+    from ..baselines.trainer import train_run
 
     if show_options:
         for f in dataclasses.fields(get_method(method).config_cls):
