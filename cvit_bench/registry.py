@@ -20,6 +20,18 @@ from .errors import CvitError, UnknownNameError
 T = TypeVar("T")
 
 
+def import_submodules(package: str, *, skip: tuple[str, ...] = ()) -> None:
+    """Import every module of ``package`` (its members register themselves on import): package discovery,
+    so that adding a member is adding a module, with no list to keep in sync."""
+    import importlib
+    import pkgutil
+
+    pkg = importlib.import_module(package)
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if info.name not in skip and not info.name.startswith("__"):
+            importlib.import_module(f"{package}.{info.name}")
+
+
 class Registry(Generic[T]):
     def __init__(self, kind: str, *, entry_points: str | None = None,
                  discover: Callable[[], None] | None = None) -> None:
