@@ -43,8 +43,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError, SchemaVersionError
+from .errors import DataError
 from .files import atomic_write_json, read_json
+from .schemas import validate_document
 
 RESULTS_SCHEMA_VERSION = 1
 KNOWN_RESULTS_VERSIONS = (1,)
@@ -53,15 +54,8 @@ SUMMARY_KEYS = ("AP", "MAP", "MFT", "BWT", "FWT", "forgetting_first", "forgettin
 
 def read_results(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
-    data = read_json(path, "results file (results.json)")
-    if not isinstance(data, dict):
-        raise DataError("results.json must be a JSON object", file=path)
-    version = data.get("schema_version")
-    if version not in KNOWN_RESULTS_VERSIONS:
-        raise SchemaVersionError(path, version, KNOWN_RESULTS_VERSIONS, "results")
-    for key in ("benchmark", "matrix", "summary"):
-        if key not in data:
-            raise DataError("required key missing", file=path, field=key)
+    data = validate_document(read_json(path, "results file (results.json)"), "results", path,
+                             KNOWN_RESULTS_VERSIONS, "results")
     m = data["matrix"]
     rows, cols = len(m.get("stages", [])), len(m.get("tasks", []))
     values = m.get("values", [])

@@ -26,9 +26,9 @@ from .backends.adapters import result_sections
 from .benchmark import ZERO_SHOT_STAGE, BenchmarkSpec, load_benchmark, upstream_cells
 from .checkpoints import RunPlan, StageCheckpoint, check_sequence
 from .errors import CvitError
-from .files import JsonlAppender, atomic_write_text, iter_jsonl, sha256_file
+from .files import JsonlAppender, atomic_write_text, sha256_file
 from .manifest import image_root, read_manifest, resolve_prepared, verify_files
-from .predictions import read_prediction_file
+from .predictions import PREDICTION_LINE_VERSION, iter_prediction_lines, read_prediction_file
 from .results import write_results
 from .sample import Sample, read_samples
 from .score import CellScore, assemble_results, score_cell, stage_sort_key, write_score_files
@@ -148,7 +148,7 @@ def read_done(path: Path, fp: str) -> dict[str, dict]:
     done: dict[str, dict] = {}
     if not path.exists():
         return done
-    for line_no, obj in iter_jsonl(path, tolerate_truncated_tail=True):
+    for line_no, obj in iter_prediction_lines(path, tolerate_truncated_tail=True):
         if obj.get("fp") != fp:
             raise CvitError(f"{path}: line {line_no} was written under fingerprint {obj.get('fp')!r}, this run is {fp!r} "
                             "(different checkpoint, data or generation settings); use another --out or delete the file")
@@ -251,11 +251,14 @@ class Evaluation:
                         ok = [(r, im) for r, im in zip(reqs, images) if not isinstance(im, ImageFailure)]
                         failed = [(r, im) for r, im in zip(reqs, images) if isinstance(im, ImageFailure)]
                         texts = self.backend.generate([r for r, _ in ok], [im for _, im in ok]) if ok else []
-                        lines = [{"uid": r.uid, "prediction": t, "fp": fp} for (r, _), t in zip(ok, texts)]
+                        v = PREDICTION_LINE_VERSION
+                        lines = [{"schema_version": v, "uid": r.uid, "prediction": t, "fp": fp}
+                                 for (r, _), t in zip(ok, texts)]
                         for line, (_, im) in zip(lines, ok):
                             if im is not None and im.info.get("cvit_truncated"):
                                 line["warning"] = "image file truncated; decoded the readable part"
-                        lines += [{"uid": r.uid, "prediction": "", "fp": fp, "error": f"image: {im.message}"} for r, im in failed]
+                        lines += [{"schema_version": v, "uid": r.uid, "prediction": "", "fp": fp,
+                                   "error": f"image: {im.message}"} for r, im in failed]
                         sink.write_many(lines)
                         done_uids = {r.uid for r in reqs}
                         pending = [r for r in pending if r.uid not in done_uids]

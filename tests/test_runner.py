@@ -261,3 +261,20 @@ def test_evaluation_never_imports_training_code_or_task_loaders(run_dir, prepare
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "LOADED []" in proc.stdout
     assert json.loads((tmp_path / "out" / "results.json").read_text())["matrix"]["tasks"] == TASKS
+
+
+def test_every_file_evaluate_writes_validates_against_its_published_schema(baseline, prepared):
+    from cvit_bench.schemas import validator
+
+    out, _ = baseline
+    checks = [(out / "results.json", "results"), (prepared / "manifest.json", "manifest")]
+    for path, name in checks:
+        doc = json.loads(path.read_text())
+        assert doc["schema_version"] == 1 and validator(name).is_valid(doc), path
+    for folder, name in (("predictions", "prediction-line"), ("scores", "score-line")):
+        files = sorted((out / folder).glob("*/*.jsonl"))
+        assert files
+        for path in files:
+            for line in path.read_text().splitlines():
+                obj = json.loads(line)
+                assert obj["schema_version"] == 1 and validator(name).is_valid(obj), (path, line)

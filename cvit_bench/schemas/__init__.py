@@ -40,6 +40,29 @@ def check_schema(instance: Any, schema: dict[str, Any], where: str | PathLike, w
         raise DataError(f"does not match the {what} schema: {first.message}{more}", file=where, field=_field(first))
 
 
+@lru_cache(maxsize=None)
+def validator(name: str) -> Any:
+    """A compiled validator of ``<name>.schema.json`` (line formats validate many objects with one)."""
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(load_schema(name))
+
+
+def check_line(obj: Any, name: str, where: str | PathLike, line_no: int, known_versions: tuple[int, ...],
+               what: str) -> None:
+    """One JSONL line: a ``schema_version``, when present, must be known; then ``<name>.schema.json``."""
+    if isinstance(obj, dict) and "schema_version" in obj and obj["schema_version"] not in known_versions:
+        raise DataError(f"unknown {what} schema_version {obj['schema_version']!r}; this cvit-bench reads "
+                        f"{', '.join(map(str, known_versions))} (upgrade cvit-bench or re-create the file)",
+                        file=where, record=f"line {line_no}", field="schema_version")
+    v = validator(name)
+    if v.is_valid(obj):
+        return
+    first = sorted(v.iter_errors(obj), key=lambda e: (list(map(str, e.absolute_path)), e.message))[0]
+    raise DataError(f"does not match the {what} schema: {first.message}", file=where, record=f"line {line_no}",
+                    field=_field(first))
+
+
 def validate_document(doc: Any, name: str, where: str | PathLike, known_versions: tuple[int, ...],
                       what: str) -> dict[str, Any]:
     """Version first, then ``<name>.schema.json``; returns ``doc`` unchanged."""
