@@ -22,14 +22,14 @@ import yaml
 
 from .errors import CvitError, DataError, UnknownNameError
 from .registry import Registry
+# The schedule module owns stages and cells; these names stay importable from here.
+from .schedule import PROTOCOLS, SCHEDULES, ZERO_SHOT_STAGE, upstream_cells  # noqa: F401
 from .templates import COMPOSITIONS
 
 PROFILES = ("compat", "standard")
-SCHEDULES = ("lower", "full", "final")
-ZERO_SHOT_STAGE = "0"
 TASK_KINDS = ("multiple_choice", "short_answer", "caption", "classification", "grounding")
 IMAGE_MODES = ("pad", "crop")
-DOWNSTREAM_PROTOCOLS = ("zero-shot-final", "few-shot")
+DOWNSTREAM_PROTOCOLS = PROTOCOLS
 TOP_KEYS = ("id", "version", "description", "paper", "base_model", "template_sets", "prompt_format",
             "generation_profile", "schedule", "eval_split", "upstream", "downstream", "tasks")
 TASK_KEYS = ("kind", "family", "composition", "metrics", "if_check", "max_new_tokens", "image_mode")
@@ -112,22 +112,6 @@ class BenchmarkSpec:
 
     def metric_ids(self) -> list[str]:
         return sorted({m for t in self.tasks.values() for m in t.metrics.values()})
-
-
-def upstream_cells(T: int, schedule: str, *, stages: int | None = None) -> list[tuple[int, int]]:
-    """(stage t, task i) pairs, 1-based, that a schedule evaluates for a run covering ``stages`` ≤ T stages.
-
-    ``lower``: i ≤ t (the papers'); ``full``: every task after every stage (enables FWT); ``final``: only the
-    last stage's row.
-    """
-    if schedule not in SCHEDULES:
-        raise CvitError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-    n = T if stages is None else stages
-    if schedule == "lower":
-        return [(t, i) for t in range(1, n + 1) for i in range(1, t + 1)]
-    if schedule == "full":
-        return [(t, i) for t in range(1, n + 1) for i in range(1, T + 1)]
-    return [(n, i) for i in range(1, n + 1)]
 
 
 def _benchmarks_dir() -> Path:

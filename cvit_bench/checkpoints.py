@@ -24,6 +24,7 @@ from .benchmark import BenchmarkSpec
 from .errors import CvitError, MissingFileError
 from .files import sha256_file
 from .run_file import ADAPTER_CONFIG, ADAPTER_WEIGHT_FILES, RUN_NAME, StageEntry, read_run
+from .schedule import RunKind
 
 
 @dataclass
@@ -119,7 +120,7 @@ def plan_for(checkpoints: list[str], spec: BenchmarkSpec, *, stage_tasks: list[s
 def check_sequence(plan: RunPlan, spec: BenchmarkSpec, allow_partial: bool) -> None:
     """A run must follow the benchmark order (a prefix is fine); anything else needs ``--allow-partial``."""
     trained = [s.task for s in plan.stages]
-    if plan.kind in ("multitask", "zero-shot"):
+    if plan.kind in (RunKind.MULTITASK, RunKind.ZERO_SHOT):
         return
     if trained == list(spec.upstream[: len(trained)]) or allow_partial:
         return

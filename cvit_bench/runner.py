@@ -23,24 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from .backends.adapters import result_sections
-from .benchmark import ZERO_SHOT_STAGE, BenchmarkSpec, load_benchmark, upstream_cells
+from .benchmark import BenchmarkSpec, load_benchmark
 from .checkpoints import RunPlan, StageCheckpoint, check_sequence
 from .errors import CvitError
 from .files import JsonlAppender, atomic_write_text, sha256_file
 from .manifest import image_root, read_manifest, resolve_prepared, verify_files
 from .predictions import PREDICTION_LINE_VERSION, iter_prediction_lines, read_prediction_file
 from .results import write_results
+from .schedule import ZERO_SHOT_STAGE, Cell, RunShape, cells_for, run_kind
 from .sample import Sample, read_samples
 from .score import CellScore, assemble_results, score_cell, stage_sort_key, write_score_files
 
 BASE_ADAPTER = "base"
-
-
-@dataclass(frozen=True)
-class Cell:
-    stage: str               # row label: "0", "1".."T", "fewshot-<k>"
-    task: str
-    adapter: str | None      # stage label whose adapter is active; None = the bare base
 
 
 @dataclass
@@ -95,41 +89,12 @@ def shard_of(uid: str, world: int) -> int:
 
 
 def plan_cells(spec: BenchmarkSpec, plan: RunPlan, opts: EvalOptions, available: set[str]) -> list[Cell]:
-    """Cells the schedule needs, in execution order (grouped by adapter so each is attached once)."""
-    trained = [s.task for s in plan.stages]
+    """The schedule's cells (:func:`cvit_bench.schedule.cells_for`) that have prepared data and are asked for."""
+    run = RunShape(kind=run_kind(plan.kind), trained=tuple(s.task for s in plan.stages), eval_adapter=plan.eval_adapter,
+                   fewshot=tuple((ck.label, ck.task) for ck in plan.fewshot))
     wanted = set(opts.tasks) if opts.tasks else None
-
-    def keep(task: str) -> bool:
-        return task in available and (wanted is None or task in wanted)
-
-    cells: list[Cell] = []
-    if opts.zero_shot or plan.kind == "zero-shot":
-        cells += [Cell(ZERO_SHOT_STAGE, t, None) for t in spec.upstream if keep(t)]
-    if plan.kind == "multitask":
-        # One adapter trained jointly on every upstream task: the papers' "Multitask" row (final row only).
-        final, adapter = str(spec.T), plan.stages[0].label
-        cells += [Cell(final, t, adapter) for t in spec.upstream if keep(t)]
-        if opts.downstream:
-            cells += [Cell(final, d.task, adapter) for d in spec.downstream if d.protocol == "zero-shot-final" and keep(d.task)]
-            cells += [Cell(ck.label, ck.task, ck.label) for ck in plan.fewshot if keep(ck.task)]
-        return cells
-    n = len(plan.stages)
-    for t, i in upstream_cells(spec.T, opts.schedule, stages=n):
-        task = spec.upstream[i - 1] if opts.schedule == "full" else trained[i - 1]
-        if not keep(task):
-            continue
-        adapter = str(t)
-        if plan.eval_adapter == "own-task" and task in trained[:t]:
-            adapter = str(trained.index(task) + 1)
-        cells.append(Cell(str(t), task, adapter))
-    if opts.downstream and n == spec.T:
-        for d in spec.downstream:
-            if d.protocol == "zero-shot-final" and keep(d.task):
-                cells.append(Cell(str(n), d.task, str(n)))
-        for ck in plan.fewshot:
-            if keep(ck.task):
-                cells.append(Cell(ck.label, ck.task, ck.label))
-    return cells
+    cells = cells_for(spec, run, opts.schedule, zero_shot=opts.zero_shot, downstream=opts.downstream)
+    return [c for c in cells if c.task in available and (wanted is None or c.task in wanted)]
 
 
 def generation_settings(spec: BenchmarkSpec, task: str, prompt_format: str, dtype: str, base_model: str) -> dict[str, Any]:
