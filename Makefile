@@ -6,6 +6,8 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_OUT ?= demo-out
+PYTEST_ARGS ?=
 
 .PHONY: demo test venv browser clean bench
 
@@ -24,10 +26,10 @@ browser:
 	  echo "warning: could not install chromium; browser tests will fail"
 
 demo: $(STAMP)
-	$(BIN)/cvit-bench demo --out demo-out
+	$(BIN)/cvit-bench demo --out $(DEMO_OUT)
 
 test: $(STAMP) browser
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/prepare.py

@@ -43,6 +43,7 @@ from ..benchmark import BenchmarkSpec, load_benchmark
 from ..errors import CvitError, DataError, UnknownNameError
 from ..files import atomic_write_json, sha256_file
 from ..manifest import image_root, read_manifest, resolve_prepared
+from ..progress import Progress, as_progress
 from ..sample import read_samples
 from . import make_method
 from .base import Method, MethodEnv, StageContext, StagePlan
@@ -229,7 +230,8 @@ def _resolve_data(data: str | os.PathLike, benchmark: str | None) -> Path:
         if len(found) == 1:
             return found[0].parent
     is_yaml = bool(benchmark) and Path(str(benchmark)).suffix in (".yaml", ".yml")
-    return resolve_prepared(data, None if is_yaml else benchmark)
+    # A YAML path is not a folder name: its benchmark id picks the subfolder (as `evaluate` does).
+    return resolve_prepared(data, load_benchmark(str(benchmark)).id if is_yaml else benchmark)
 
 
 def _resolve_base(base_model: str | os.PathLike) -> str:
@@ -268,7 +270,7 @@ def train_run(
     prompt_format: str | None = None,
     fewshot: bool = True,
     gradient_checkpointing: bool = False,
-    progress: bool = False,
+    progress: Progress | None = None,
     callbacks: Sequence[Callable[[StepEvent], None]] = (),
 ) -> RunInfo:
     """Train ``method`` on the prepared benchmark in ``data`` and write/resume the run directory ``out``."""
@@ -322,7 +324,7 @@ def train_run(
             break
         if stage.kind == "fewshot":
             src = run.stages[-1] if run.stages else None
-            if final_up is None or src is None or entry.source != {"path": src.path, "sha256": src.sha256}:
+            if final_up is None or src is None or entry.from_stage != {"path": src.path, "sha256": src.sha256}:
                 break
             run.fewshot.append(entry)
         else:
@@ -389,40 +391,37 @@ def train_run(
     def make_batches(examples: list[Example], size: int) -> list[dict[str, torch.Tensor]]:
         return [collate(examples[i:i + size]) for i in range(0, len(examples), size)]
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   TextColumn("loss {task.fields[loss]}"), disable=not (progress and acc.is_main_process))
-    with bar:
-        for stage in todo:
+    # Only the main process shows progress under several processes.
+    bar = as_progress(progress if acc.is_main_process else None)
+    for stage in todo:
+        if stage.kind == "fewshot":
+            if final_up is None:
+                continue
+            m.init_adapter(model, None if m.fresh_fewshot else out / final_up.folder)
+        elif m.fresh_each_stage:
+            m.init_adapter(model, None)
+        examples, stats = m.stage_examples(stage, plan, data_fn)
+        if not examples:
+            raise DataError(f"stage {stage.folder}: no training samples", file=folder)
+        ctx = StageContext(stage=stage, plan=plan, model=model, device=acc.device, examples=examples,
+                           compute_loss=compute_loss, make_batches=make_batches, seed=seed, stats=stats)
+        _train_stage(m, ctx, wrapped, acc, settings, collate, torch_dtype, bar, callbacks)
+        m.after_stage(ctx)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            entry = _save_stage(m, model, stage, out, stats)
             if stage.kind == "fewshot":
-                if final_up is None:
-                    continue
-                m.init_adapter(model, None if m.fresh_fewshot else out / final_up.folder)
-            elif m.fresh_each_stage:
-                m.init_adapter(model, None)
-            examples, stats = m.stage_examples(stage, plan, data_fn)
-            if not examples:
-                raise DataError(f"stage {stage.folder}: no training samples", file=folder)
-            ctx = StageContext(stage=stage, plan=plan, model=model, device=acc.device, examples=examples,
-                               compute_loss=compute_loss, make_batches=make_batches, seed=seed, stats=stats)
-            _train_stage(m, ctx, wrapped, acc, settings, collate, torch_dtype, bar, callbacks)
-            m.after_stage(ctx)
-            acc.wait_for_everyone()
-            if acc.is_main_process:
-                entry = _save_stage(m, model, stage, out, stats)
-                if stage.kind == "fewshot":
-                    src = run.stages[-1]
-                    entry.name, entry.source = stage.name, {"path": src.path, "sha256": src.sha256}
-                    run.fewshot.append(entry)
-                else:
-                    entry.index = stage.index
-                    if len(stage.tasks) > 1 or stage.tasks != (stage.label,):
-                        entry.tasks = list(stage.tasks)
-                    run.stages.append(entry)
-                write_run(out, run)
-            acc.wait_for_everyone()
-            info.trained.append(stage.folder)
+                src = run.stages[-1]
+                entry.name, entry.from_stage = stage.name, {"path": src.path, "sha256": src.sha256}
+                run.fewshot.append(entry)
+            else:
+                entry.index = stage.index
+                if len(stage.tasks) > 1 or stage.tasks != (stage.label,):
+                    entry.tasks = list(stage.tasks)
+                run.stages.append(entry)
+            write_run(out, run)
+        acc.wait_for_everyone()
+        info.trained.append(stage.folder)
     return info
 
 
@@ -441,7 +440,7 @@ def _load_model(base_model: str | os.PathLike, torch_dtype: torch.dtype) -> tupl
 
 
 def _train_stage(m: Method, ctx: StageContext, wrapped: Any, acc: Any, settings: TrainSettings,
-                 collate: Collator, torch_dtype: torch.dtype, bar: Any,
+                 collate: Collator, torch_dtype: torch.dtype, bar: Progress,
                  callbacks: Sequence[Callable[[StepEvent], None]]) -> None:
     stage, examples, model = ctx.stage, ctx.examples, ctx.model
     steps = step_plan(len(examples), batch_size=settings.batch_size, grad_accum=settings.grad_accum,
@@ -463,8 +462,8 @@ def _train_stage(m: Method, ctx: StageContext, wrapped: Any, acc: Any, settings:
     losses: list[float] = []
     extras: list[float] = []
     tokens = samples = 0
-    task_id = bar.add_task(f"{stage.folder}", total=total, loss="-")
     start = time.perf_counter()
+    steps_bar = bar.steps(f"{stage.folder}", total).__enter__()
     try:
         for s, group in enumerate(steps):
             step_loss = 0.0
@@ -491,11 +490,11 @@ def _train_stage(m: Method, ctx: StageContext, wrapped: Any, acc: Any, settings:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(step_loss)
-            bar.update(task_id, advance=1, loss=f"{step_loss:.4f}")
+            steps_bar.advance(1, loss=f"{step_loss:.4f}")
             for cb in callbacks:
                 cb(StepEvent(stage=stage, step=s + 1, total_steps=total, loss=step_loss, lr=current_lr))
     finally:
-        bar.remove_task(task_id)
+        steps_bar.__exit__(None, None, None)
         # The Accelerator keeps every prepared optimizer; drop this stage's (one per stage, never reused).
         if hasattr(acc, "_optimizers"):
             acc._optimizers.clear()

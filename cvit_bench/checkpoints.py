@@ -22,7 +22,8 @@ from typing import Any
 
 from .benchmark import BenchmarkSpec
 from .errors import CvitError, MissingFileError
-from .files import sha256_file
+from .backends.projector import PROJECTOR_FILE
+from .files import sha256_bytes, sha256_file
 from .run_file import ADAPTER_CONFIG, ADAPTER_WEIGHT_FILES, RUN_NAME, StageEntry, read_run
 from .schedule import RunKind
 
@@ -57,9 +58,14 @@ def adapter_weights(path: Path, weights: str | None = None) -> Path:
 
 
 def checkpoint_sha256(path: Path, weights: str | None = None) -> str:
+    """sha256 of the adapter weights; a stage that carries its own projector (``projector.safetensors``) is
+    identified by both files: sha256 of ``"<adapter sha256>+<projector sha256>"``."""
     if not (path / ADAPTER_CONFIG).is_file():
         raise CvitError(f"{path}: stage folder missing or not an adapter (no adapter_config.json)")
-    return sha256_file(adapter_weights(path, weights))
+    digest = sha256_file(adapter_weights(path, weights))
+    if (path / PROJECTOR_FILE).is_file():
+        digest = sha256_bytes(f"{digest}+{sha256_file(path / PROJECTOR_FILE)}".encode())
+    return digest
 
 
 def load_run_dir(run_dir: str | os.PathLike) -> RunPlan:

@@ -18,7 +18,6 @@ which is structurally zero, return 0.0 there, as the released GEM code would.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -26,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import CvitError, DataError, MissingFileError
+from .errors import CvitError, DataError, MissingFileError, SchemaVersionError, known_version
+from .files import read_json
 from .registry import Registry
-from .results import SUMMARY_KEYS
+from .results import KNOWN_RESULTS_VERSIONS, MAX_SCORE, SUMMARY_KEYS
 
 Value = float | None
 
@@ -69,6 +69,9 @@ def _normalise_value(value: object, *, stage: str, task: str) -> Value:
     if not math.isfinite(value):
         raise DataError(f"cell value {value!r} is not finite (use null for 'not evaluated', never NaN)",
                         record=f"stage {stage}", field=task)
+    if not 0.0 <= value <= MAX_SCORE:
+        raise DataError(f"cell value {value!r} is outside 0..{MAX_SCORE:g}: scores are percent or CIDEr x100, never "
+                        "negative", record=f"stage {stage}", field=task)
     return value
 
 
@@ -495,14 +498,12 @@ def _read_csv(path: Path) -> AccuracyMatrix:
 
 
 def _read_json(path: Path) -> AccuracyMatrix:
-    try:
-        data = json.loads(path.read_bytes())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", file=path) from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text (byte {exc.start})", file=path) from None
-    # A results.json carries the matrix under "matrix"; accept it as well as a bare matrix object.
-    if isinstance(data, dict) and isinstance(data.get("matrix"), dict):
+    data = read_json(path, "accuracy matrix (JSON)")      # NaN/inf are refused per cell, with its row and column
+    # A results.json carries the matrix under "matrix"; accept it as well as a bare matrix object. Its schema
+    # version is checked like any results.json reader does (a file from an unknown future version is refused).
+    if isinstance(data, dict) and "matrix" in data:
+        if "schema_version" in data and not known_version(data["schema_version"], KNOWN_RESULTS_VERSIONS):
+            raise SchemaVersionError(path, data["schema_version"], KNOWN_RESULTS_VERSIONS, "results")
         data = data["matrix"]
     try:
         return AccuracyMatrix.from_dict(data)

@@ -1,7 +1,7 @@
 """``cvit-bench demo``: the whole pipeline on the embedded cvit-mini benchmark and its tiny base model.
 
-prepare cvit-mini (synthetic images, no download) → the cached tiny base (built and pretrained on first use)
-→ train ``seq-lora``, ``replay`` and ``dir-lora`` → evaluate each run → score → report → a leaderboard (each run
+prepare cvit-mini (synthetic images, no download) → the tiny base shipped with the package (verified by sha256,
+never trained at run time, so every machine starts from the same weights) → train ``seq-lora``, ``replay`` and ``dir-lora`` → evaluate each run → score → report → a leaderboard (each run
 packed, submitted and re-scored like any submission) → its static site. Layout under ``--out`` (DESIGN.md):
 ``data`` (prepared cvit-mini), ``base-model``, ``runs/<method>``, ``eval/<method>`` (predictions, scores,
 results.json), ``report``, ``board`` and ``site``. Every step resumes: re-running after an interruption skips finished stages
@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .progress import Progress, as_progress
 
 DEMO_METHODS = ("seq-lora", "replay", "dir-lora")
 MINI_BENCHMARK = "cvit-mini"
@@ -75,24 +77,25 @@ def run_demo(
     steps_per_task: int | None = None,
     report: bool = True,
     leaderboard: bool = True,
-    log: Callable[[str], None] = print,
-    progress: Any = None,
+    progress: Progress | None = None,
 ) -> DemoOutputs:
-    """Run the demo into ``out`` and return where everything is."""
+    """Run the demo into ``out`` and return where everything is (steps reported through ``progress``)."""
     from .baselines.trainer import train_run
     from .benchmark import load_benchmark
     from .checkpoints import load_run_dir
-    from .mini_model import cached_mini_base
+    from .mini_model import shipped_mini_base
     from .prepare import prepare
     from .runner import EvalOptions, evaluate
 
+    progress = as_progress(progress)
+    log = progress.message
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     log(f"[1/4] preparing {MINI_BENCHMARK} ({templates} templates)")
     prepared = prepare(MINI_BENCHMARK, templates=templates, source="synthetic", raw_root=root / "raw", out=root / "data",
                        seed=seed)
-    log("[2/4] tiny base model (built and pretrained once, then cached)")
-    cached = cached_mini_base(seed, progress=progress)
+    log("[2/4] tiny base model (the one shipped with cvit-bench, verified by sha256)")
+    cached = shipped_mini_base()   # the same base for every seed: --seed varies data and training only
     base = root / "base-model"
     if not base.exists():
         tmp = root / ".base-model.tmp"
@@ -111,11 +114,11 @@ def run_demo(
             # Same optimisation budget as the sequential methods: T stages' worth of steps in its one joint stage.
             steps["max_steps_per_task"] = training["max_steps_per_task"] * len(load_benchmark(MINI_BENCHMARK).upstream)
         train_run(method, base, root / "data", run_dir, benchmark=MINI_BENCHMARK, seed=seed,
-                  options=method_options(method), progress=progress is not None, **steps)
+                  options=method_options(method), progress=progress, **steps)
         log(f"[3/4] evaluating {method}")
         ev_dir = root / "eval" / method
         result.results[method] = evaluate(load_run_dir(run_dir), data=root / "data", out=ev_dir, benchmark=MINI_BENCHMARK,
-                                          opts=EvalOptions(batch_size=100, num_workers=0), log=log, progress=progress)
+                                          opts=EvalOptions(batch_size=100, num_workers=0), progress=progress)
         result.runs[method], result.evals[method] = run_dir, ev_dir
     if report:
         from .report import build_report

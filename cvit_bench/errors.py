@@ -5,7 +5,30 @@ only its message (no traceback), so the message must be complete on its own.
 """
 from __future__ import annotations
 
+import unicodedata
 from os import PathLike
+
+
+def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with control, format (invisible) and bidirectional-override characters shown as ``\\xNN`` /
+    ``\\uNNNN`` escapes, so that an attacker-chosen name (an archive member, a record id) cannot move the
+    cursor, recolour the terminal or reorder what the reader sees. ``keep_newlines`` keeps line breaks and tabs
+    of our own multi-line messages."""
+    out = []
+    for ch in text:
+        if keep_newlines and ch in "\n\t":
+            out.append(ch)
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs"):
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def known_version(found: object, known: tuple[int, ...]) -> bool:
+    """An exact schema version: an int (``True == 1`` in Python, so booleans are refused explicitly) in ``known``."""
+    return type(found) is int and found in known
 
 
 class CvitError(Exception):
@@ -29,11 +52,11 @@ class DataError(CvitError):
         self.reason = message
         where = []
         if self.file:
-            where.append(self.file)
+            where.append(escape_controls(self.file))
         if record is not None:
-            where.append(f"record {record!s}")
+            where.append(f"record {escape_controls(str(record))}")
         if field is not None:
-            where.append(f"field {field!r}")
+            where.append(f"field {escape_controls(repr(field))}")
         super().__init__(f"{': '.join(where)}: {message}" if where else message)
 
 

@@ -34,16 +34,21 @@ to 0; loss on the answer words and ``</s>`` only; sequences right-padded (positi
 generation, which derives positions from the attention mask). Inputs are encoded once with the processor.
 
 Determinism: weights and data come from ``seed`` (``torch.manual_seed``, NumPy streams); training runs with
-a fixed thread count (``threads``), so the same seed on the same machine gives byte-identical weights.
-:func:`cached_mini_base` caches the folder under ``$CVIT_BENCH_CACHE`` (default ``$XDG_CACHE_HOME/cvit-bench``
-or ``~/.cache/cvit-bench``) as ``mini-base-<hash>``, the hash covering the recipe, the seed, the vocabulary
-and the torch/transformers versions; it is built in a temporary folder and renamed into place.
+a fixed thread count (``threads``), so the same seed on the same machine gives byte-identical weights. On
+another CPU (other floating-point kernels: AVX2 vs AVX-512, ``ATEN_CPU_CAPABILITY``) the trajectory differs and
+so does the built model. That is why the base is **shipped, not rebuilt**: :func:`shipped_mini_base` is the
+folder ``cvit_bench/mini_base/`` in the package (built once with this recipe, seed 0, by
+``cvit-bench mini-base build``), whose ``mini_base.json`` records the recipe, the seed, the held-out accuracy per
+prompt, the parameter count, the build environment and the sha256 of every file; loading verifies the hashes
+(:func:`verify_mini_base`) and names a damaged file. :func:`cached_mini_base` returns the shipped base for the
+default recipe and seed; for any other recipe or seed it builds under ``$CVIT_BENCH_CACHE`` (default
+``$XDG_CACHE_HOME/cvit-bench`` or ``~/.cache/cvit-bench``) as ``mini-base-<hash>``, the hash covering the recipe,
+the seed, the vocabulary and the torch/transformers versions, built in a temporary folder and renamed into place.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -55,14 +60,18 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CvitError
+from .progress import Progress, as_progress
 
-__all__ = ["MiniRecipe", "MiniBaseError", "build_mini_base", "cached_mini_base", "mini_vocabulary",
-           "build_word_tokenizer", "aux_examples", "AUX_PROMPTS", "RECIPE_VERSION", "SPECIAL_TOKENS"]
+__all__ = ["MiniRecipe", "MiniBaseError", "build_mini_base", "cached_mini_base", "shipped_mini_base", "verify_mini_base",
+           "mini_vocabulary", "build_word_tokenizer", "aux_examples", "AUX_PROMPTS", "RECIPE_VERSION", "SPECIAL_TOKENS",
+           "SHIPPED_DIR", "SHIPPED_SEED"]
 
 RECIPE_VERSION = "mini-base-1"
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<image>")
 REPORT_FILE = "mini_base.json"
-Progress = Callable[[str], None]
+#: The prebuilt base inside the package (package data) and the seed it was built with.
+SHIPPED_DIR = Path(__file__).resolve().parent / "mini_base"
+SHIPPED_SEED = 0
 
 
 class MiniBaseError(CvitError):
@@ -94,7 +103,7 @@ class MiniRecipe:
     n_train: int = 2000
     n_heldout: int = 400
     min_accuracy: float = 0.8
-    threads: int = 2
+    threads: int = 1   # one thread: no OpenMP barrier spinning on a busy 2-core machine, and the same reduction order everywhere
 
     def key(self, seed: int, vocab: Sequence[str]) -> str:
         import torch
@@ -292,39 +301,34 @@ def encode_for_training(examples: Sequence[AuxExample], processor, fmt) -> Encod
     return Encoded(ids, mask, labels, batch["pixel_values"])
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def pretrain(model, data: Encoded, recipe: MiniRecipe, seed: int, progress: Progress | None = None) -> list[float]:
-    """Full-model AdamW on the encoded mix; returns the loss of every step."""
+    """Full-model AdamW on the encoded mix (linear warm-up, then cosine decay to 0); returns every step's loss."""
     import torch
+    from transformers import get_cosine_schedule_with_warmup
 
+    progress = as_progress(progress)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, fused=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, recipe.warmup, recipe.steps))
+    sched = get_cosine_schedule_with_warmup(opt, recipe.warmup, recipe.steps)
     n = data.input_ids.shape[0]
     perm, cursor, losses = torch.randperm(n, generator=gen), 0, []
     model.train()
-    for step in range(recipe.steps):
-        if cursor + recipe.batch_size > n:
-            perm, cursor = torch.randperm(n, generator=gen), 0
-        idx = perm[cursor: cursor + recipe.batch_size]
-        cursor += recipe.batch_size
-        width = int(data.attention_mask[idx].sum(1).max())
-        out = model(input_ids=data.input_ids[idx, :width], attention_mask=data.attention_mask[idx, :width],
-                    pixel_values=data.pixel_values[idx], labels=data.labels[idx, :width])
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(out.loss.item())
-        if progress and (step + 1) % 250 == 0:
-            progress(f"mini base: step {step + 1}/{recipe.steps}, loss {sum(losses[-250:]) / 250:.3f}")
+    with progress.steps("mini base: pretraining", recipe.steps) as bar:
+        for step in range(recipe.steps):
+            if cursor + recipe.batch_size > n:
+                perm, cursor = torch.randperm(n, generator=gen), 0
+            idx = perm[cursor: cursor + recipe.batch_size]
+            cursor += recipe.batch_size
+            width = int(data.attention_mask[idx].sum(1).max())
+            out = model(input_ids=data.input_ids[idx, :width], attention_mask=data.attention_mask[idx, :width],
+                        pixel_values=data.pixel_values[idx], labels=data.labels[idx, :width])
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(out.loss.item())
+            if (step + 1) % 50 == 0:
+                bar.advance(50, loss=f"{sum(losses[-50:]) / 50:.3f}")
     model.eval()
     return losses
 
@@ -355,6 +359,8 @@ def greedy_accuracy(model, processor, fmt, examples: Sequence[AuxExample], batch
 
 @dataclass
 class BuildReport:
+    """``mini_base.json``: how the folder was built and what it holds (written last: no report = incomplete)."""
+
     recipe: dict
     seed: int
     key: str
@@ -364,7 +370,26 @@ class BuildReport:
     final_loss: float
     pretrain_seconds: float
     threads: int
+    environment: dict = field(default_factory=dict)   # torch/transformers versions and CPU kernel set of the build
+    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256 of every other file in the folder
     extra: dict = field(default_factory=dict)
+
+
+def _build_environment() -> dict[str, str]:
+    import platform
+
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "machine": platform.machine(),
+            "python": platform.python_version()}
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    from .files import sha256_file
+
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != REPORT_FILE}
 
 
 def build_mini_base(out_dir: str | os.PathLike, *, seed: int = 0, steps: int | None = None,
@@ -373,13 +398,14 @@ def build_mini_base(out_dir: str | os.PathLike, *, seed: int = 0, steps: int | N
 
     ``steps`` overrides ``recipe.steps``. Raises :class:`MiniBaseError` when the held-out accuracy on the
     auxiliary mix is below ``recipe.min_accuracy`` (pass a recipe with ``min_accuracy=0`` to skip the check,
-    e.g. for a quick smoke build). Writes ``mini_base.json`` (recipe, accuracy, timing) last.
+    e.g. for a quick smoke build). Writes ``mini_base.json`` (recipe, accuracy, timing, file hashes) last.
     """
     import torch
 
     from .benchmark import load_benchmark
     from .conversation import get_prompt_format
 
+    progress = as_progress(progress)
     recipe = recipe or MiniRecipe()
     if steps is not None:
         recipe = replace(recipe, steps=steps)
@@ -401,8 +427,9 @@ def build_mini_base(out_dir: str | os.PathLike, *, seed: int = 0, steps: int | N
         accuracy = greedy_accuracy(model, processor, fmt, aux_examples(recipe.n_heldout, seed, "heldout"))
     finally:
         torch.set_num_threads(old_threads)
-    if progress:
-        progress(f"mini base: held-out accuracy {accuracy['overall']:.1%} after {recipe.steps} steps ({seconds:.0f} s)")
+    per_prompt = ", ".join(f"{k} {v:.1%}" for k, v in accuracy.items() if k != "overall")
+    progress.message(f"mini base: held-out accuracy {accuracy['overall']:.1%} ({per_prompt}) after {recipe.steps} steps"
+                     f" ({seconds:.0f} s)")
     if accuracy["overall"] < recipe.min_accuracy:
         raise MiniBaseError(
             f"the cvit-mini base reached only {accuracy['overall']:.1%} exact match on its held-out pretraining mix"
@@ -414,9 +441,44 @@ def build_mini_base(out_dir: str | os.PathLike, *, seed: int = 0, steps: int | N
     report = BuildReport(recipe=asdict(recipe), seed=seed, key=recipe.key(seed, vocab), vocab_size=len(vocab),
                          parameters=sum(p.numel() for p in model.parameters()), heldout_accuracy=accuracy,
                          final_loss=sum(losses[-50:]) / max(1, len(losses[-50:])), pretrain_seconds=round(seconds, 2),
-                         threads=recipe.threads)
+                         threads=recipe.threads, environment=_build_environment(), files=_file_hashes(out))
     (out / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out
+
+
+def verify_mini_base(folder: str | os.PathLike) -> dict:
+    """Check a built base folder against its ``mini_base.json``; returns the report.
+
+    Raises :class:`MiniBaseError` naming the folder and the file when the report is missing or unreadable, a
+    listed file is missing, or a file's sha256 differs from the recorded one (a damaged or edited base).
+    """
+    from .files import sha256_file
+
+    folder = Path(folder)
+    report_path = folder / REPORT_FILE
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MiniBaseError(f"{report_path}: cannot read the mini base report ({exc})") from None
+    files = report.get("files")
+    if not isinstance(files, dict) or not files:
+        raise MiniBaseError(f"{report_path}: no file hashes recorded (built by an older cvit-bench); rebuild it with "
+                            "`cvit-bench mini-base build`")
+    for name, expected in sorted(files.items()):
+        path = folder / name
+        if not path.is_file():
+            raise MiniBaseError(f"{path}: missing from the mini base (listed in {REPORT_FILE})")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise MiniBaseError(f"{path}: damaged: sha256 {actual[:16]}… differs from the recorded {expected[:16]}… "
+                                f"in {REPORT_FILE} (reinstall cvit-bench or rebuild with `cvit-bench mini-base build`)")
+    return report
+
+
+def shipped_mini_base() -> Path:
+    """The prebuilt base shipped with the package, verified file by file (no training, no network)."""
+    verify_mini_base(SHIPPED_DIR)
+    return SHIPPED_DIR
 
 
 def cache_root() -> Path:
@@ -427,16 +489,17 @@ def cache_root() -> Path:
     return Path(base) / "cvit-bench"
 
 
-def cached_mini_base(seed: int = 0, *, recipe: MiniRecipe | None = None, cache_dir: str | os.PathLike | None = None,
-                     progress: Progress | None = None) -> Path:
-    """The cached base folder for (recipe, seed), built on first use (temp folder + atomic rename).
-
-    ``cache_dir`` overrides :func:`cache_root` (tests point it at ``.pytest_cache``).
-    """
+def cached_mini_base(seed: int = SHIPPED_SEED, *, recipe: MiniRecipe | None = None,
+                     cache_dir: str | os.PathLike | None = None, progress: Progress | None = None) -> Path:
+    """The base for (recipe, seed): the shipped one for the default recipe and seed, else built on first use
+    into the cache (temp folder + atomic rename). ``cache_dir`` overrides :func:`cache_root`."""
     recipe = recipe or MiniRecipe()
+    if recipe == MiniRecipe() and seed == SHIPPED_SEED:
+        return shipped_mini_base()
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     final = root / f"mini-base-{recipe.key(seed, mini_vocabulary(recipe.benchmark))}"
     if (final / REPORT_FILE).is_file():
+        verify_mini_base(final)
         return final
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".mini-base-", dir=root))

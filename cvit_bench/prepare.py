@@ -1,15 +1,16 @@
 """``cvit-bench prepare``: source files → ``<out>/<benchmark>/<task>/<split>.parquet`` + ``manifest.json``.
 
-The whole benchmark folder is built in a temporary sibling folder and renamed into place at the end, so an
-error or Ctrl-C never leaves a half-written benchmark; re-running with the same inputs gives byte-identical
-files (no timestamps, deterministic template assignment and subsampling).
+The whole benchmark folder is built in a staging folder beside it and swapped into place at the end in one
+atomic exchange (:func:`cvit_bench.files.staged_folder`), so an error, Ctrl-C or ``kill -9`` at any point
+leaves the complete old or the complete new benchmark at the out path, never a mix or nothing; staging folders
+of killed runs are removed by the next run. Re-running with the same inputs gives byte-identical files (no
+timestamps, deterministic template assignment and subsampling).
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,9 @@ from pathlib import Path
 from . import __version__
 from .benchmark import BenchmarkSpec, load_benchmark
 from .errors import CvitError, DataError
-from .files import sha256_file
+from .files import ensure_output_dir, sha256_file, staged_folder
 from .manifest import fingerprint, write_manifest
+from .progress import Progress, as_progress
 from .sample import Sample, write_samples
 from .tasks import LoadContext, get_source
 from .templates import compose_prompt, load_template_set
@@ -103,8 +105,9 @@ def prepare(
     embed_images: bool = False,
     allow_missing_images: bool = False,
     verify_images: bool = False,
-    progress=None,
+    progress: Progress | None = None,
 ) -> PrepareResult:
+    progress = as_progress(progress)
     spec = load_benchmark(benchmark)
     if templates not in spec.template_sets:
         raise CvitError(f"benchmark {spec.id!r} defines template sets {', '.join(spec.template_sets)}, not {templates!r}")
@@ -118,18 +121,17 @@ def prepare(
     for t in task_ids:
         spec.task(t)  # unknown task -> error listing valid ones
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if limit_per_split is not None and (type(limit_per_split) is not int or limit_per_split < 1):
+        raise CvitError(f"limit_per_split must be a positive number of samples, not {limit_per_split!r}")
+    out = ensure_output_dir(out, "prepare --out folder")
     final = out / spec.id
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.id}.prepare-", dir=out))
-    try:
+    with staged_folder(final, "prepare") as tmp:
         files, task_info, left_out, summary, all_missing = {}, {}, {}, [], []
         loaded: list[tuple[str, str, list[Sample]]] = []
         for task_id in task_ids:
             task = spec.task(task_id)
             for split in src.splits(ctx, task):
-                if progress:
-                    progress(f"loading {task_id}/{split}")
+                progress.message(f"loading {task_id}/{split}")
                 samples = src.load(ctx, task, split)
                 samples = subsample(samples, limit_per_split, seed)
                 if src.assigns_templates:
@@ -174,16 +176,6 @@ def prepare(
             "files": files, "tasks": task_info, "left_out": left_out, "notes": notes,
         }
         write_manifest(tmp, manifest)
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{spec.id}.old-", dir=out))
-            os.replace(final, old / spec.id)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return PrepareResult(folder=final, manifest=manifest, summary=summary)
 
 

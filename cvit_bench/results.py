@@ -44,26 +44,36 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError
-from .files import atomic_write_json, read_json
+from .files import dumps_json, read_json, write_if_changed
 from .schemas import validate_document
 
 RESULTS_SCHEMA_VERSION = 1
 KNOWN_RESULTS_VERSIONS = (1,)
+# Scores are on the papers' scales (percent, CIDEr x100): never negative, and far below this bound, which keeps
+# every aggregate finite (a 1e308 cell would overflow the means).
+MAX_SCORE = 10_000.0
 SUMMARY_KEYS = ("AP", "MAP", "MFT", "BWT", "FWT", "forgetting_first", "forgetting_max", "MIF")
 
 
 def read_results(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
-    data = validate_document(read_json(path, "results file (results.json)"), "results", path,
+    data = validate_document(read_json(path, "results file (results.json)", finite=True), "results", path,
                              KNOWN_RESULTS_VERSIONS, "results")
     m = data["matrix"]
-    rows, cols = len(m.get("stages", [])), len(m.get("tasks", []))
-    values = m.get("values", [])
-    if len(values) != rows or any(len(r) != cols for r in values):
+    if not isinstance(m, dict) or not all(isinstance(m.get(k), list) for k in ("tasks", "stages", "values")):
+        raise DataError("must be an object with lists tasks, stages and values", file=path, field="matrix")
+    rows, cols = len(m["stages"]), len(m["tasks"])
+    values = m["values"]
+    if len(values) != rows or any(not isinstance(r, list) or len(r) != cols for r in values):
         raise DataError(f"matrix.values must be {rows} rows x {cols} columns", file=path, field="matrix.values")
+    for r, row in enumerate(values):
+        for c, v in enumerate(row):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= MAX_SCORE):
+                raise DataError(f"cell value {v!r} is not a score: a number in 0..{MAX_SCORE:g} (never negative) or null",
+                                file=path, record=f"stage {m['stages'][r]}", field=f"matrix.{m['tasks'][c]}")
     return data
 
 
 def write_results(path: str | os.PathLike, results: dict[str, Any]) -> None:
     results = {**results, "schema_version": RESULTS_SCHEMA_VERSION}
-    atomic_write_json(path, results)
+    write_if_changed(path, dumps_json(results))

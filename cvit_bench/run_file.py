@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write_json, read_json, sha256_file
+from .files import dumps_json, read_json, sha256_file, write_if_changed
 from .schemas import validate_document
 
 RUN_SCHEMA_VERSION = 1
@@ -57,19 +57,21 @@ class StageEntry:
     weights: str | None = None                    # weights file inside the folder (default: look for either)
     tasks: list[str] | None = None                # multitask: every task trained in this stage
     train: dict[str, Any] | None = None           # training statistics
-    source: dict[str, Any] | None = None          # few-shot: the upstream stage it started from ("from")
+    from_stage: dict[str, Any] | None = None      # few-shot: the upstream stage it started from ("from")
+    extra: dict[str, Any] = field(default_factory=dict)   # other keys (importers: source, projector_sha256), kept
 
     _KEYS = ("index", "name", "task", "tasks", "path", "sha256", "weights", "train")
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in self._KEYS if getattr(self, k) is not None}
-        if self.source is not None:
-            out["from"] = self.source
+        out = {**self.extra, **{k: getattr(self, k) for k in self._KEYS if getattr(self, k) is not None}}
+        if self.from_stage is not None:
+            out["from"] = self.from_stage
         return out
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> StageEntry:
-        return cls(**{k: obj.get(k) for k in cls._KEYS}, source=obj.get("from"))
+        extra = {k: v for k, v in obj.items() if k not in cls._KEYS and k != "from"}
+        return cls(**{k: obj.get(k) for k in cls._KEYS}, from_stage=obj.get("from"), extra=extra)
 
     def complete(self, run_dir: str | os.PathLike) -> bool:
         """Folder present and its weights file hashes to the recorded sha256."""
@@ -95,13 +97,14 @@ class RunRecord:
     training: dict[str, Any] | None = None
     data: dict[str, Any] | None = None
     environment: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)   # other top-level keys (importers: "import"), kept
 
     _HEAD = ("benchmark", "benchmark_version", "template_set", "base_model", "method", "kind", "eval_adapter", "tasks")
     _TAIL = ("prompt_format", "training", "data", "environment")
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object (keys are written sorted, as every cvit-bench JSON file)."""
-        out: dict[str, Any] = {"schema_version": RUN_SCHEMA_VERSION}
+        out: dict[str, Any] = {**self.extra, "schema_version": RUN_SCHEMA_VERSION}
         out.update({k: getattr(self, k) for k in self._HEAD if getattr(self, k) is not None})
         out["stages"] = [s.to_dict() for s in self.stages]
         out["fewshot"] = [s.to_dict() for s in self.fewshot]
@@ -111,8 +114,10 @@ class RunRecord:
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> RunRecord:
         scalars = {k: obj[k] for k in cls._HEAD + cls._TAIL if obj.get(k) is not None}
+        known = {"schema_version", "stages", "fewshot", *cls._HEAD, *cls._TAIL}
         return cls(stages=[StageEntry.from_dict(e) for e in obj.get("stages", [])],
-                   fewshot=[StageEntry.from_dict(e) for e in obj.get("fewshot", [])], **scalars)
+                   fewshot=[StageEntry.from_dict(e) for e in obj.get("fewshot", [])], **scalars,
+                   extra={k: v for k, v in obj.items() if k not in known})
 
 
 def read_run(run_dir: str | os.PathLike) -> RunRecord | None:
@@ -124,8 +129,10 @@ def read_run(run_dir: str | os.PathLike) -> RunRecord | None:
     return RunRecord.from_dict(validate_document(doc, "run", path, KNOWN_RUN_VERSIONS, "run.json"))
 
 
-def write_run(run_dir: str | os.PathLike, run: RunRecord) -> None:
-    atomic_write_json(Path(run_dir) / RUN_NAME, run.to_dict())
+def write_run(run_dir: str | os.PathLike, run: RunRecord | dict[str, Any]) -> None:
+    """Write run.json (a dict is read as :meth:`RunRecord.from_dict` first); unchanged content is not rewritten."""
+    record = run if isinstance(run, RunRecord) else RunRecord.from_dict(run)
+    write_if_changed(Path(run_dir) / RUN_NAME, dumps_json(record.to_dict()))
 
 
 def read_stage_marker(stage_dir: str | os.PathLike) -> dict[str, Any] | None:

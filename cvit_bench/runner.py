@@ -14,22 +14,24 @@ number of processes.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from .backends.adapters import result_sections
 from .benchmark import BenchmarkSpec, load_benchmark
 from .checkpoints import RunPlan, StageCheckpoint, check_sequence
 from .errors import CvitError
-from .files import JsonlAppender, atomic_write_text, sha256_file
+from .files import JsonlAppender, ensure_output_dir, read_json, write_if_changed
 from .manifest import image_root, read_manifest, resolve_prepared, verify_files
 from .predictions import PREDICTION_LINE_VERSION, iter_prediction_lines, read_prediction_file
-from .results import write_results
+from .progress import SILENT, Progress, as_progress
+from .results import read_results, write_results
 from .schedule import ZERO_SHOT_STAGE, Cell, RunShape, cells_for, run_kind
 from .sample import Sample, read_samples
 from .score import CellScore, assemble_results, score_cell, stage_sort_key, write_score_files
@@ -108,6 +110,11 @@ def cell_fingerprint(checkpoint_sha: str, task_fp: str, settings: dict[str, Any]
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def canonical_predictions(lines: dict[str, dict], uids: list[str]) -> str:
+    """The merged prediction file of a finished cell: one line per sample, in eval-file order."""
+    return "".join(json.dumps(lines[u], ensure_ascii=False, sort_keys=True) + "\n" for u in uids)
+
+
 def read_done(path: Path, fp: str) -> dict[str, dict]:
     """Finished lines of a (possibly interrupted) prediction file; a line of another fingerprint is an error."""
     done: dict[str, dict] = {}
@@ -121,12 +128,28 @@ def read_done(path: Path, fp: str) -> dict[str, dict]:
     return done
 
 
+def is_image_failure(line: dict[str, Any]) -> bool:
+    return str(line.get("error") or "").startswith("image:")
+
+
+def resumed_batch_size(out: Path, requested: int | str) -> int | None:
+    """The batch size to record before anything is generated: the one the earlier run of ``out`` recorded (a
+    resume with nothing left to generate keeps it), else the requested one; "auto" is decided on generation."""
+    try:
+        recorded = read_json(out / "results.json", "results.json").get("generation", {}).get("batch_size")
+    except (CvitError, AttributeError):
+        recorded = None
+    if type(recorded) is int and recorded > 0:
+        return recorded
+    return requested if type(requested) is int else None
+
+
 @dataclass
 class Evaluation:
     """State of one evaluate call: what is loaded, which cells are done; drives the per-cell loop."""
     spec: BenchmarkSpec
     plan: RunPlan
-    backend: Any
+    load_backend: Callable[[], Any]   # the base model is loaded on first use: a finished rerun never loads it
     samples: dict[str, list[Sample]]
     task_fps: dict[str, str]
     img_root: Path
@@ -137,11 +160,52 @@ class Evaluation:
     template_set: str
     prompt_format: str
     dtype: str
-    log: Callable[[str], None] = print
-    progress: Any = None
+    progress: Progress = SILENT
     scored: dict[tuple[str, str], CellScore] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     batch_size_used: int | None = None
+    previous: dict[str, Any] | None = None   # results.json of an earlier call on the same --out, if any
+    _backend: Any = field(default=None, init=False, repr=False)
+    _adapters: set[str] = field(default_factory=set, init=False, repr=False)
+
+    @property
+    def backend(self) -> Any:
+        if self._backend is None:
+            self._backend = self.load_backend()
+        return self._backend
+
+    def attach(self, label: str | None) -> None:
+        if label is not None and label not in self._adapters:
+            self.backend.add_adapter(label, str(self.checkpoint(label).path))
+            self._adapters.add(label)
+
+    def detach(self, label: str | None) -> None:
+        if label in self._adapters:
+            self.backend.remove_adapter(label)       # keep memory flat over long sequences
+            self._adapters.discard(label)
+
+    def fingerprint(self, cell: Cell) -> str:
+        ck = self.checkpoint(cell.adapter)
+        settings = generation_settings(self.spec, cell.task, self.prompt_format, self.dtype, self.base_model)
+        return cell_fingerprint(ck.sha256 if ck else BASE_ADAPTER, self.task_fps[cell.task], settings)
+
+    def is_complete(self, cell: Cell) -> bool:
+        """The cell's merged prediction file holds every sample under this run's fingerprint and no shard is
+        pending: nothing to generate (as in :meth:`run_cell`, a recorded image failure is generated again)."""
+        path = self.pred_path(cell)
+        if not path.is_file() or any(path.parent.glob(f"{path.stem}.shard-*.jsonl")):
+            return False
+        done = read_done(path, self.fingerprint(cell))
+        if not all(s.uid in done and not is_image_failure(done[s.uid]) for s in self.samples[cell.task]):
+            return False
+        # Only the canonical merged file is final (not one with an interrupted tail or lines out of order).
+        return path.read_bytes() == canonical_predictions(done, [s.uid for s in self.samples[cell.task]]).encode("utf-8")
+
+    def adopt(self, cell: Cell) -> None:
+        """Score a complete cell from its prediction file without touching that file."""
+        merged = read_done(self.pred_path(cell), self.fingerprint(cell))
+        self.record_failures(cell, merged)
+        self.score(cell, write_results=False)   # results.json is written once, after the last cell
 
     def checkpoint(self, label: str | None) -> StageCheckpoint | None:
         if label is None:
@@ -164,18 +228,17 @@ class Evaluation:
         return self.out / "predictions" / cell.stage / f"{cell.task}.jsonl"
 
     def run_cell(self, cell: Cell) -> None:
-        ck = self.checkpoint(cell.adapter)
-        settings = generation_settings(self.spec, cell.task, self.prompt_format, self.dtype, self.base_model)
-        fp = cell_fingerprint(ck.sha256 if ck else BASE_ADAPTER, self.task_fps[cell.task], settings)
+        fp = self.fingerprint(cell)
         final_path = self.pred_path(cell)
         requests = self.requests_for(cell)
-        order = {r.uid: i for i, r in enumerate(requests)}
         shard_path = final_path if self.dist.world == 1 else shard_file(final_path, self.dist.rank, self.dist.world)
-        done = read_done(final_path, fp)
+        # A line whose image failed to load is no prediction: it is generated again (the image may be fixed now).
+        done = {uid: o for uid, o in read_done(final_path, fp).items() if not is_image_failure(o)}
         if len(done) < len(requests) and shard_path != final_path:
             done.update(read_done(shard_path, fp))
         mine = [r for r in requests if r.uid not in done and (self.dist.world == 1 or shard_of(r.uid, self.dist.world) == self.dist.rank)]
         if mine:
+            self.attach(cell.adapter)
             self.backend.activate(cell.adapter)
             self._generate(cell, mine, shard_path, fp)
         self.dist.barrier()
@@ -187,12 +250,10 @@ class Evaluation:
             missing = [r.uid for r in requests if r.uid not in merged]
             if missing:
                 raise CvitError(f"{final_path}: {len(missing)} samples have no prediction after generation (e.g. {missing[0]})")
-            lines = [json.dumps(merged[r.uid], ensure_ascii=False, sort_keys=True) for r in sorted(requests, key=lambda r: order[r.uid])]
-            atomic_write_text(final_path, "\n".join(lines) + "\n")
+            write_if_changed(final_path, canonical_predictions(merged, [r.uid for r in requests]))
             for part in shards:
                 part.unlink(missing_ok=True)
-            self.failures += [f"{cell.stage}/{cell.task} {o['uid']}: {o.get('error') or o['warning']}"
-                              for o in merged.values() if o.get("error") or o.get("warning")]
+            self.record_failures(cell, merged)
             self.score(cell)
         self.dist.barrier()
 
@@ -206,8 +267,7 @@ class Evaluation:
         if batch_size == "auto":
             batch_size = self.batch_size_used or self._auto_batch(requests)
         self.batch_size_used = int(batch_size)
-        task_bar = self.progress.add_task(f"stage {cell.stage} · {cell.task}", total=len(requests)) if self.progress else None
-        with JsonlAppender(path) as sink:
+        with self.progress.steps(f"stage {cell.stage} · {cell.task}", len(requests)) as bar, JsonlAppender(path) as sink:
             pending = list(requests)
             while pending:
                 loader = make_loader(pending, self.opts.num_workers, int(batch_size))
@@ -227,17 +287,14 @@ class Evaluation:
                         sink.write_many(lines)
                         done_uids = {r.uid for r in reqs}
                         pending = [r for r in pending if r.uid not in done_uids]
-                        if task_bar is not None:
-                            self.progress.advance(task_bar, len(reqs))
+                        bar.advance(len(reqs))
                 except torch.OutOfMemoryError:
                     if int(batch_size) == 1:
                         raise CvitError(f"stage {cell.stage} · {cell.task}: out of memory at batch size 1") from None
                     batch_size = max(1, int(batch_size) // 2)
                     self.batch_size_used = batch_size
-                    self.log(f"CUDA out of memory: batch size halved to {batch_size}; continuing")
+                    self.progress.message(f"CUDA out of memory: batch size halved to {batch_size}; continuing")
                     torch.cuda.empty_cache()
-        if task_bar is not None:
-            self.progress.remove_task(task_bar)
 
     def _auto_batch(self, requests: list) -> int:
         from .images import load_image
@@ -245,15 +302,32 @@ class Evaluation:
         probe = requests[-8:]
         images = [load_image(r.image, r.image_mode) if r.image else None for r in probe]
         size = self.backend.auto_batch_size(probe, images)
-        self.log(f"auto batch size: {size}")
+        self.progress.message(f"auto batch size: {size}")
         return size
 
-    def score(self, cell: Cell) -> None:
+    def record_failures(self, cell: Cell, lines: dict[str, dict]) -> None:
+        self.failures += [f"{cell.stage}/{cell.task} {o['uid']}: {o.get('error') or o['warning']}"
+                          for o in lines.values() if o.get("error") or o.get("warning")]
+
+    def score(self, cell: Cell, write_results: bool = True) -> None:
         pf = read_prediction_file(self.pred_path(cell))
         scored = score_cell(self.spec, cell.stage, cell.task, self.opts.profile, self.samples[cell.task], pf)
         write_score_files(self.out, scored)
         self.scored[(cell.stage, cell.task)] = scored
-        self.write_results()
+        if write_results:
+            self.write_results()
+
+    def _previous(self, *keys: str) -> Any:
+        value: Any = self.previous or {}
+        for k in keys:
+            value = value.get(k) if isinstance(value, dict) else None
+        return value
+
+    def _backend_description(self) -> dict[str, Any]:
+        # A rerun that generated nothing keeps the description of the backend that made the predictions.
+        if self._backend is None and self._previous("provenance", "backend") is not None:
+            return self._previous("provenance", "backend")
+        return self.backend.describe() if hasattr(self.backend, "describe") else {}
 
     def write_results(self) -> dict[str, Any]:
         stages = [{"label": ZERO_SHOT_STAGE, "kind": "zero-shot"}] if any(s == ZERO_SHOT_STAGE for s, _ in self.scored) else []
@@ -264,7 +338,8 @@ class Evaluation:
         generation = {"profile": self.spec.generation_profile, "do_sample": False, "num_beams": 1,
                       "max_new_tokens": {t: self.spec.task(t).max_new_tokens for t in self.samples},
                       "image_mode": {t: self.spec.task(t).image_mode for t in self.samples},
-                      "batch_size": self.batch_size_used, "dtype": self.dtype, "prompt_format": self.prompt_format,
+                      "dtype": self.dtype,
+                      "batch_size": self.batch_size_used, "prompt_format": self.prompt_format,
                       "processes": self.dist.world, "schedule": self.opts.schedule}
         warnings = list(self.failures)
         if self.opts.limit:
@@ -276,7 +351,7 @@ class Evaluation:
             self.spec, self.opts.profile, self.template_set,
             self.scored, base_model=self.base_model, method=self.plan.method, stages=stages, generation=generation,
             provenance={"run": self.plan.source, "eval_adapter": self.plan.eval_adapter, "seed": None,
-                        "backend": self.backend.describe() if hasattr(self.backend, "describe") else {}},
+                        "backend": self._backend_description()},
             warnings=warnings, extra={"run_kind": self.plan.kind, **extra})
         write_results(self.out / "results.json", results)
         return results
@@ -295,13 +370,15 @@ def evaluate(
     device: str = "auto",
     prompt_format: str | None = None,
     opts: EvalOptions | None = None,
-    log: Callable[[str], None] = print,
-    progress: Any = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``plan`` on the prepared benchmark; returns the final results dict (also in ``OUT/results.json``)."""
-    from .backends.base import load_backend
+    from .backends.base import backend_class, load_backend
 
     opts = opts or EvalOptions()
+    if opts.limit is not None and (type(opts.limit) is not int or opts.limit < 1):
+        raise CvitError(f"limit must be a positive number of samples, not {opts.limit!r}")
+    ensure_output_dir(out, "evaluate --out folder")
     spec = load_benchmark(benchmark)
     folder = resolve_prepared(data, spec.id)
     manifest = read_manifest(folder)
@@ -325,22 +402,34 @@ def evaluate(
         samples[task] = rows[: opts.limit] if opts.limit else rows
     task_fps = {t: manifest["files"][f"{t}/{spec.eval_split}.parquet"]["fingerprint"] for t in samples}
     fmt = prompt_format or spec.prompt_format
-    be = load_backend(backend, base, dtype=dtype, device=device, prompt_format=fmt, **(backend_options or {}))
-    ev = Evaluation(spec=spec, plan=plan, backend=be, samples=samples, task_fps=task_fps, img_root=image_root(folder, manifest),
-                    out=Path(out), opts=opts, dist=dist_info(), base_model=str(base), template_set=manifest["template_set"],
-                    prompt_format=fmt,
-                    dtype=getattr(be, "dtype", dtype or "float32"), log=log, progress=progress)
+    out = Path(out)
+    previous = None
+    if (out / "results.json").is_file():
+        with contextlib.suppress(CvitError):
+            previous = read_results(out / "results.json")
+    ev = Evaluation(spec=spec, plan=plan, samples=samples, task_fps=task_fps, img_root=image_root(folder, manifest),
+                    load_backend=lambda: load_backend(backend, base, dtype=dtype, device=device, prompt_format=fmt,
+                                                      **(backend_options or {})),
+                    out=out, opts=opts, dist=dist_info(), base_model=str(base), template_set=manifest["template_set"],
+                    prompt_format=fmt, dtype=backend_class(backend).generation_dtype(dtype, device),
+                    progress=as_progress(progress), previous=previous,
+                    batch_size_used=resumed_batch_size(out, opts.batch_size))
     remaining: dict[str | None, int] = {}
     for c in cells:
         remaining[c.adapter] = remaining.get(c.adapter, 0) + 1
-    loaded: set[str] = set()
+    # Under several processes every rank must take the same path through the barriers, so only a single
+    # process skips finished cells up front; sharded runs resume line by line inside run_cell.
+    skipped = 0
     for c in cells:
-        if c.adapter is not None and c.adapter not in loaded:
-            be.add_adapter(c.adapter, str(ev.checkpoint(c.adapter).path))
-            loaded.add(c.adapter)
-        ev.run_cell(c)
+        if ev.dist.world == 1 and ev.is_complete(c):
+            ev.adopt(c)
+            skipped += 1
+        else:
+            ev.run_cell(c)
         remaining[c.adapter] -= 1
-        if c.adapter is not None and remaining[c.adapter] == 0:
-            be.remove_adapter(c.adapter)       # keep memory flat over long sequences
-            loaded.discard(c.adapter)
+        if remaining[c.adapter] == 0:
+            ev.detach(c.adapter)
+    if skipped:
+        ev.progress.message(f"{skipped} of {len(cells)} cells were already complete and were skipped"
+                            + ("; nothing to do, the base model was not loaded" if skipped == len(cells) else ""))
     return ev.write_results() if ev.dist.is_main else {}

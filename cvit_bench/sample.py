@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import DataError, MissingFileError, SchemaVersionError
+from .errors import DataError, MissingFileError, SchemaVersionError, known_version
 from .files import atomic_path
 
 SAMPLE_SCHEMA_VERSION = 1
@@ -118,7 +118,7 @@ def _check_version(path: Path, schema: pa.Schema) -> None:
         version = int(raw)
     except ValueError:
         version = raw.decode(errors="replace")
-    if version not in KNOWN_SAMPLE_VERSIONS:
+    if not known_version(version, KNOWN_SAMPLE_VERSIONS):
         raise SchemaVersionError(path, version, KNOWN_SAMPLE_VERSIONS, "sample")
     missing = [c for c in COLUMNS if c not in schema.names]
     if missing:

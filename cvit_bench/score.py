@@ -21,7 +21,7 @@ from . import __version__
 from .benchmark import PROFILES, ZERO_SHOT_STAGE, BenchmarkSpec, TaskSpec, load_benchmark
 from .continual import AccuracyMatrix, mif, summarize, zero_shot_ap
 from .errors import CvitError, DataError
-from .files import atomic_write_text, sha256_file
+from .files import sha256_file, write_if_changed
 from .manifest import read_manifest, resolve_prepared
 from .predictions import PredictionFile, discover, read_prediction_file
 from .results import write_results
@@ -283,7 +283,7 @@ def write_score_files(out: str | os.PathLike, cell: CellScore) -> Path:
     path = Path(out) / "scores" / cell.stage / f"{cell.task}.jsonl"
     lines = [json.dumps({"schema_version": SCORE_LINE_VERSION, "uid": u, "score": v, "if": cell.if_flags.get(u)},
                         sort_keys=True) for u, v in zip(cell.uids, cell.per_sample)]
-    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
+    write_if_changed(path, "\n".join(lines) + ("\n" if lines else ""))
     return path
 
 

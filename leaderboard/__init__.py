@@ -7,8 +7,8 @@ Flow (one function per arrow, each with a CLI command in :mod:`cvit_bench.cli_le
 
 Module map: :mod:`.schema` (the JSON Schema of ``submission.json``, the authority for ``meta.yaml``),
 :mod:`.bundle` (pack; safe opening of untrusted archives; manifest checks), :mod:`.verify` (required cells,
-exact id coverage, re-scoring), :mod:`.submit` (the whole submission, all-or-nothing), :mod:`.board` (board
-keys, entries, storage), :mod:`.seeds` (``seed/*.yaml``), :mod:`.site` (the static site; templates in
+exact id coverage, re-scoring), :mod:`.submit` (the whole submission, all-or-nothing: ``verify_bundle`` then
+``publish_entry``), :mod:`.board` (board keys, entries, submitters, the locked board transaction, storage), :mod:`.seeds` (``seed/*.yaml``), :mod:`.site` (the static site; templates in
 ``templates/``, CSS and JS in ``static/``).
 """
 from __future__ import annotations
@@ -20,9 +20,10 @@ from typing import Any
 # matplotlib; importing this package must stay cheap.
 _EXPORTS = {
     "BoardKey": "board", "Entry": "board", "read_entries": "board", "write_entry": "board",
+    "Submitter": "board", "OwnershipError": "board", "publish_entry": "board", "board_lock": "board",
     "Limits": "limits", "open_bundle": "bundle", "pack": "bundle",
     "seed_board": "seeds", "seed_entries": "seeds", "seed_files": "seeds",
-    "build_site": "site", "SubmitOutcome": "submit", "submit": "submit",
+    "build_site": "site", "SubmitOutcome": "submit", "submit": "submit", "verify_bundle": "submit",
 }
 __all__ = sorted(_EXPORTS)
 

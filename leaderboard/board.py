@@ -3,8 +3,22 @@
 Layout of a board folder ``DIR``::
 
     DIR/submissions/<entry id>.json      # one entry (schema below), written atomically
-    DIR/submissions/<entry id>.tar.gz    # the accepted bundle, kept for audit (re-scored entries)
+    DIR/submissions/bundles/<sha256>.tar.gz   # every accepted bundle, by content, kept for audit and history
+    DIR/submissions/.lock                # the board's write lock (``filelock``)
     DIR/data/                            # default prepared references (``prepare --out``); ``--data`` overrides
+
+**Transactions** (:func:`publish_entry`): under the board lock, the ownership check, the serialised entry (a
+number JSON cannot hold fails here, before any write), the bundle copy (content-addressed: a new name, so it
+never overwrites another entry's audit copy) and finally one atomic rename of the entry file, the commit point.
+A refusal or a crash before the rename leaves every entry and every bundle it names as it was (at most an
+unreferenced bundle file remains after a crash at the very last step).
+
+**Ownership**: an entry records its ``submitter`` (:class:`Submitter`: ``kind`` ``contact`` with the
+metadata's contact today, ``token`` with a submitter-token id once the submission server issues them). A
+submission whose id is an existing entry's is refused unless it comes from the same submitter, or the
+maintainer passes ``force``. The replaced version moves into the new entry's ``history`` (newest last) with
+its own bundle hash, submitter, submission date and the date it was replaced; its bundle stays in
+``bundles/``. Entries without a submitter (seeded, published numbers) belong to the maintainer.
 
 **Board key** (``published_results.md`` §1 and §6): (benchmark, template set, base model, metric profile, variant).
 Entries with different keys are never ranked in one table: single vs five templates, CVIT vs CoIN, 7B vs 13B,
@@ -21,22 +35,32 @@ with the same method name and the same checkpoint hashes gets the same id and so
 per summary key (``recomputed`` | ``reported`` | ``reported, not recomputable``), ``flags`` (submitted numbers
 that differ from the recomputed ones by more than 0.01), ``checkpoints``, ``source`` (citation, url, table,
 grade ``primary`` | ``secondhand``), ``caveats``, ``results`` (the re-scored results.json, or null),
-``submitted_utc``, ``bundle_sha256``.
+``submitted_utc``, ``bundle_sha256``; since version 2 also ``submitter`` and ``history`` (version 1 entries
+are read with neither).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import math
 import os
-from dataclasses import asdict, dataclass, field
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cvit_bench.errors import DataError, SchemaVersionError
-from cvit_bench.files import atomic_write_json, read_json
+from filelock import FileLock, Timeout
+
+from cvit_bench.errors import CvitError, DataError, SchemaVersionError, known_version
+from cvit_bench.files import atomic_write_bytes, dumps_json, read_json
 from cvit_bench.report.runs import slugify
 
-ENTRY_SCHEMA_VERSION = 1
-KNOWN_ENTRY_VERSIONS = (1,)
+ENTRY_SCHEMA_VERSION = 2
+KNOWN_ENTRY_VERSIONS = (1, 2)
+SUBMITTER_KINDS = ("contact", "token")
+LOCK_TIMEOUT_S = 120.0
 TIERS = ("rescored", "reported")
 KINDS = ("method", "reference")
 SUBMISSIONS = "submissions"
@@ -70,6 +94,38 @@ class BoardKey:
                             field="board") from None
 
 
+@dataclass(frozen=True)
+class Submitter:
+    """Who sent an entry: ``contact`` (the metadata's contact, what the CLI knows) or ``token`` (the id of a
+    submitter token, what the submission server knows). Two submitters are the same only when both agree."""
+
+    kind: str
+    id: str
+
+    @classmethod
+    def from_contact(cls, contact: str) -> Submitter:
+        return cls("contact", contact.strip().casefold())
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Submitter:
+        if not (isinstance(data, dict) and data.get("kind") in SUBMITTER_KINDS and isinstance(data.get("id"), str)
+                and data["id"] and set(data) == {"kind", "id"}):
+            raise DataError(f"must be {{kind: {' | '.join(SUBMITTER_KINDS)}, id: non-empty string}}", file=where,
+                            field="submitter")
+        return cls(data["kind"], data["id"])
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.id}"
+
+
+class OwnershipError(CvitError):
+    """A submission for an entry that belongs to someone else."""
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass
 class Entry:
     id: str
@@ -93,6 +149,8 @@ class Entry:
     results: dict[str, Any] | None = None
     submitted_utc: str = ""
     bundle_sha256: str | None = None
+    submitter: Submitter | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -114,7 +172,7 @@ class Entry:
         if not isinstance(data, dict):
             raise DataError("an entry must be a JSON object", file=where)
         version = data.get("schema_version")
-        if version not in KNOWN_ENTRY_VERSIONS:
+        if not known_version(version, KNOWN_ENTRY_VERSIONS):
             raise SchemaVersionError(where, version, KNOWN_ENTRY_VERSIONS, "leaderboard entry")
         fields = {k: v for k, v in data.items() if k != "schema_version"}
         for key in ("id", "tier", "kind", "board", "method", "base_model", "tasks", "final_row", "summary"):
@@ -125,6 +183,10 @@ class Entry:
         if fields["kind"] not in KINDS:
             raise DataError(f"must be one of {', '.join(KINDS)}", file=where, field="kind")
         fields["board"] = BoardKey.from_dict(fields["board"], where)
+        if fields.get("submitter") is not None:
+            fields["submitter"] = Submitter.from_dict(fields["submitter"], where)
+        if not isinstance(fields.get("history", []), list):
+            raise DataError("must be a list of earlier versions", file=where, field="history")
         fields.setdefault("summary_status", {})
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(fields) - known)
@@ -155,12 +217,135 @@ def read_entries(board: str | os.PathLike) -> list[Entry]:
     return [Entry.from_dict(read_json(p, "leaderboard entry"), str(p)) for p in sorted(folder.glob("*.json"))]
 
 
+def bundles_dir(board: str | os.PathLike) -> Path:
+    return submissions_dir(board) / "bundles"
+
+
+def bundle_store_path(board: str | os.PathLike, sha256: str) -> Path:
+    """Where the board keeps the bundle of that hash (content-addressed: one name per content)."""
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise DataError(f"not a sha256 hex digest: {sha256!r}", field="bundle_sha256")
+    return bundles_dir(board) / f"{sha256}.tar.gz"
+
+
+@contextlib.contextmanager
+def board_lock(board: str | os.PathLike, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """The board's write lock (one writer at a time, across processes); every board write runs under it."""
+    folder = submissions_dir(board)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / ".lock"), timeout=timeout)
+    try:
+        with lock:
+            yield
+    except Timeout:
+        raise CvitError(f"{folder / '.lock'}: the board is locked by another writer for more than {timeout:.0f} s") from None
+
+
+def entry_bytes(entry: Entry, where: str) -> bytes:
+    """The entry file's bytes; a number JSON cannot hold (NaN, infinity) refuses the entry before any write."""
+    try:
+        return dumps_json(entry.to_dict()).encode("utf-8")
+    except ValueError as exc:
+        raise DataError(f"the entry cannot be stored as JSON ({exc})", file=where) from None
+
+
+def read_entry(path: Path) -> Entry:
+    return Entry.from_dict(read_json(path, "leaderboard entry"), str(path))
+
+
+def history_record(previous: Entry, replaced_utc: str) -> dict[str, Any]:
+    """One replaced version as kept in the new entry's ``history`` (its own history is already in the list)."""
+    record = previous.to_dict()
+    record.pop("history", None)
+    record["replaced_utc"] = replaced_utc
+    return record
+
+
+def _store_bundle(src: Path, dst: Path, sha256: str, where: str) -> bool:
+    """Copy the bundle to its content-addressed place, hashing as it streams (the file must still be the one
+    that was verified); True when the file is new."""
+    if dst.is_file():
+        return False
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        digest = hashlib.sha256()
+        with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+            while block := fin.read(1 << 20):
+                digest.update(block)
+                fout.write(block)
+            fout.flush()
+            os.fsync(fout.fileno())
+        if digest.hexdigest() != sha256:
+            raise DataError("the bundle changed while it was being verified; nothing was stored", file=where)
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    entry: Entry
+    path: Path
+    replaced: bool
+
+
+def publish_entry(board: str | os.PathLike, bundle_path: str | os.PathLike | None, entry: Entry,
+                  submitter: Submitter | None, *, force: bool = False) -> PublishOutcome:
+    """Store ``entry`` (and, when given, the verified bundle it came from) on ``board`` as one transaction.
+
+    ``submitter`` becomes the entry's owner; an existing entry of the same id owned by another submitter is
+    refused (:class:`OwnershipError`) unless ``force`` (the maintainer's override). See the module docstring
+    for the order of writes. ``bundle_path`` must have the hash ``entry.bundle_sha256``."""
+    board = Path(board)
+    where = str(bundle_path) if bundle_path is not None else f"entry {entry.id}"
+    with board_lock(board):
+        path = entry_path(board, entry.id)
+        previous = read_entry(path) if path.exists() else None
+        if previous is not None and not force and previous.submitter != submitter:
+            owner = previous.submitter.describe() if previous.submitter else "the board's maintainer"
+            raise OwnershipError(
+                f"{where}: entry {entry.id} ({previous.name}) belongs to {owner}, not to "
+                f"{submitter.describe() if submitter else 'the board maintainer'}; nothing was changed (a maintainer "
+                "can replace it with --force; the current version is then kept in the entry's history)")
+        when = now_utc()
+        history = [*previous.history, history_record(previous, when)] if previous is not None else []
+        entry = replace(entry, submitter=submitter, history=history)
+        payload = entry_bytes(entry, where)
+        created: Path | None = None
+        if bundle_path is not None:
+            if entry.bundle_sha256 is None:
+                raise DataError("an entry stored with its bundle needs bundle_sha256", file=where)
+            store = bundle_store_path(board, entry.bundle_sha256)
+            created = store if _store_bundle(Path(bundle_path), store, entry.bundle_sha256, where) else None
+        try:
+            atomic_write_bytes(path, payload)           # the commit point
+        except BaseException:
+            if created is not None:
+                created.unlink(missing_ok=True)
+            raise
+    return PublishOutcome(entry=entry, path=path, replaced=previous is not None)
+
+
 def write_entry(board: str | os.PathLike, entry: Entry) -> tuple[Path, bool]:
-    """Write (or replace) an entry atomically; returns its path and whether an earlier entry was replaced."""
+    """Write (or replace) an entry without bundle or ownership check (seeding and maintainer tools), under the
+    board lock; returns its path and whether an earlier entry was replaced."""
     path = entry_path(board, entry.id)
-    replaced = path.exists()
-    atomic_write_json(path, entry.to_dict())
+    payload = entry_bytes(entry, str(path))
+    with board_lock(board):
+        replaced = path.exists()
+        atomic_write_bytes(path, payload)
     return path, replaced
+
+
+def _difference(a: Any, b: Any) -> float | None:
+    if a is None or b is None:
+        return None
+    diff = float(b) - float(a)
+    return round(diff, 6) if math.isfinite(diff) else None
 
 
 def flag_differences(submitted: dict[str, Any], recomputed: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
@@ -174,7 +359,7 @@ def flag_differences(submitted: dict[str, Any], recomputed: dict[str, Any], pref
             continue
         if a is None and b is None:
             continue
-        if a is None or b is None or abs(float(a) - float(b)) > FLAG_TOLERANCE:
+        if a is None or b is None or not (abs(float(a) - float(b)) <= FLAG_TOLERANCE):   # NaN is flagged too
             flags.append({"field": f"{prefix}{key}", "submitted": a, "recomputed": b,
-                          "difference": None if a is None or b is None else round(float(b) - float(a), 6)})
+                          "difference": _difference(a, b)})
     return flags

@@ -8,13 +8,14 @@ builder re-checks that rule before it renders a link (defence in depth: a board 
 from __future__ import annotations
 
 import json
+import unicodedata
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 import jsonschema
 
-from cvit_bench.errors import DataError, SchemaVersionError
+from cvit_bench.errors import DataError, SchemaVersionError, known_version
 
 SUBMISSION_SCHEMA_VERSION = 1
 KNOWN_SUBMISSION_VERSIONS = (1,)
@@ -23,9 +24,18 @@ RESULTS_NAME = "results.json"
 
 
 @lru_cache(maxsize=None)
-def submission_schema() -> dict[str, Any]:
-    text = resources.files("cvit_bench.leaderboard").joinpath("schema/submission.schema.json").read_text("utf-8")
+def _packaged_schema(name: str) -> dict[str, Any]:
+    text = resources.files("cvit_bench.leaderboard").joinpath(f"schema/{name}").read_text("utf-8")
     return json.loads(text)
+
+
+def submission_schema() -> dict[str, Any]:
+    return _packaged_schema("submission.schema.json")
+
+
+def results_schema() -> dict[str, Any]:
+    """What a bundle's results.json must be (``schema/results.schema.json``)."""
+    return _packaged_schema("results.schema.json")
 
 
 def meta_schema() -> dict[str, Any]:
@@ -38,14 +48,15 @@ def _path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "(top level)"
 
 
-def _check(instance: Any, schema: dict[str, Any], where: str, prefix: str = "") -> None:
+def _check(instance: Any, schema: dict[str, Any], where: str, prefix: str = "", what: str = "the submission schema") -> None:
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(instance), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     if errors:
         first = errors[0]
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         field = prefix + _path(first)
-        raise DataError(f"does not match the submission schema: {first.message}{more}", file=where, field=field)
+        message = first.message if len(first.message) <= 300 else first.message[:300] + "…"
+        raise DataError(f"does not match {what}: {message}{more}", file=where, field=field)
 
 
 def validate_meta(meta: Any, where: str = "meta.yaml") -> dict[str, Any]:
@@ -54,7 +65,8 @@ def validate_meta(meta: Any, where: str = "meta.yaml") -> dict[str, Any]:
         raise DataError("metadata must be a mapping (method, base_model, trainable_params, extra_data, links, contact)",
                         file=where)
     _check(meta, meta_schema(), where)
-    return meta
+    name = check_display_name(meta["method"]["name"], where, "method.name")
+    return {**meta, "method": {**meta["method"], "name": name}}
 
 
 def validate_submission(doc: Any, where: str = SUBMISSION_NAME) -> dict[str, Any]:
@@ -62,9 +74,10 @@ def validate_submission(doc: Any, where: str = SUBMISSION_NAME) -> dict[str, Any
     if not isinstance(doc, dict):
         raise DataError("must be a JSON object", file=where)
     version = doc.get("schema_version")
-    if version not in KNOWN_SUBMISSION_VERSIONS:
+    if not known_version(version, KNOWN_SUBMISSION_VERSIONS):
         raise SchemaVersionError(where, version, KNOWN_SUBMISSION_VERSIONS, "submission")
     _check(doc, submission_schema(), where)
+    doc = {**doc, "meta": validate_meta(doc["meta"], where)}
     paths = [f["path"] for f in doc["files"]]
     dup = sorted({p for p in paths if paths.count(p) > 1})
     if dup:
@@ -78,3 +91,70 @@ def is_https(url: Any) -> bool:
     """The only links a board renders: ``https://`` with no whitespace, quotes or angle brackets."""
     return (isinstance(url, str) and url.startswith("https://") and len(url) > len("https://")
             and not any(c.isspace() or c in "\"'<>\\" for c in url))
+
+
+def validate_results(doc: Any, where: str) -> dict[str, Any]:
+    """A bundle's results.json against ``schema/results.schema.json`` (version first, then the whole file), plus
+    the shape rules a schema cannot state: the matrix (and IF-rate) values are stages x tasks."""
+    if not isinstance(doc, dict):
+        raise DataError("must be a JSON object", file=where)
+    if not known_version(doc.get("schema_version"), (1,)):
+        raise SchemaVersionError(where, doc.get("schema_version"), (1,), "results")
+    _check(doc, results_schema(), where, what="the results.json schema")
+    for block in ("matrix", "if_rates"):
+        m = doc.get(block)
+        if m is None:
+            continue
+        rows, cols = len(m["stages"]), len(m["tasks"])
+        if len(m["values"]) != rows or any(len(r) != cols for r in m["values"]):
+            raise DataError(f"values must be {rows} rows x {cols} columns (stages x tasks)", file=where,
+                            field=f"{block}.values")
+    metrics = doc["matrix"].get("metrics")
+    if metrics is not None and len(metrics) != len(doc["matrix"]["tasks"]):
+        raise DataError(f"{len(metrics)} metric ids for {len(doc['matrix']['tasks'])} task columns (one per column)",
+                        file=where, field="matrix.metrics")
+    return doc
+
+
+# Characters that make two different names look the same, or a name look different from what it is.
+_BIDI_CONTROLS = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Scripts whose letters are confusable with each other (Latin a / Cyrillic а / Greek α ...): a name may use one.
+_CONFUSABLE_SCRIPTS = ("LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE", "COPTIC")
+
+
+def _script(ch: str) -> str | None:
+    name = unicodedata.name(ch, "")
+    return next((s for s in _CONFUSABLE_SCRIPTS if name.startswith(s + " ")), None)
+
+
+def check_display_name(name: str, where: str, field: str) -> str:
+    """A method name as the board shows it: NFKC-normalised (full-width and ligature forms become plain ones);
+    refused when it holds invisible/format characters, bidirectional controls, other control characters, or
+    letters from more than one of the mutually confusable scripts (Latin, Cyrillic, Greek, ...), so that no row
+    can pass for another (``Sеq-LoRA`` with a Cyrillic ``е``). Decision: whole-script lookalikes (a name all
+    in Cyrillic) are allowed: they are a legitimate name in that script."""
+    normal = unicodedata.normalize("NFKC", name).strip()
+    if not normal:
+        raise DataError("must not be empty or blank", file=where, field=field)
+    for ch in normal:
+        if ch in _BIDI_CONTROLS:
+            raise DataError(f"bidirectional control character U+{ord(ch):04X} refused (it reorders what readers see)",
+                            file=where, field=field)
+        category = unicodedata.category(ch)
+        if category in ("Cf", "Cc", "Co", "Cs", "Cn", "Zl", "Zp") or (category == "Zs" and ch != " "):
+            raise DataError(f"invisible or control character U+{ord(ch):04X} refused", file=where, field=field)
+    scripts = sorted({s for ch in normal if ch.isalpha() and (s := _script(ch))})
+    if len(scripts) > 1:
+        mixed = ", ".join(f"{ch!r} ({unicodedata.name(ch, '?')})" for ch in normal
+                          if ch.isalpha() and _script(ch) not in (None, _majority_script(normal)))[:300]
+        raise DataError(f"mixes letters of the {' and '.join(s.title() for s in scripts)} scripts, which look alike "
+                        f"(a name that passes for another); found {mixed}", file=where, field=field)
+    return normal
+
+
+def _majority_script(text: str) -> str | None:
+    counts: dict[str, int] = {}
+    for ch in text:
+        if ch.isalpha() and (s := _script(ch)):
+            counts[s] = counts.get(s, 0) + 1
+    return max(counts, key=counts.get) if counts else None

@@ -20,6 +20,12 @@ Rules:
   script, style and images (``default-src 'none'``).
 - Numbers: 2 decimals as in the report; "nr" marks a value that is "reported, not recomputable", "⚑" a
   submitted number that differs from the recomputed one by more than 0.01.
+- **Whole or nothing**: the site is rendered into a staging folder beside ``SITE`` and swapped in at once
+  (:func:`cvit_bench.files.staged_folder`), so the live site is always a complete old or a complete new one,
+  and pages of entries that left the board are gone with the old folder. An entry whose page cannot be
+  rendered (a board file edited by hand) is left out of the site, index included, and reported in
+  :attr:`SiteOutputs.skipped` (the CLI prints it); the other entries are published. ``SITE`` must be a site
+  this builder wrote (or new, or empty): another folder is refused, never replaced.
 """
 from __future__ import annotations
 
@@ -33,7 +39,8 @@ from typing import Any
 import jinja2
 
 from cvit_bench import __version__
-from cvit_bench.files import atomic_write_text
+from cvit_bench.errors import CvitError
+from cvit_bench.files import atomic_write_text, staged_folder
 from cvit_bench.report.figures import forgetting_figure, heatmap_figure, save_figure
 from cvit_bench.report.formatting import fmt_aggregate, fmt_value, round2
 from cvit_bench.report.html import flatten, make_environment, run_view
@@ -193,6 +200,8 @@ def entry_facts(entry: Entry) -> list[tuple[str, str]]:
              ("contact", entry.contact), ("submitted (UTC)", entry.submitted_utc),
              ("bundle sha256", entry.bundle_sha256 or "")]
     facts += [(f"checkpoint {i}", h) for i, h in enumerate(entry.checkpoints, start=1)]
+    facts += [(f"replaced version {i}", f"submitted {h.get('submitted_utc', '')}, replaced {h.get('replaced_utc', '')}, "
+               f"bundle sha256 {h.get('bundle_sha256') or ''}") for i, h in enumerate(entry.history, start=1)]
     return [(k, v) for k, v in facts if v]
 
 
@@ -210,6 +219,18 @@ class SiteOutputs:
     out_dir: Path
     index: Path
     pages: tuple[Path, ...]
+    skipped: tuple[tuple[str, str], ...] = ()      # (entry id, why its page could not be rendered)
+
+
+SITE_MARK = ".nojekyll"          # every site we build has it; a folder with other content and without it is not ours
+
+
+def check_site_target(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise CvitError(f"{out}: the site folder is a file")
+    if out.is_dir() and any(out.iterdir()) and not (out / SITE_MARK).exists():
+        raise CvitError(f"{out}: not empty and not a site built by `cvit-bench leaderboard build` (no {SITE_MARK}); "
+                        "building would replace it, so choose another --out")
 
 
 def _options(values: list[str]) -> list[str]:
@@ -220,22 +241,31 @@ def build_site(board: str | os.PathLike, out: str | os.PathLike, *, title: str =
     """Render every entry of ``board`` into a static site in ``out`` (see the module docstring)."""
     entries = read_entries(board)
     out = Path(out)
-    (out / "static").mkdir(parents=True, exist_ok=True)
-    for name in STATIC_FILES:
-        shutil.copyfile(_static_dir() / name, out / "static" / name)
-    atomic_write_text(out / ".nojekyll", "")
+    check_site_target(out)
     env = _environment()
-    boards = [board_view(k, v) for k, v in group_entries(entries).items()]
     common = {"csp": CSP, "version": __version__, "title": title}
-    index = out / "index.html"
-    atomic_write_text(index, env.get_template("index.html.j2").render(
-        **common, boards=boards, families=_options([e.family for e in entries]),
-        base_models=_options([e.board.base_model for e in entries]), tiers=["rescored", "reported"],
-        n_entries=len(entries), static="static/"))
-    pages = []
-    for e in entries:
-        pages.append(_write_entry_page(env, e, out, common, boards))
-    return SiteOutputs(out_dir=out, index=index, pages=tuple(pages))
+    with staged_folder(out, "build") as stage:
+        boards = [board_view(k, v) for k, v in group_entries(entries).items()]
+        pages, skipped, shown = [], [], []
+        for e in entries:
+            try:
+                pages.append(_write_entry_page(env, e, stage, common, boards).relative_to(stage))
+                shown.append(e)
+            except Exception as exc:   # noqa: BLE001 - reported per entry; the rest of the board is published
+                shutil.rmtree(stage / "entries" / e.id, ignore_errors=True)
+                skipped.append((e.id, f"{type(exc).__name__}: {exc}"))
+        if skipped:
+            boards = [board_view(k, v) for k, v in group_entries(shown).items()]
+        (stage / "static").mkdir()
+        for name in STATIC_FILES:
+            shutil.copyfile(_static_dir() / name, stage / "static" / name)
+        atomic_write_text(stage / SITE_MARK, "")
+        atomic_write_text(stage / "index.html", env.get_template("index.html.j2").render(
+            **common, boards=boards, families=_options([e.family for e in shown]),
+            base_models=_options([e.board.base_model for e in shown]), tiers=["rescored", "reported"],
+            n_entries=len(shown), static="static/"))
+    return SiteOutputs(out_dir=out, index=out / "index.html", pages=tuple(out / p for p in pages),
+                       skipped=tuple(skipped))
 
 
 def _write_entry_page(env: jinja2.Environment, entry: Entry, out: Path, common: dict[str, Any],

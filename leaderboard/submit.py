@@ -2,38 +2,42 @@
 
 Order of checks (each refusal says exactly what is wrong; nothing is written to the board before the last step):
 
-1. the archive's members (no absolute path, ``..``, link or device; size limits), then extraction into a
-   temporary folder outside the board (:func:`.bundle.open_bundle`);
-2. ``submission.json`` against the JSON Schema, schema version first;
-3. every listed file's sha256, size and row count; no unlisted file (:func:`.bundle.verify_manifest`);
-4. ``results.json`` (its own schema version);
+1-3. in one streamed pass over the archive (:func:`.bundle.open_bundle`): each member header (no absolute
+   path, ``..``, link or device; size limits); ``submission.json`` first, against the JSON Schema, schema
+   version first; every later member listed there, copied into a temporary folder outside the board while its
+   sha256, size and row count are checked; nothing unlisted, nothing listed missing;
+4. ``results.json`` against ``schema/results.schema.json`` (its own schema version first; finite numbers);
 5. tier ``rescored``: the prediction files cover the schedule's cells with exact id sets, are re-scored against
    the board's references, every summary is recomputed, and each submitted number that differs by more than
    0.01 is flagged (:mod:`.verify`). Tier ``reported``: the summary is recomputed from the submitted matrix where
    the matrix allows it, flagged the same way, and the rest is marked "reported, not recomputable";
-6. the entry (and a copy of the bundle) is written atomically under ``DIR/submissions/``; an entry with the same
-   method name and checkpoint hashes is replaced.
+6. the entry (and a copy of the bundle) is published as one transaction under the board lock
+   (:func:`.board.publish_entry`): an entry with the same method name and checkpoint hashes is replaced only
+   when it comes from the same submitter (or ``force``), and the replaced version stays in its history.
+
+Steps 1-5 write nothing outside a temporary folder; every refusal is a :class:`DataError` (the CLI's exit 2)
+that names the bundle and the member, and leaves the board byte for byte as it was. ``results.json`` is
+validated whole against ``schema/results.schema.json`` with finite numbers only, so an accepted entry
+always renders.
 """
 from __future__ import annotations
 
 import os
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from cvit_bench.benchmark import benchmark_ids, load_benchmark
 from cvit_bench.continual import AccuracyMatrix, summarize
 from cvit_bench.errors import DataError
-from cvit_bench.files import atomic_write_bytes
+from cvit_bench.files import read_json
 from cvit_bench.report.runs import final_row, final_row_label
-from cvit_bench.results import read_results
 
-from .board import NOT_RECOMPUTABLE, BoardKey, Entry, entry_id, entry_path, flag_differences, write_entry
-from .bundle import OpenedBundle, open_bundle, verify_manifest
+from .board import NOT_RECOMPUTABLE, BoardKey, Entry, Submitter, entry_id, flag_differences, now_utc, publish_entry
+from .bundle import OpenedBundle, bundle_errors, open_bundle
 from .limits import Limits
-from .schema import RESULTS_NAME
+from .schema import RESULTS_NAME, validate_results
 from .verify import rescore
 
 
@@ -121,25 +125,40 @@ def build_entry(bundle: OpenedBundle, submitted: dict[str, Any], *, data: Path |
         final_row=row, summary=summary, summary_status=status, trainable_params=meta.get("trainable_params"),
         extra_data=dict(meta["extra_data"]), links=dict(meta.get("links") or {}), contact=meta["contact"], flags=flags,
         checkpoints=checkpoint_hashes(submitted, bundle), results=results,
-        submitted_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), bundle_sha256=bundle.sha256,
+        submitted_utc=now_utc(), bundle_sha256=bundle.sha256,
     )
 
 
+def read_bundle_results(bundle: OpenedBundle) -> dict[str, Any]:
+    """The bundle's results.json, parsed with finite numbers only and validated whole against its schema."""
+    where = f"{bundle.path}:{RESULTS_NAME}"
+    return validate_results(read_json(bundle.root / RESULTS_NAME, "results.json inside the bundle", finite=True), where)
+
+
+def verify_bundle(bundle: str | os.PathLike, *, data: str | os.PathLike | None = None, limits: Limits = Limits(),
+                  workdir: str | os.PathLike | None = None) -> Entry:
+    """Steps 1-5: open, check and re-score a bundle into the entry it would publish; writes nothing but a
+    temporary folder (removed). The submission server runs this in its worker, then :func:`publish_entry`."""
+    opened = open_bundle(bundle, limits, workdir=workdir)
+    try:
+        with bundle_errors(opened):
+            submitted = read_bundle_results(opened)
+            return build_entry(opened, submitted, data=Path(data) if data is not None else None, where=str(opened.path))
+    finally:
+        shutil.rmtree(opened.root, ignore_errors=True)
+
+
 def submit(bundle: str | os.PathLike, board: str | os.PathLike, *, data: str | os.PathLike | None = None,
-           limits: Limits = Limits()) -> SubmitOutcome:
-    """Verify and store one submission (see the module docstring); raises :class:`DataError` on refusal."""
+           limits: Limits = Limits(), submitter: Submitter | None = None, force: bool = False) -> SubmitOutcome:
+    """Verify, re-score and publish one submission (see the module docstring); raises :class:`DataError` on
+    refusal (:class:`.board.OwnershipError` when the entry belongs to another submitter and not ``force``).
+
+    ``submitter`` defaults to the bundle's contact (``Submitter("contact", ...)``); the submission server
+    passes its token's submitter instead."""
     board = Path(board)
     if data is None and (board / "data").is_dir():
         data = board / "data"
-    opened = open_bundle(bundle, limits)
-    try:
-        verify_manifest(opened)
-        where = str(opened.path)
-        submitted = read_results(opened.root / RESULTS_NAME)
-        entry = build_entry(opened, submitted, data=Path(data) if data is not None else None, where=where)
-        # Accepted: only now does anything reach the board.
-        atomic_write_bytes(entry_path(board, entry.id).with_suffix(".tar.gz"), opened.path.read_bytes())
-        path, replaced = write_entry(board, entry)
-        return SubmitOutcome(entry=entry, path=path, replaced=replaced)
-    finally:
-        shutil.rmtree(opened.root, ignore_errors=True)
+    entry = verify_bundle(bundle, data=data, limits=limits)
+    owner = submitter if submitter is not None else Submitter.from_contact(entry.contact)
+    published = publish_entry(board, bundle, entry, owner, force=force)
+    return SubmitOutcome(entry=published.entry, path=published.path, replaced=published.replaced)

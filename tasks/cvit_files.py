@@ -144,15 +144,19 @@ def join_scienceqa(ctx: LoadContext, task: TaskSpec, split: str, path: Path, sam
     """Choices and the gold letter from the official ``problems.json`` (the scorer's universe is the test split)."""
     problems_path = ctx.paths.get("scienceqa_problems", ctx.raw_root / "ScienceQA" / "problems.json")
     problems = read_json(problems_path, "official ScienceQA problems.json")
+    if not isinstance(problems, dict):
+        raise DataError("must be an object keyed by problem id", file=problems_path, field="(top level)")
     for s in samples:
         problem = problems.get(s.source_id)
         if problem is None:
             if s.split == ctx.benchmark.eval_split:
                 raise DataError(f"problem id not in {problems_path}", file=path, record=s.source_id, field="question_id")
             continue
+        if not isinstance(problem, dict):
+            raise DataError("each problem must be an object", file=problems_path, record=s.source_id)
         choices = problem.get("choices")
         answer = problem.get("answer")
-        if not isinstance(choices, list) or not isinstance(answer, int):
+        if not isinstance(choices, list) or not isinstance(answer, int) or isinstance(answer, bool):
             raise DataError("needs `choices` (list) and `answer` (int)", file=problems_path, record=s.source_id, field="choices")
         s.choices = [str(c) for c in choices]
         if s.split == ctx.benchmark.eval_split:
@@ -161,7 +165,10 @@ def join_scienceqa(ctx: LoadContext, task: TaskSpec, split: str, path: Path, sam
     if split == ctx.benchmark.eval_split:
         splits_path = ctx.paths.get("scienceqa_splits", ctx.raw_root / "ScienceQA" / "pid_splits.json")
         if Path(splits_path).is_file():
-            official = set(read_json(splits_path, "official ScienceQA pid_splits.json").get("test", []))
+            splits = read_json(splits_path, "official ScienceQA pid_splits.json")
+            if not isinstance(splits, dict) or not isinstance(splits.get("test", []), list):
+                raise DataError("must be an object: split name -> list of problem ids", file=splits_path, field="test")
+            official = {str(p) for p in splits.get("test", [])}
             present = {s.source_id for s in samples}
             missing = sorted(official - present)
             if missing:
@@ -225,6 +232,11 @@ class CvitFilesSource:
                                          f"{task.cvit_files['splits'][split]})")
         is_eval = split == ctx.benchmark.eval_split
         _, samples = (read_eval_file if is_eval else read_train_file)(ctx, task, split, path)
+        seen: set[str] = set()
+        for s in samples:       # found here, the error names this file, not the parquet being written
+            if s.uid in seen:
+                raise DataError(f"the same id appears twice (uid {s.uid})", file=path, record=s.source_id, field="id")
+            seen.add(s.uid)
         if task.id in JOINS:
             JOINS.get(task.id)(ctx, task, split, path, samples)
         return samples

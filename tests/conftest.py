@@ -31,12 +31,12 @@ def tiny_qwen2vl_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def mini_base_dir(request):
-    """The pretrained cvit-mini base (cvit_bench.mini_model), built once and cached in
-    ``.pytest_cache/cvit-mini`` so that repeated local runs reuse it (about 2 minutes on 2 cores when cold)."""
-    from cvit_bench.mini_model import cached_mini_base
+def mini_base_dir():
+    """The pretrained cvit-mini base shipped in the package (cvit_bench/mini_base, verified by sha256; read-only:
+    tests copy it before changing anything)."""
+    from cvit_bench.mini_model import shipped_mini_base
 
-    return cached_mini_base(seed=0, cache_dir=request.config.rootpath / ".pytest_cache" / "cvit-mini")
+    return shipped_mini_base()
 
 
 @pytest.fixture(scope="session")

@@ -474,7 +474,7 @@ def test_hf_backend_attaches_swaps_and_detaches(runs, tiny_llava_dir, processor,
 
 def test_runner_evaluates_moe_runs_with_routing_in_results(runs, prepared, tmp_path):
     res = evaluate(load_run_dir(runs["smolora"]), data=prepared, out=tmp_path / "eval", benchmark="cvit",
-                   opts=EvalOptions(batch_size=4, num_workers=0, allow_partial=True), log=lambda s: None)
+                   opts=EvalOptions(batch_size=4, num_workers=0, allow_partial=True))
     routing = json.loads((runs["smolora"] / "stage-02-imagenet" / ROUTING_NAME).read_text())
     assert res["routing"] == routing
     assert res["method"]["name"] == "smolora"
@@ -510,7 +510,7 @@ def test_smolora_and_branchlora_forget_less_than_seq_lora_on_cvit_mini(mini_base
         train_run(method, mini_base_dir, mini_prepared, run, benchmark="cvit-mini", seed=0, options=opts,
                   **MINI_TRAINING)
         res = evaluate(load_run_dir(run), data=mini_prepared, out=tmp_path / "eval" / method, benchmark="cvit-mini",
-                       opts=EvalOptions(batch_size=100, num_workers=0), log=lambda s: None)
+                       opts=EvalOptions(batch_size=100, num_workers=0))
         bwt[method] = res["summary"]["BWT"]
         if method != "seq-lora":
             assert res["routing"] and set(res["routing"]) == set(load_benchmark("cvit-mini").upstream)

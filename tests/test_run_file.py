@@ -18,7 +18,7 @@ def _record() -> RunRecord:
                      stages=[StageEntry(index=1, task="scienceqa", path="stage-01-scienceqa", sha256=SHA,
                                         weights="adapter_model.safetensors", train={"steps": 3})],
                      fewshot=[StageEntry(name="fewshot-5", task="places365", path="fewshot-5-places365", sha256=SHA,
-                                         source={"path": "stage-01-scienceqa", "sha256": SHA})])
+                                         from_stage={"path": "stage-01-scienceqa", "sha256": SHA})])
 
 
 def test_round_trip_writes_the_documented_keys(tmp_path):

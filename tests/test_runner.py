@@ -58,7 +58,7 @@ def run_dir(tiny_llava_dir, tmp_path_factory) -> Path:
 
 def _evaluate(run_dir, prepared, bench_yaml, out, **opts):
     options = EvalOptions(**{"num_workers": 0, **opts})
-    return evaluate(load_run_dir(run_dir), data=prepared, out=out, benchmark=str(bench_yaml), opts=options, log=lambda m: None)
+    return evaluate(load_run_dir(run_dir), data=prepared, out=out, benchmark=str(bench_yaml), opts=options)
 
 
 def _preds(out: Path) -> dict[str, list[dict]]:
@@ -109,7 +109,7 @@ def test_hot_swap_equals_a_fresh_load_of_each_adapter(baseline, run_dir, prepare
         plan.base_model = json.loads((run_dir / "run.json").read_text())["base_model"]
         out = tmp_path / f"fresh{i}"
         evaluate(plan, data=prepared, out=out, benchmark=str(bench_yaml), opts=EvalOptions(num_workers=0, allow_partial=True,
-                 downstream=False), log=lambda m: None)
+                 downstream=False))
         fresh = [x["prediction"] for x in _preds(out)[f"predictions/1/{task}.jsonl"]]
         swapped = [x["prediction"] for x in _preds(out8)[f"predictions/{i}/{task}.jsonl"]]
         assert fresh == swapped
@@ -191,7 +191,7 @@ def test_adapter_for_another_base_names_both(run_dir, prepared, bench_yaml, tmp_
     plan = load_run_dir(run_dir)
     with pytest.raises(CvitError) as exc:
         evaluate(plan, data=prepared, out=tmp_path / "o", benchmark=str(bench_yaml), base_model=str(other_base),
-                 opts=EvalOptions(num_workers=0), log=lambda m: None)
+                 opts=EvalOptions(num_workers=0))
     assert "stage-01-scienceqa" in str(exc.value) and str(other_base) in str(exc.value)
 
 
@@ -215,12 +215,36 @@ def test_undecodable_image_is_recorded_not_fatal(run_dir, bench_yaml, tmp_path):
                      tasks=["scienceqa"]).folder
     (raw / "images/scienceqa/test/102/image.png").write_bytes(b"not an image at all")
     results = evaluate(load_run_dir(run_dir), data=folder, out=tmp_path / "out", benchmark=str(bench_yaml),
-                       opts=EvalOptions(num_workers=1, allow_partial=True), log=lambda m: None)
+                       opts=EvalOptions(num_workers=1, allow_partial=True))
     lines = [json.loads(x) for x in (tmp_path / "out/predictions/1/scienceqa.jsonl").read_text().splitlines()]
     bad = [x for x in lines if x.get("error")]
     assert [x["uid"] for x in bad] == ["scienceqa/test/102"] and "image.png" in bad[0]["error"]
     assert len(lines) == 8 and results["cells"]["1/scienceqa"]["n"] == 8
     assert any("scienceqa/test/102" in w for w in results["warnings"])
+
+
+def test_failed_images_are_retried_and_a_no_op_resume_keeps_the_batch_size(run_dir, bench_yaml, tmp_path):
+    raw = make_cvit_files(tmp_path / "raw", "single", n=8)
+    folder = prepare(str(bench_yaml), templates="single", source="cvit-files", raw_root=raw, out=tmp_path / "prep",
+                     tasks=["scienceqa"]).folder
+    image = raw / "images/scienceqa/test/102/image.png"
+    good = image.read_bytes()
+    image.write_bytes(b"not an image at all")
+
+    def run():
+        return evaluate(load_run_dir(run_dir), data=folder, out=tmp_path / "out", benchmark=str(bench_yaml),
+                        opts=EvalOptions(num_workers=0, allow_partial=True, batch_size=4))
+
+    first = run()
+    assert any("scienceqa/test/102" in w for w in first["warnings"])
+    image.write_bytes(good)                        # the image is fixed: its sample is generated, not kept failed
+    second = run()
+    lines = [json.loads(x) for x in (tmp_path / "out/predictions/1/scienceqa.jsonl").read_text().splitlines()]
+    assert len(lines) == 8 and not [x for x in lines if x.get("error")]
+    assert not any("scienceqa/test/102" in w for w in second["warnings"])
+    third = run()                                  # nothing left to generate
+    assert third["generation"]["batch_size"] == second["generation"]["batch_size"] == 4
+    assert third["matrix"] == second["matrix"]
 
 
 @pytest.mark.parametrize("method", ["multitask", "dir-lora", "zero-shot"])

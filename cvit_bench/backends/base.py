@@ -64,6 +64,13 @@ def _builtin() -> None:
     from . import hf, predictions  # noqa: F401  (register "hf" and "predictions")
 
 
+def backend_class(name: str) -> type:
+    """The registered backend class. Besides ``load`` it has ``generation_dtype(dtype, device) -> str``: the
+    dtype a load with these options would use, known without loading the model (it enters the prediction
+    fingerprint, so a finished rerun can be recognised early)."""
+    return BACKENDS.get(name)
+
+
 def load_backend(name: str, model: str, **kwargs: Any) -> Backend:
     """Instantiate a registered backend."""
-    return BACKENDS.get(name).load(model, **kwargs)
+    return backend_class(name).load(model, **kwargs)

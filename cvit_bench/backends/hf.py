@@ -14,6 +14,11 @@ runs the bare base. Each request's instruction type (``GenerationRequest.ins_typ
 ``generation_context`` for the batch (SMoLoRA routes on it). Adapters of two formats cannot be loaded side
 by side.
 
+Projector: a stage folder may also hold ``projector.safetensors`` (LLaVA-style trainers retrain the projector
+at every stage; :mod:`cvit_bench.backends.projector`). Its tensors are checked against the base's projector
+when the adapter is added and copied into the projector whenever that stage is activated; a stage without
+one, and ``activate(None)``, get the base's original projector back, bit for bit.
+
 Generation: greedy (``do_sample=False, num_beams=1``), ``max_new_tokens`` = the batch maximum, each output
 then cut to its own request's limit and at the first EOS, so that a request's output does not depend on
 its neighbours' budgets (greedy decoding of a row does not look at other rows). Only new tokens are
@@ -34,6 +39,7 @@ from ..errors import CvitError, UnknownNameError
 from .adapters import AdapterSet, format_of
 from .base import BACKENDS, GenerationRequest
 from .processors import load_processor
+from .projector import ProjectorSwap, has_projector
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CPU_BATCH_SIZE = 8
@@ -77,8 +83,15 @@ class HFBackend:
     # The adapters now attached, all of one format (cvit_bench.backends.adapters), and that format's name.
     _set: AdapterSet | None = field(default=None, init=False, repr=False)
     _format: str | None = field(default=None, init=False, repr=False)
+    # Stage-specific projector weights (backends/projector.py): name → tensors, None = the base's own.
+    _projector: ProjectorSwap | None = field(default=None, init=False, repr=False)
+    _stage_projectors: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     # ------------------------------------------------------------------ loading
+    @staticmethod
+    def generation_dtype(dtype: str | None, device: str = "auto") -> str:
+        return resolve_dtype(dtype, resolve_device(device))
+
     @classmethod
     def load(
         cls,
@@ -105,15 +118,24 @@ class HFBackend:
             raise CvitError(f"{model}: cannot load the model as image-text-to-text ({e})") from None
         net.to(dev).eval()
         fmt = get_prompt_format(prompt_format, processor)
-        return cls(model=net, processor=processor, prompt_format=fmt, model_path=str(model),
-                   model_type=config.model_type, dtype=dt, device=dev)
+        backend = cls(model=net, processor=processor, prompt_format=fmt, model_path=str(model),
+                      model_type=config.model_type, dtype=dt, device=dev)
+        backend._projector = ProjectorSwap.for_model(net)
+        return backend
 
     # ------------------------------------------------------------------ adapters
     def add_adapter(self, name: str, path: str | Path) -> None:
-        """Attach the adapter in folder ``path`` under ``name`` (unmerged, inactive until ``activate``)."""
+        """Attach the adapter in folder ``path`` under ``name`` (unmerged, inactive until ``activate``), with
+        the folder's ``projector.safetensors`` when it has one (swapped in whenever ``name`` is active)."""
         path = Path(path)
         if name in self.adapters:
             raise CvitError(f"adapter name {name!r} is already loaded (from {self.adapters[name]})")
+        projector = None
+        if has_projector(path):
+            if self._projector is None:
+                raise CvitError(f"{path}: the stage carries projector weights but the base model "
+                                f"{self.model_path} has no projector module")
+            projector = self._projector.read(path)   # validated before the adapter is loaded
         fmt = format_of(path)
         if self._set is not None and fmt.name != self._format:
             raise CvitError(f"{path}: a {fmt.name} adapter cannot be loaded next to the {self._format} adapters "
@@ -123,6 +145,7 @@ class HFBackend:
         try:
             self._set.add(name, path)
             self.adapters[name] = str(path)
+            self._stage_projectors[name] = projector
         finally:
             self._sync()
         self.model.eval()
@@ -140,6 +163,8 @@ class HFBackend:
         if name is not None and name not in self.adapters:
             raise UnknownNameError("adapter", name, list(self.adapters))
         self.active = name
+        if self._projector is not None:
+            self._projector.apply(self._stage_projectors.get(name) if name is not None else None)
         if self._set is not None:
             self._set.activate(name)
             self._sync()
@@ -148,6 +173,8 @@ class HFBackend:
         """Unload adapter ``name``; removing the last one gives the bare base back (never merged)."""
         if name not in self.adapters:
             raise UnknownNameError("adapter", name, list(self.adapters))
+        if self._stage_projectors.pop(name, None) is not None and self.active == name:
+            self._projector.apply(None)     # the base's own projector back before the stage goes
         del self.adapters[name]
         if self.active == name:
             self.active = None
@@ -273,6 +300,7 @@ class HFBackend:
             "adapters": dict(self.adapters),
             "active_adapter": self.active,
             "adapter_format": self._format,
+            "stage_projectors": sorted(n for n, p in self._stage_projectors.items() if p is not None),
             "transformers_version": transformers.__version__,
             "peft_version": peft.__version__,
         }

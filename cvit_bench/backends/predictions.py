@@ -23,6 +23,10 @@ class PredictionsBackend:
         self.dtype = "n/a"
         self._cache: dict[tuple[str, str], dict[str, str]] = {}
 
+    @staticmethod
+    def generation_dtype(dtype: str | None, device: str = "auto") -> str:
+        return "n/a"   # the predictions were generated elsewhere
+
     @classmethod
     def load(cls, model: str, **_: Any) -> PredictionsBackend:
         root = Path(model)

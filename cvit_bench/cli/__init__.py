@@ -12,7 +12,7 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import CvitError
+from ..errors import CvitError, escape_controls
 from .common import console
 
 #: command name → (module of this package, attribute). One module per command; a module is imported only when
@@ -29,7 +29,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "report_command"),
     "leaderboard": ("leaderboard", "leaderboard_group"),
     "demo": ("demo", "demo_command"),
+    "import-run": ("import_run", "import_run_command"),
+    "mini-base": ("mini_base", "mini_base_group"),
 }
+
+
+def refusal_message(exc: BaseException) -> str | None:
+    """The one-line message of an error the user caused (exit 2), or None for a bug (traceback, exit 1).
+
+    Besides :class:`CvitError`, an operating-system error on a path (``--out`` is a file, a folder is not
+    writable, the disk is full) is the user's to fix: its message names the path. Control characters are
+    escaped, so a hostile file or member name cannot reach the terminal raw."""
+    if isinstance(exc, CvitError):
+        text = str(exc)
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.filename}: {exc.strerror or exc}"
+    else:
+        return None
+    return escape_controls(text, keep_newlines=True)
 
 
 class CvitGroup(click.Group):
@@ -47,8 +64,13 @@ class CvitGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except CvitError as exc:
-            console().print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        except (CvitError, OSError) as exc:
+            from rich.text import Text
+
+            message = refusal_message(exc)
+            if message is None:
+                raise
+            console().print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
             console().print("interrupted; finished work is kept (re-run the same command to resume)")

@@ -17,16 +17,14 @@ def demo_command(out, methods, templates, seed) -> None:
     """Prepare cvit-mini, train SeqLoRA/Replay/DirLoRA on a tiny model, evaluate, score and report (CPU, minutes)."""
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from .progress import RichProgress
     from rich.table import Table
 
     from ..demo import run_demo
 
     started = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console(), transient=True) as progress:
-        result = run_demo(out, methods=csv_list(methods), templates=templates, seed=seed,
-                          log=lambda m: progress.console().print(m, highlight=False), progress=progress)
+    with RichProgress(console()) as progress:
+        result = run_demo(out, methods=csv_list(methods), templates=templates, seed=seed, progress=progress)
     summary = Table(title="cvit-mini: continual-learning summary per method")
     for col in ("method", "AP", "MAP", "BWT", "MIF"):
         summary.add_column(col, justify="right")

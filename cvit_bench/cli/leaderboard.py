@@ -48,12 +48,15 @@ def pack_command(run_out: Path, meta: Path, out: Path, predictions: Path | None,
 @click.option("--max-file-mb", type=float, default=Limits.max_file_bytes / MiB, show_default=True)
 @click.option("--max-total-mb", type=float, default=Limits.max_total_bytes / MiB, show_default=True)
 @click.option("--max-files", type=int, default=Limits.max_files, show_default=True)
+@click.option("--force", is_flag=True, default=False,
+              help="maintainer override: replace an entry that belongs to another submitter (kept in its history)")
 def submit_command(bundle: Path, board: Path, data: Path | None, max_bundle_mb: float, max_file_mb: float,
-                   max_total_mb: float, max_files: int) -> None:
+                   max_total_mb: float, max_files: int, force: bool) -> None:
     """Verify a bundle (schema, hashes, exact id coverage), re-score it and store the entry under BOARD/submissions/."""
     from ..leaderboard.submit import submit
 
-    outcome = submit(bundle, board, data=data, limits=_limits(max_bundle_mb, max_file_mb, max_total_mb, max_files))
+    outcome = submit(bundle, board, data=data, limits=_limits(max_bundle_mb, max_file_mb, max_total_mb, max_files),
+                     force=force)
     e = outcome.entry
     click.echo(f"{'replaced' if outcome.replaced else 'added'} {e.tier} entry {e.id} ({e.name}) on board "
                f"{e.board.describe()}: {outcome.path}")
@@ -81,5 +84,10 @@ def build_command(board: Path, out: Path, title: str) -> None:
     """Write the static site (index.html, one page per entry) for GitHub Pages / HF Spaces."""
     from ..leaderboard.site import build_site
 
+    from .errors import escape_controls
+
     site = build_site(board, out, title=title)
     click.echo(f"site: {site.index} ({len(site.pages)} entry pages)")
+    for eid, why in site.skipped:
+        click.echo(escape_controls(f"warning: entry {eid} left out of the site, its page cannot be rendered: {why}"),
+                   err=True)

@@ -15,7 +15,7 @@ from .common import console, csv_list, pairs, stdout
 @click.option("--raw-root", type=click.Path(path_type=Path), default=None, help="folder with the source files")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="output folder (benchmark subfolder inside)")
 @click.option("--tasks", default=None, help="comma-separated subset of tasks")
-@click.option("--limit-per-split", type=int, default=None, help="deterministic subsample of N samples per split")
+@click.option("--limit-per-split", type=click.IntRange(min=1), default=None, help="deterministic subsample of N samples per split")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--image-root", type=click.Path(path_type=Path), default=None, help="image paths are relative to this (default: --raw-root)")
 @click.option("--path", "path_overrides", multiple=True, help="NAME=PATH override of one dataset folder or file")
@@ -28,15 +28,16 @@ def prepare_command(benchmark, templates, source, raw_root, out, tasks, limit_pe
     from rich.table import Table
 
     from ..prepare import prepare
+    from .progress import RichProgress
 
     if raw_root is None and source != "synthetic":
         raise click.UsageError("--raw-root is required for this source")
-    with console().status("preparing…") as status:
+    with RichProgress(console()) as progress:
         result = prepare(benchmark, templates=templates, source=source, raw_root=raw_root or Path("."), out=out,
                          tasks=csv_list(tasks), limit_per_split=limit_per_split, seed=seed, image_root=image_root,
                          paths=pairs(path_overrides, "--path"), embed_images=embed_images,
                          allow_missing_images=allow_missing_images, verify_images=verify_images,
-                         progress=lambda m: status.update(m))
+                         progress=progress)
     table = Table(title=f"prepared {result.folder}")
     for col in ("task", "split", "rows", "templates used", "missing images"):
         table.add_column(col)

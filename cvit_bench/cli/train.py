@@ -46,6 +46,7 @@ def parse_options(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--warmup-ratio", type=float, default=0.03, show_default=True)
 @click.option("--warmup-steps", type=int, default=None, help="overrides --warmup-ratio")
 @click.option("--weight-decay", type=float, default=0.01, show_default=True)
+@click.option("--max-grad-norm", type=float, default=1.0, show_default=True, help="gradient clipping; 0 turns it off")
 @click.option("--max-length", type=int, default=2048, show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
               help="default: bfloat16 on GPU, float32 on CPU")
@@ -56,7 +57,7 @@ def parse_options(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--gradient-checkpointing", is_flag=True)
 @click.option("--option", "method_options", multiple=True, metavar="KEY=VALUE", help="method option (repeatable)")
 def train_command(method, show_options, base_model, data, out, benchmark, tasks, epochs, lr, lora_r, lora_alpha, batch_size,
-                  grad_accum, max_steps_per_task, warmup_ratio, warmup_steps, weight_decay, max_length, dtype, device,
+                  grad_accum, max_steps_per_task, warmup_ratio, warmup_steps, weight_decay, max_grad_norm, max_length, dtype, device,
                   seed, prompt_format, no_fewshot, gradient_checkpointing, method_options) -> None:
     """Train a continual-learning baseline, one checkpoint per stage, resuming a partial run in --out."""
     import dataclasses
@@ -78,14 +79,21 @@ def train_command(method, show_options, base_model, data, out, benchmark, tasks,
         if value is not None:
             options[key] = value
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    info = train_run(method, base_model, data, out, benchmark=benchmark, tasks=task_list, epochs=epochs, lr=lr,
-                     batch_size=batch_size, grad_accum=grad_accum, max_steps_per_task=max_steps_per_task,
-                     warmup_ratio=warmup_ratio, warmup_steps=warmup_steps, weight_decay=weight_decay,
-                     max_length=max_length, dtype=dtype, device=device, seed=seed, options=options,
-                     prompt_format=prompt_format, fewshot=not no_fewshot,
-                     gradient_checkpointing=gradient_checkpointing, progress=True)
+    from .common import console
+    from .progress import RichProgress
+
+    with RichProgress(console()) as progress:
+        info = train_run(method, base_model, data, out, benchmark=benchmark, tasks=task_list, epochs=epochs, lr=lr,
+                         batch_size=batch_size, grad_accum=grad_accum, max_steps_per_task=max_steps_per_task,
+                         warmup_ratio=warmup_ratio, warmup_steps=warmup_steps, weight_decay=weight_decay,
+                         max_grad_norm=max_grad_norm or None,
+                         max_length=max_length, dtype=dtype, device=device, seed=seed, options=options,
+                         prompt_format=prompt_format, fewshot=not no_fewshot,
+                         gradient_checkpointing=gradient_checkpointing, progress=progress)
     for folder in info.skipped:
         click.echo(f"kept    {info.out / folder} (complete, sha256 verified)")
     for folder in info.trained:
         click.echo(f"trained {info.out / folder}")
+    if not info.trained:
+        click.echo(f"nothing to do: all {len(info.skipped)} stages are complete; the base model was not loaded")
     click.echo(f"run: {info.out / 'run.json'}")

@@ -14,7 +14,7 @@ from importlib import resources
 from os import PathLike
 from typing import Any
 
-from ..errors import DataError, SchemaVersionError
+from ..errors import DataError, SchemaVersionError, known_version
 
 
 @lru_cache(maxsize=None)
@@ -51,7 +51,7 @@ def validator(name: str) -> Any:
 def check_line(obj: Any, name: str, where: str | PathLike, line_no: int, known_versions: tuple[int, ...],
                what: str) -> None:
     """One JSONL line: a ``schema_version``, when present, must be known; then ``<name>.schema.json``."""
-    if isinstance(obj, dict) and "schema_version" in obj and obj["schema_version"] not in known_versions:
+    if isinstance(obj, dict) and "schema_version" in obj and not known_version(obj["schema_version"], known_versions):
         raise DataError(f"unknown {what} schema_version {obj['schema_version']!r}; this cvit-bench reads "
                         f"{', '.join(map(str, known_versions))} (upgrade cvit-bench or re-create the file)",
                         file=where, record=f"line {line_no}", field="schema_version")
@@ -69,7 +69,7 @@ def validate_document(doc: Any, name: str, where: str | PathLike, known_versions
     if not isinstance(doc, dict):
         raise DataError(f"a {what} must be a JSON object", file=where)
     version = doc.get("schema_version")
-    if version not in known_versions:
+    if not known_version(version, known_versions):
         raise SchemaVersionError(where, version, known_versions, what)
     check_schema(doc, load_schema(name), where, what)
     return doc
