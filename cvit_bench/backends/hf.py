@@ -181,6 +181,12 @@ class HFBackend:
         self._set.remove(name)
         self._sync()
 
+    def generation_scope(self, requests: list[GenerationRequest]):
+        """The context a forward pass over ``requests`` runs in: the active adapter's (disabled PEFT adapters
+        for the bare base, per-request routing inputs for cvit-moe). Public for code that runs its own forward
+        passes on the loaded model (tests comparing logits, probes)."""
+        return self._adapter_context(requests)
+
     def _adapter_context(self, requests: list[GenerationRequest]):
         if self._set is None:
             return contextlib.nullcontext()
