@@ -95,7 +95,7 @@ class MiniRecipe:
     text_layers: int = 2
     text_heads: int = 4
     text_kv_heads: int = 2
-    steps: int = 4000
+    steps: int = 6000   # 4000 reached 78 % with seed 0 on one thread (below min_accuracy); 6000 reached 95 %
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.0

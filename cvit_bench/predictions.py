@@ -29,6 +29,11 @@ class PredictionFile:
     texts: list[str]
     lines: list[int]
     meta: list[dict] = field(default_factory=list)
+    # The ids as JSON gave them (int, str, ...): the compat joins look them up type-sensitively, as the reference
+    # scripts' dicts do; empty for a PredictionFile built in code, then ``keys`` stand for themselves.
+    raw_keys: list = field(default_factory=list)
+    # Line numbers whose text was JSON null (read as ""): the reference scripts crash on them (compat refuses).
+    null_lines: set[int] = field(default_factory=set)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -49,7 +54,7 @@ def iter_prediction_lines(path: str | os.PathLike, *, tolerate_truncated_tail: b
 def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False) -> PredictionFile:
     path = Path(path)
     kind = None
-    keys, texts, lines, metas = [], [], [], []
+    keys, texts, lines, metas, raw_keys, null_lines = [], [], [], [], [], set()
     for line_no, obj in iter_prediction_lines(path, tolerate_truncated_tail=tolerate_truncated_tail):
         if "uid" in obj:
             this, key, text_field = "uid", obj["uid"], "prediction"
@@ -67,14 +72,17 @@ def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bo
         text = obj[text_field]
         if text is None:
             text = ""
+            null_lines.add(line_no)
         if not isinstance(text, str):
             raise DataError(f"must be a string, got {type(text).__name__}", file=path, record=f"line {line_no} (id {key})",
                             field=text_field)
         keys.append(str(key))
+        raw_keys.append(key)
         texts.append(text)
         lines.append(line_no)
         metas.append({k: v for k, v in obj.items() if k not in ("uid", "question_id", text_field, "schema_version")})
-    return PredictionFile(path=path, key_kind=kind or "uid", keys=keys, texts=texts, lines=lines, meta=metas)
+    return PredictionFile(path=path, key_kind=kind or "uid", keys=keys, texts=texts, lines=lines, meta=metas,
+                          raw_keys=raw_keys, null_lines=null_lines)
 
 
 def stage_label(name: str, spec: BenchmarkSpec) -> str:

@@ -22,6 +22,11 @@ Keys other tools rely on (the report, the leaderboard, users' scripts)::
                                     "n": int, "stderr": float|null, "if_rate": float|null,
                                     "n_missing": int, "n_empty": int, "n_predictions": int,
                                     "extras": {...},
+                                    "join": {"n_lines", "rule" (compat reference join id | null), "n_unknown",
+                                             "n_duplicates", "n_duplicate_lines", "n_missing", "n_retyped",
+                                             "n_official_only", "*_examples": [...], "handling": {...}},
+                                    "refused": str | absent,      # compat: the reference script would crash
+                                    "if_refused": str | absent,   # compat: the IF script would crash
                                     "paired_vs_final": {"test": ..., "delta": ..., "p_value": ...} | absent}},
       "summary": {"AP": x, "MAP": x, "MFT": x, "BWT": x, "FWT": x, "forgetting_first": x,
                   "forgetting_max": x, "MIF": x},                 # null where not computable; recomputed from matrix

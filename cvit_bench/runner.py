@@ -165,6 +165,7 @@ class Evaluation:
     failures: list[str] = field(default_factory=list)
     batch_size_used: int | None = None
     previous: dict[str, Any] | None = None   # results.json of an earlier call on the same --out, if any
+    task_notes: dict[str, dict] = field(default_factory=dict)  # manifest notes (the compat ScienceQA universe)
     _backend: Any = field(default=None, init=False, repr=False)
     _adapters: set[str] = field(default_factory=set, init=False, repr=False)
 
@@ -311,7 +312,8 @@ class Evaluation:
 
     def score(self, cell: Cell, write_results: bool = True) -> None:
         pf = read_prediction_file(self.pred_path(cell))
-        scored = score_cell(self.spec, cell.stage, cell.task, self.opts.profile, self.samples[cell.task], pf)
+        scored = score_cell(self.spec, cell.stage, cell.task, self.opts.profile, self.samples[cell.task], pf,
+                            task_notes=self.task_notes.get(cell.task))
         write_score_files(self.out, scored)
         self.scored[(cell.stage, cell.task)] = scored
         if write_results:
@@ -413,7 +415,9 @@ def evaluate(
                     out=out, opts=opts, dist=dist_info(), base_model=str(base), template_set=manifest["template_set"],
                     prompt_format=fmt, dtype=backend_class(backend).generation_dtype(dtype, device),
                     progress=as_progress(progress), previous=previous,
-                    batch_size_used=resumed_batch_size(out, opts.batch_size))
+                    batch_size_used=resumed_batch_size(out, opts.batch_size),
+                    # --limit scores a prefix: the official universe would count the rest as failed
+                    task_notes={} if opts.limit else dict(manifest.get("notes") or {}))
     remaining: dict[str | None, int] = {}
     for c in cells:
         remaining[c.adapter] = remaining.get(c.adapter, 0) + 1

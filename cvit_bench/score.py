@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections import Counter
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -27,30 +26,13 @@ from .predictions import PredictionFile, discover, read_prediction_file
 from .results import write_results
 from .sample import Sample, read_samples
 from .scoring.base import Metric, get_metric
-from .scoring.instruction_following import if_flags, if_rate
+from .scoring.instruction_following import IF_CHECKS, caption_follows, if_flags, if_rate, short_follows
+from .scoring.join import (JoinReport, Joined, ReferenceCrash, compat_if_items, compat_join, reference_join_for,
+                           standard_join)
 from .stats import clustered_se, paired_test
 
 N_EXAMPLES = 5
-
-
-@dataclass
-class JoinReport:
-    n_lines: int
-    unknown: list[str] = field(default_factory=list)
-    duplicates: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"n_lines": self.n_lines, "n_unknown": len(self.unknown), "unknown_examples": self.unknown[:N_EXAMPLES],
-                "n_duplicates": len(self.duplicates), "duplicate_examples": self.duplicates[:N_EXAMPLES],
-                "n_missing": len(self.missing), "missing_examples": self.missing[:N_EXAMPLES]}
-
-    def warnings(self, where: str) -> list[str]:
-        out = []
-        for name, items in (("unknown ids", self.unknown), ("duplicate ids", self.duplicates), ("missing predictions", self.missing)):
-            if items:
-                out.append(f"{where}: {len(items)} {name} (e.g. {', '.join(items[:N_EXAMPLES])})")
-        return out
+__all__ = ["JoinReport", "CellScore", "score_cell", "join_cell", "assemble_results", "score_directory"]
 
 
 @dataclass
@@ -69,13 +51,20 @@ class CellScore:
     join: JoinReport
     extras: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    refused: str | None = None      # compat: why the reference script would print no (meaningful) number
+    if_refused: str | None = None   # compat: why the reference IF script would crash
 
     def to_dict(self) -> dict[str, Any]:
         extras = dict(self.extras)
-        return {"value": self.value, "metric": self.metric_id, "scale": self.scale, "n": self.n, "stderr": self.stderr,
-                "if_rate": self.if_rate, "n_predictions": self.join.n_lines,
-                "n_missing": int(extras.pop("n_missing", len(self.join.missing))),
-                "n_empty": int(extras.pop("n_empty", 0)), "join": self.join.to_dict(), "extras": extras}
+        out = {"value": self.value, "metric": self.metric_id, "scale": self.scale, "n": self.n, "stderr": self.stderr,
+               "if_rate": self.if_rate, "n_predictions": self.join.n_lines,
+               "n_missing": int(extras.pop("n_missing", len(self.join.missing))),
+               "n_empty": int(extras.pop("n_empty", 0)), "join": self.join.to_dict(), "extras": extras}
+        if self.refused:
+            out["refused"] = self.refused
+        if self.if_refused:
+            out["if_refused"] = self.if_refused
+        return out
 
 
 def resolve_metric(task: TaskSpec, profile: str, samples: list[Sample]) -> tuple[str, list[str]]:
@@ -96,73 +85,117 @@ def resolve_metric(task: TaskSpec, profile: str, samples: list[Sample]) -> tuple
     return metric_id, notes
 
 
-def _key_of(pf: PredictionFile):
-    return (lambda s: s.uid) if pf.key_kind == "uid" else (lambda s: s.source_id)
-
-
 def latest_by_sample(samples: list[Sample], pf: PredictionFile) -> list[str | None]:
-    """Each sample's prediction by id, None when missing; duplicate ids collapse to the last line (reference dict)."""
+    """Each sample's prediction by id (after ``str()``), None when missing; duplicate ids collapse to the last line."""
     last = dict(zip(pf.keys, pf.texts))
-    key_of = _key_of(pf)
-    return [last.get(key_of(s)) for s in samples]
+    return [last.get(s.uid if pf.key_kind == "uid" else s.source_id) for s in samples]
 
 
-def join_cell(samples: list[Sample], pf: PredictionFile, metric: Metric, profile: str) -> tuple[list[Sample], list[str | None], JoinReport]:
-    """Align prediction lines with samples the way the metric's reference scorer does."""
-    key_of = _key_of(pf)
-    index = {key_of(s): s for s in samples}
-    counts = Counter(pf.keys)
-    report = JoinReport(n_lines=len(pf), unknown=[k for k in dict.fromkeys(pf.keys) if k not in index],
-                        duplicates=[k for k, c in counts.items() if c > 1])
-    if report.duplicates and profile == "standard":
-        raise DataError(f"{len(report.duplicates)} duplicate ids (e.g. {', '.join(report.duplicates[:N_EXAMPLES])});"
-                        " the standard profile joins by id and needs one line per sample", file=pf.path, field=pf.key_kind)
-    present = set(pf.keys)
-    report.missing = [s.uid for s in samples if key_of(s) not in present]
-    if metric.positional and pf.key_kind == "source_id":
-        # The compat ImageNet/Places365 scorer pairs line i with eval entry i; refuse rather than misalign.
-        expected = [s.source_id for s in samples]
-        if pf.keys != expected:
-            if len(pf.keys) != len(expected):
-                raise DataError(f"positional alignment ({metric.id}) needs one line per eval sample in eval-file order: "
-                                f"{len(pf.keys)} lines vs {len(expected)} samples", file=pf.path)
-            first = next(i for i, (a, b) in enumerate(zip(pf.keys, expected)) if a != b)
-            raise DataError(f"positional alignment ({metric.id}): line {pf.lines[first]} has question_id {pf.keys[first]!r} "
-                            f"but eval entry {first + 1} is {expected[first]!r}; the file is not in eval-file order", file=pf.path)
-    if metric.universe == "predictions":
-        pairs = [(index[k], t) for k, t in zip(pf.keys, pf.texts) if k in index]
-        return [s for s, _ in pairs], [t for _, t in pairs], report
-    return list(samples), latest_by_sample(samples, pf), report
+def compat_universe(task_id: str, samples: list[Sample], notes: dict | None) -> tuple[list[Sample] | None, str | None]:
+    """ScienceQA: the official test split the reference loops over, from prepare's manifest note (else None).
+
+    Problems of ``pid_splits.json["test"]`` absent from the eval file become samples marked ``official_only``
+    (gold letter and option count from ``problems.json``); eval-file problems outside the split are dropped.
+    Returns (universe, id of the split's first problem).
+    """
+    universe_note = (notes or {}).get("compat_universe")
+    if not universe_note:
+        return None, None
+    outside = set(universe_note.get("not_in_split") or [])
+    split = samples[0].split if samples else "test"
+    extra = [Sample(uid=Sample.make_uid(task_id, split, str(p["id"])), task=task_id, split=split, source_id=str(p["id"]),
+                    image=None, question="", instruction="", template_set="", template_index=-1, prompt="",
+                    target=str(p["gold"]), references=[str(p["gold"])], choices=[""] * int(p["n_choices"]),
+                    meta={"official_only": True})
+             for p in universe_note.get("extra") or []]
+    return [s for s in samples if s.source_id not in outside] + extra, universe_note.get("first")
 
 
-def score_cell(spec: BenchmarkSpec, stage: str, task_id: str, profile: str, samples: list[Sample], pf: PredictionFile) -> CellScore:
+def join_cell(samples: list[Sample], pf: PredictionFile, metric: Metric, profile: str, *,
+              task: TaskSpec | None = None, universe: list[Sample] | None = None) -> Joined:
+    """Align prediction lines with samples the way the profile's rule (compat: the reference script) does."""
+    rule = reference_join_for(metric.id, (task.extra.get("compat_join") if task else None)) if profile == "compat" else None
+    if rule is None:
+        if profile == "compat" and metric.positional:
+            raise CvitError(f"{metric.id} aligns by position but no compat join rule is registered for it")
+        return standard_join(samples, pf, metric.universe)
+    return compat_join(samples, pf, rule, universe)
+
+
+def _if_values(check_id: str, samples: list[Sample], pf: PredictionFile, profile: str, universe: list[Sample] | None,
+               first: str | None) -> tuple[dict[str, int | None], list[int | None]]:
+    """Per-uid IF flags and every flag the rate counts (compat: unknown ids' lines too, as the scripts count them)."""
+    if profile != "compat":
+        values = if_flags(check_id, samples, latest_by_sample(samples, pf), profile)
+        return {s.uid: v for s, v in zip(samples, values)}, values
+    items = compat_if_items(check_id, samples, pf, universe, first)
+    values: list[int | None] = []
+    for it in items:
+        if it.text is None:
+            v = 0
+        elif check_id == "if@choice":
+            v = int(IF_CHECKS.get(check_id).follows(it.sample, it.text, "compat"))
+        elif check_id == "if@caption":
+            v = int(caption_follows(it.text, it.answer))
+        else:
+            v = int(short_follows(it.text, it.answer))
+        values.append(v)
+    return {it.sample.uid: v for it, v in zip(items, values) if it.sample is not None}, values
+
+
+def score_cell(spec: BenchmarkSpec, stage: str, task_id: str, profile: str, samples: list[Sample], pf: PredictionFile,
+               *, task_notes: dict | None = None) -> CellScore:
+    """Score one cell; ``task_notes`` = the manifest's ``notes[task]`` (the compat ScienceQA universe lives there).
+
+    compat: where the reference script would crash (or, positional tasks, print a meaningless number), the cell's
+    value is refused (None, ``refused`` says why); its IF rate is still computed when the IF script runs.
+    """
     if profile not in PROFILES:
         raise CvitError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     task = spec.task(task_id)
     metric_id, notes = resolve_metric(task, profile, samples)
     metric = get_metric(metric_id)
-    cell_samples, preds, report = join_cell(samples, pf, metric, profile)
-    result = metric.score(cell_samples, preds)
+    universe, first = compat_universe(task_id, samples, task_notes) if profile == "compat" else (None, None)
+    refused = if_refused = None
+    try:
+        joined = join_cell(samples, pf, metric, profile, task=task, universe=universe)
+        result = metric.score(joined.samples, joined.texts)
+        value, n, per_sample, cell_samples = result.value, result.n, list(result.per_sample), joined.samples
+        report, extras, metric_id = joined.report, dict(result.extras), result.metric_id
+    except ReferenceCrash as crash:
+        refused = f"compat refused: {crash}"
+        value, n, per_sample, cell_samples, extras = None, 0, [], [], {}
+        report = _report_only(samples, pf, metric, task, universe)
     flags: dict[str, int | None] = {}
     rate = None
     if task.if_check:
-        pairs = list(zip(samples, latest_by_sample(samples, pf)))
-        if profile == "compat" and task.kind != "multiple_choice":
-            # The reference short-answer/caption IF scripts iterate over the predictions, not the eval split.
-            pairs = [(s, p) for s, p in pairs if p is not None]
-        if_samples, if_preds = [s for s, _ in pairs], [p for _, p in pairs]
-        values = if_flags(task.if_check, if_samples, if_preds, profile)
-        flags = {s.uid: v for s, v in zip(if_samples, values)}
-        rate = if_rate(values)
+        try:
+            flags, values = _if_values(task.if_check, samples, pf, profile, universe, first)
+            rate = if_rate(values)
+        except ReferenceCrash as crash:
+            if_refused = f"compat IF refused: {crash}"
     uids = [s.uid for s in cell_samples]
-    se = clustered_se(result.per_sample, [s.image or s.uid for s in cell_samples])
+    se = clustered_se(per_sample, [s.image or s.uid for s in cell_samples]) if cell_samples else None
     where = f"{pf.path}"
     warnings = notes + report.warnings(where)
-    if "warning" in result.extras:
-        warnings.append(f"{task_id} @ stage {stage}: {result.extras['warning']}")
-    return CellScore(stage=stage, task=task_id, metric_id=result.metric_id, scale=result.scale, value=result.value,
-                     n=result.n, uids=uids, per_sample=list(result.per_sample), if_flags=flags, if_rate=rate, stderr=se,
-                     join=report, extras=dict(result.extras), warnings=warnings)
+    if report.official_only:
+        warnings.append(f"{where}: {report.official_only} official test problems are not in the eval file; "
+                        "scored as FAILED (wrong), as the reference does")
+    warnings += [w for w in (refused, if_refused) if w]
+    if "warning" in extras:
+        warnings.append(f"{task_id} @ stage {stage}: {extras['warning']}")
+    return CellScore(stage=stage, task=task_id, metric_id=metric_id, scale=metric.scale, value=value,
+                     n=n, uids=uids, per_sample=per_sample, if_flags=flags, if_rate=rate, stderr=se,
+                     join=report, extras=extras, warnings=warnings, refused=refused, if_refused=if_refused)
+
+
+def _report_only(samples: list[Sample], pf: PredictionFile, metric: Metric, task: TaskSpec,
+                 universe: list[Sample] | None) -> JoinReport:
+    """The join report of a refused cell: the same counts, computed without the crash checks."""
+    rule = reference_join_for(metric.id, task.extra.get("compat_join"))
+    if rule is None:
+        return JoinReport(n_lines=len(pf))
+    return compat_join(samples, pf, rule, universe, strict=False).report
 
 
 def _per_uid(cell: CellScore) -> dict[str, float]:
@@ -315,7 +348,8 @@ def score_directory(
     for (stage, task), path in sorted(files.items(), key=lambda kv: (stage_sort_key(kv[0][0]), kv[0][1])):
         if task not in cache:
             cache[task] = load_eval_samples(folder, manifest, spec, task)
-        cell = score_cell(spec, stage, task, profile, cache[task], read_prediction_file(path))
+        cell = score_cell(spec, stage, task, profile, cache[task], read_prediction_file(path),
+                          task_notes=(manifest.get("notes") or {}).get(task))
         write_score_files(out, cell)
         cells[(stage, task)] = cell
     results = assemble_results(spec, profile, manifest["template_set"], cells,

@@ -36,7 +36,7 @@ per summary key (``recomputed`` | ``reported`` | ``reported, not recomputable``)
 that differ from the recomputed ones by more than 0.01), ``checkpoints``, ``source`` (citation, url, table,
 grade ``primary`` | ``secondhand``), ``caveats``, ``results`` (the re-scored results.json, or null),
 ``submitted_utc``, ``bundle_sha256``; since version 2 also ``submitter`` and ``history`` (version 1 entries
-are read with neither).
+are read with neither); ``seed`` (the training seed from meta.yaml, or null; absent in older entries).
 """
 from __future__ import annotations
 
@@ -151,6 +151,7 @@ class Entry:
     bundle_sha256: str | None = None
     submitter: Submitter | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    seed: int | None = None                 # meta.yaml ``seed``: entries of one method over seeds share a row
 
     @property
     def name(self) -> str:

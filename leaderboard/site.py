@@ -40,7 +40,7 @@ import jinja2
 
 from cvit_bench import __version__
 from cvit_bench.errors import CvitError
-from cvit_bench.files import atomic_write_text, staged_folder
+from cvit_bench.files import atomic_write_bytes, atomic_write_text, dumps_json, sha256_bytes, staged_folder
 from cvit_bench.report.figures import forgetting_figure, heatmap_figure, save_figure
 from cvit_bench.report.formatting import fmt_aggregate, fmt_value, round2
 from cvit_bench.report.html import flatten, make_environment, run_view
@@ -48,6 +48,7 @@ from cvit_bench.report.runs import Run
 from cvit_bench.results import SUMMARY_KEYS
 
 from .board import NOT_RECOMPUTABLE, BoardKey, Entry, read_entries
+from .replicates import MeanCI, SeedGroup, split_seed_groups
 from .schema import is_https
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; base-uri 'none'; "
@@ -88,6 +89,7 @@ class RowView:
     cells: list[CellView]
     links: list[LinkView]
     flagged: bool
+    seeds: list[tuple[str, str]] = field(default_factory=list)   # (label, href) of each seed's entry page
 
 
 @dataclass
@@ -172,6 +174,26 @@ def row_view(entry: Entry, rank: str, tasks: list[str], summary_columns: list[st
                    links=entry_links(entry), flagged=bool(entry.flags))
 
 
+def ci_cell(ci: MeanCI | None, n_total: int, fmt) -> CellView:
+    """Mean ± 95 % CI half-width over seeds; a mark says when fewer seeds than the group's have a value."""
+    if ci is None:
+        return CellView(fmt(None), "")
+    text = fmt(ci.mean) if ci.half_width is None else f"{fmt(ci.mean)} ± {fmt(ci.half_width)}"
+    marks = [(f"n={ci.n}", f"mean of {ci.n} of {n_total} seeds")] if ci.n < n_total else []
+    return CellView(text, repr(float(ci.mean)), marks)
+
+
+def group_row_view(group: SeedGroup, rank: str, tasks: list[str], summary_columns: list[str]) -> RowView:
+    """One row for a method over several seeds (see :mod:`.replicates`); its name links to the first seed."""
+    n = len(group.entries)
+    row = row_view(group.as_entry(), rank, tasks, summary_columns)
+    row.cells = ([ci_cell(group.task(t), n, fmt_value) for t in tasks]
+                 + [ci_cell(group.summary(k), n, fmt_aggregate) for k in summary_columns])
+    row.href = f"entries/{group.entries[0].id}.html"
+    row.seeds = [(f"seed {e.seed}", f"entries/{e.id}.html") for e in group.entries]
+    return row
+
+
 def board_view(key: BoardKey, entries: list[Entry]) -> BoardView:
     tasks: list[str] = []
     for e in entries:
@@ -182,10 +204,15 @@ def board_view(key: BoardKey, entries: list[Entry]) -> BoardView:
     for tier, title in SECTIONS:
         members = [e for e in entries if (e.kind == "reference") == (tier == "reference")
                    and (tier == "reference" or e.tier == tier)]
+        singles, groups = split_seed_groups(members)
+        standing = {g.as_entry().id: g for g in groups}
+        members = singles + [g.as_entry() for g in groups]
         ranked = ranks(members) if tier != "reference" else {e.id: "" for e in members}
         members.sort(key=lambda e: (-_ap_key(e), e.name))
-        if members:
-            sections.append(SectionView(tier, title, [row_view(e, ranked[e.id], tasks, summary_columns) for e in members]))
+        rows = [group_row_view(standing[e.id], ranked[e.id], tasks, summary_columns) if e.id in standing
+                else row_view(e, ranked[e.id], tasks, summary_columns) for e in members]
+        if rows:
+            sections.append(SectionView(tier, title, rows))
     return BoardView(key=key, anchor=f"board-{key.slug()}", title=key.describe(), task_columns=tasks,
                      summary_columns=summary_columns, sections=sections, n_entries=len(entries))
 
@@ -237,8 +264,12 @@ def _options(values: list[str]) -> list[str]:
     return sorted(set(values), key=str.lower)
 
 
-def build_site(board: str | os.PathLike, out: str | os.PathLike, *, title: str = "cvit-bench leaderboard") -> SiteOutputs:
-    """Render every entry of ``board`` into a static site in ``out`` (see the module docstring)."""
+def build_site(board: str | os.PathLike, out: str | os.PathLike, *, title: str = "cvit-bench leaderboard",
+               submit_url: str | None = None, figure_cache: str | os.PathLike | None = None) -> SiteOutputs:
+    """Render every entry of ``board`` into a static site in ``out`` (see the module docstring). ``submit_url``:
+    the page of a submission server (``leaderboard serve``) that "How to submit" points to. ``figure_cache``: a
+    folder of figures keyed by the hash of what they show, so a rebuild renders only new entries' figures (the
+    server rebuilds the site on every approval)."""
     entries = read_entries(board)
     out = Path(out)
     check_site_target(out)
@@ -249,7 +280,9 @@ def build_site(board: str | os.PathLike, out: str | os.PathLike, *, title: str =
         pages, skipped, shown = [], [], []
         for e in entries:
             try:
-                pages.append(_write_entry_page(env, e, stage, common, boards).relative_to(stage))
+                pages.append(_write_entry_page(env, e, stage, common, boards,
+                                               Path(figure_cache) if figure_cache is not None else None
+                                               ).relative_to(stage))
                 shown.append(e)
             except Exception as exc:   # noqa: BLE001 - reported per entry; the rest of the board is published
                 shutil.rmtree(stage / "entries" / e.id, ignore_errors=True)
@@ -263,13 +296,25 @@ def build_site(board: str | os.PathLike, out: str | os.PathLike, *, title: str =
         atomic_write_text(stage / "index.html", env.get_template("index.html.j2").render(
             **common, boards=boards, families=_options([e.family for e in shown]),
             base_models=_options([e.board.base_model for e in shown]), tiers=["rescored", "reported"],
-            n_entries=len(shown), static="static/"))
+            n_entries=len(shown), static="static/", submit_url=submit_url))
     return SiteOutputs(out_dir=out, index=out / "index.html", pages=tuple(out / p for p in pages),
                        skipped=tuple(skipped))
 
 
+def _cached_figure(cache: Path | None, entry: Entry, name: str, make, target_stem: Path) -> None:
+    """Write ``target_stem.svg``: copied from ``cache`` when a figure of the same results was rendered before."""
+    if cache is None:
+        save_figure(make(entry.results, f"{entry.name}: {name}"), target_stem, ["svg"])
+        return
+    key = sha256_bytes(f"{__version__}\n{name}\n{entry.name}\n{dumps_json(entry.results)}".encode("utf-8"))
+    cached = cache / key[:2] / f"{key}.svg"
+    if not cached.is_file():
+        save_figure(make(entry.results, f"{entry.name}: {name}"), cached.with_suffix(""), ["svg"])
+    atomic_write_bytes(target_stem.with_name(f"{target_stem.name}.svg"), cached.read_bytes())
+
+
 def _write_entry_page(env: jinja2.Environment, entry: Entry, out: Path, common: dict[str, Any],
-                      boards: list[BoardView]) -> Path:
+                      boards: list[BoardView], figure_cache: Path | None = None) -> Path:
     folder = out / "entries"
     run = None
     figures: list[tuple[str, str]] = []
@@ -277,7 +322,7 @@ def _write_entry_page(env: jinja2.Environment, entry: Entry, out: Path, common: 
         run = run_view(Run(path=None, label=entry.name, slug=entry.id, results=entry.results))
         for name, make, caption in (("heatmap", heatmap_figure, "accuracy matrix: rows = after stage, columns = tasks; diagonal outlined"),
                                     ("forgetting", forgetting_figure, "each task's score from the stage it was learned")):
-            save_figure(make(entry.results, f"{entry.name}: {name}"), folder / entry.id / name, ["svg"])
+            _cached_figure(figure_cache, entry, name, make, folder / entry.id / name)
             figures.append((f"{entry.id}/{name}.svg", caption))
     board = next(b for b in boards if b.key == entry.board)
     keys = [k for k in SUMMARY_KEYS if k in entry.summary] + sorted(k for k in entry.summary if k not in SUMMARY_KEYS)

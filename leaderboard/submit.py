@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ def build_entry(bundle: OpenedBundle, submitted: dict[str, Any], *, data: Path |
         final_row=row, summary=summary, summary_status=status, trainable_params=meta.get("trainable_params"),
         extra_data=dict(meta["extra_data"]), links=dict(meta.get("links") or {}), contact=meta["contact"], flags=flags,
         checkpoints=checkpoint_hashes(submitted, bundle), results=results,
-        submitted_utc=now_utc(), bundle_sha256=bundle.sha256,
+        submitted_utc=now_utc(), bundle_sha256=bundle.sha256, seed=meta.get("seed"),
     )
 
 
@@ -136,11 +137,15 @@ def read_bundle_results(bundle: OpenedBundle) -> dict[str, Any]:
 
 
 def verify_bundle(bundle: str | os.PathLike, *, data: str | os.PathLike | None = None, limits: Limits = Limits(),
-                  workdir: str | os.PathLike | None = None) -> Entry:
+                  workdir: str | os.PathLike | None = None,
+                  on_stage: Callable[[str], None] | None = None) -> Entry:
     """Steps 1-5: open, check and re-score a bundle into the entry it would publish; writes nothing but a
-    temporary folder (removed). The submission server runs this in its worker, then :func:`publish_entry`."""
+    temporary folder (removed). The submission server runs this in its worker, then :func:`publish_entry`;
+    ``on_stage("re-scoring")`` is called once steps 1-3 passed (its status page shows the stage)."""
     opened = open_bundle(bundle, limits, workdir=workdir)
     try:
+        if on_stage is not None:
+            on_stage("re-scoring")
         with bundle_errors(opened):
             submitted = read_bundle_results(opened)
             return build_entry(opened, submitted, data=Path(data) if data is not None else None, where=str(opened.path))

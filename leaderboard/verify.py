@@ -100,7 +100,10 @@ def rescore(pred_root: Path, submitted: dict[str, Any], spec: BenchmarkSpec, dat
             cache[task] = load_eval_samples(folder, manifest, spec, task)
         pf = read_prediction_file(path)
         check_ids(pf, cache[task], f"{where}:predictions/{path.parent.name}/{path.name}")
-        cells[(stage, task)] = score_cell(spec, stage, task, profile, cache[task], pf)
+        cell = score_cell(spec, stage, task, profile, cache[task], pf, task_notes=(manifest.get("notes") or {}).get(task))
+        if cell.refused or cell.if_refused:   # e.g. re-typed ids pass check_ids but crash the reference script
+            raise DataError(cell.refused or cell.if_refused, file=f"{where}:predictions/{path.parent.name}/{path.name}")
+        cells[(stage, task)] = cell
     recomputed = assemble_results(
         spec, profile, template_set, cells, base_model=submitted.get("base_model"), method=submitted.get("method"),
         stages=submitted.get("stages") or [], generation=submitted.get("generation") or {},

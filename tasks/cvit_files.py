@@ -168,13 +168,38 @@ def join_scienceqa(ctx: LoadContext, task: TaskSpec, split: str, path: Path, sam
             splits = read_json(splits_path, "official ScienceQA pid_splits.json")
             if not isinstance(splits, dict) or not isinstance(splits.get("test", []), list):
                 raise DataError("must be an object: split name -> list of problem ids", file=splits_path, field="test")
-            official = {str(p) for p in splits.get("test", [])}
-            present = {s.source_id for s in samples}
-            missing = sorted(official - present)
-            if missing:
+            order = [str(p) for p in splits.get("test", [])]
+            note = scienceqa_universe_note(order, problems, [s.source_id for s in samples])
+            if note["extra"] or note["not_in_split"]:
                 # The compat scorer counts every official test problem; a file lacking some makes numbers incomparable.
                 ctx.notes.setdefault(task.id, {}).update(
-                    {"official_test_missing": len(missing), "official_test_missing_examples": missing[:10]})
+                    {"official_test_missing": len(note["extra"]),
+                     "official_test_missing_examples": [p["id"] for p in note["extra"][:10]]})
+            ctx.notes.setdefault(task.id, {})["compat_universe"] = note
+
+
+def scienceqa_universe_note(order: list[str], problems: dict, present: list[str]) -> dict:
+    """What the compat scorer needs to loop over ``pid_splits.json["test"]`` as the reference does.
+
+    ``first``: the split's first problem (the IF script crashes when it has no prediction); ``extra``: official
+    test problems absent from the eval file, with their gold letter and option count (scored as FAILED unless a
+    prediction line names them); ``not_in_split``: eval-file problems outside the official split (not scored).
+    """
+    have = set(present)
+    extra = []
+    for pid in order:
+        if pid in have:
+            continue
+        prob = problems.get(pid) if isinstance(problems, dict) else None
+        if not isinstance(prob, dict) or not isinstance(prob.get("answer"), int) or not isinstance(prob.get("choices"), list):
+            raise DataError("an official test problem is missing from problems.json (the reference scorer raises "
+                            "KeyError building its split)", record=pid, field="problems.json")
+        answer = prob["answer"]
+        extra.append({"id": pid, "gold": chr(ord("A") + answer) if 0 <= answer < 26 else "Z",
+                      "n_choices": len(prob["choices"])})
+    in_split = set(order)
+    return {"source": "pid_splits.json[test]", "first": order[0] if order else None, "n": len(order), "extra": extra,
+            "not_in_split": [p for p in present if p not in in_split]}
 
 
 @JOINS.register("textvqa")
@@ -213,6 +238,9 @@ def join_gqa(ctx: LoadContext, task: TaskSpec, split: str, path: Path, samples: 
         types = q.get("types") or {}
         s.meta.update({"is_balanced": bool(q.get("isBalanced", False)),
                        "structural": types.get("structural"), "semantic": types.get("semantic")})
+        if isinstance(q.get("groups"), dict):
+            # eval_gqa.py's distribution metric divides by the predicted balanced questions with a global group
+            s.meta["global_group"] = q["groups"].get("global")
 
 
 class CvitFilesSource:

@@ -30,7 +30,8 @@ class PageState:
 
 
 @contextlib.contextmanager
-def open_page(url: str, *, width: int = 1280, height: int = 900) -> Iterator[PageState]:
+def open_page(url: str, *, width: int = 1280, height: int = 900, allow: tuple[str, ...] = ()) -> Iterator[PageState]:
+    """``allow``: URL prefixes that may be fetched besides ``file:`` (the submission server on 127.0.0.1)."""
     assert Path(CHROMIUM).exists(), "Chromium not found: `make browser` installs Debian's chromium"
     state = PageState()
     with sync_playwright() as p:
@@ -38,7 +39,7 @@ def open_page(url: str, *, width: int = 1280, height: int = 900) -> Iterator[Pag
         page = browser.new_page(viewport={"width": width, "height": height})
 
         def route(r):
-            if r.request.url.startswith("file:"):
+            if r.request.url.startswith(("file:", *allow)):
                 r.continue_()
             else:
                 state.requests.append(r.request.url)

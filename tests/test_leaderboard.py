@@ -200,6 +200,7 @@ def _edit_jsonl(m, name, fn):
     (lambda lines: lines[1:], "1 missing id(s), e.g. gqa/test/"),
     (lambda lines: lines + [{"uid": "gqa/test/nope", "prediction": "x"}], "1 extra (not in the board's references) id(s), e.g. gqa/test/nope"),
     (lambda lines: lines + lines[:1], "1 duplicate id(s)"),
+    (lambda lines: [{**lines[0], "prediction": None}] + lines[1:], "`text` is null"),   # compat refuses the cell
 ])
 def test_missing_extra_or_duplicate_ids_are_refused(bundle, prepared, tmp_path, fn, message):
     bad = _repack(bundle, tmp_path / "b.tar.gz", lambda m: _edit_jsonl(m, "predictions/5/gqa.jsonl", fn))

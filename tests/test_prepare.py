@@ -327,4 +327,8 @@ def test_scienceqa_file_missing_official_test_problems_is_noted(tmp_path):
     path.write_text(json.dumps(recs[1:]))
     result = _prepare(raw, tmp_path / "out", tasks=["scienceqa"])
     # The compat scorer's denominator is the whole official test split: the manifest says what the file lacks.
-    assert result.manifest["notes"]["scienceqa"] == {"official_test_missing": 1, "official_test_missing_examples": ["100"]}
+    note = result.manifest["notes"]["scienceqa"]
+    assert (note["official_test_missing"], note["official_test_missing_examples"]) == (1, ["100"])
+    # ... and what the compat scorer needs to loop over the official split (problem 100: gold A of 2 options)
+    assert note["compat_universe"] == {"source": "pid_splits.json[test]", "first": "100", "n": 6, "not_in_split": [],
+                                       "extra": [{"id": "100", "gold": "A", "n_choices": 2}]}

@@ -88,26 +88,40 @@ def test_compat_positional_scorer_refuses_reordered_reference_files(prepared, tm
     samples = read_samples(prepared / "imagenet/test.parquet")
     lines = [{"question_id": int(s.source_id), "text": "goldfish"} for s in reversed(samples)]
     _write(tmp_path / "p" / "4" / "imagenet.jsonl", lines)
-    with pytest.raises(DataError, match="not in eval-file order"):
-        score_directory(tmp_path / "p", prepared, benchmark="cvit", profile="compat", out=tmp_path / "o")
+    results = score_directory(tmp_path / "p", prepared, benchmark="cvit", profile="compat", out=tmp_path / "o")
+    cell = results["cells"]["4/imagenet"]
+    assert cell["value"] is None and "not in eval-file order" in cell["refused"]
+    assert cell["if_rate"] == 100.0            # the IF script works by id: one word each, all positive
+    assert results["matrix"]["values"][3][3] is None
     _write(tmp_path / "p" / "4" / "imagenet.jsonl", lines[:3])
-    with pytest.raises(DataError, match="3 lines vs 6 samples"):
-        score_directory(tmp_path / "p", prepared, benchmark="cvit", profile="compat", out=tmp_path / "o")
+    results = score_directory(tmp_path / "p", prepared, benchmark="cvit", profile="compat", out=tmp_path / "o")
+    assert "3 lines vs 6 samples" in results["cells"]["4/imagenet"]["refused"]
+    # standard joins by id and scores it; the CLI exits 2 on a refused compat cell, after writing results.json
+    assert score_directory(tmp_path / "p", prepared, benchmark="cvit", profile="standard",
+                           out=tmp_path / "s")["cells"]["4/imagenet"]["value"] is not None
+    res = CliRunner().invoke(main, ["score", "--predictions", str(tmp_path / "p"), "--data", str(prepared.parent),
+                                    "--profile", "compat", "--out", str(tmp_path / "c")])
+    assert res.exit_code == 2 and "refused" in res.output and (tmp_path / "c" / "results.json").is_file()
 
 
 def test_unknown_duplicate_and_missing_ids_are_reported(prepared, tmp_path):
     samples = read_samples(prepared / "vqav2/test.parquet")
-    lines = _perfect(samples[:4]) + [{"uid": "vqav2/test/nope", "prediction": "x"}, _perfect(samples[:1])[0]]
+    lines = _perfect(samples[:4]) + [_perfect(samples[:1])[0]]
     _write(tmp_path / "p" / "6" / "vqav2.jsonl", lines)
     results = score_directory(tmp_path / "p", prepared, benchmark="cvit", profile="compat", out=tmp_path / "o")
     join = results["cells"]["6/vqav2"]["join"]
-    assert (join["n_unknown"], join["n_duplicates"], join["n_missing"]) == (1, 1, 2)
-    assert join["unknown_examples"] == ["vqav2/test/nope"]
-    assert any("unknown ids" in w for w in results["warnings"])
-    # compat denominator = prediction lines that match (5 incl. the duplicate), all correct.
+    assert (join["n_unknown"], join["n_duplicates"], join["n_missing"]) == (0, 1, 2)
+    assert any("duplicate ids" in w and "every line scored" in w for w in results["warnings"])
+    # compat denominator = prediction lines (5 incl. the duplicate), all correct.
     assert results["cells"]["6/vqav2"]["n"] == 5
     with pytest.raises(DataError, match="duplicate ids"):
         score_directory(tmp_path / "p", prepared, benchmark="cvit", profile="standard", out=tmp_path / "o2")
+    # an unknown id: eval_vqav2.py raises KeyError, so compat refuses the cell (standard ignores the line)
+    _write(tmp_path / "p" / "6" / "vqav2.jsonl", _perfect(samples[:4]) + [{"uid": "vqav2/test/nope", "prediction": "x"}])
+    results = score_directory(tmp_path / "p", prepared, benchmark="cvit", profile="compat", out=tmp_path / "o")
+    cell = results["cells"]["6/vqav2"]
+    assert cell["value"] is None and "line 5" in cell["refused"] and "KeyError" in cell["refused"]
+    assert cell["join"]["unknown_examples"] == ["vqav2/test/nope"]
 
 
 def test_standard_profile_counts_missing_as_empty_and_labels_fallbacks(prepared, tmp_path):

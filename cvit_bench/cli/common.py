@@ -79,3 +79,31 @@ def print_results_summary(results: dict) -> None:
         stdout().print(down)
     for w in results.get("warnings", [])[:20]:
         console().print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def print_join_reports(results: dict) -> None:
+    """Per cell, every deviation of its prediction file from a clean one and what the rule did with it."""
+    rows = []
+    for key, cell in results["cells"].items():
+        j = cell.get("join") or {}
+        counts = [(j.get("n_missing", 0), "missing"), (j.get("n_duplicates", 0), "duplicate"),
+                  (j.get("n_unknown", 0), "unknown"), (j.get("n_retyped", 0), "re-typed"),
+                  (j.get("n_official_only", 0), "official-only")]
+        if any(n for n, _ in counts) or cell.get("refused") or cell.get("if_refused"):
+            rows.append((key, j, counts, cell))
+    if not rows:
+        return
+    from rich.table import Table
+
+    table = Table(title="join report (deviations from a clean prediction file)")
+    for col in ("cell", "lines", "missing", "duplicate ids", "unknown ids", "re-typed ids", "rule", "status"):
+        table.add_column(col)
+    for key, j, counts, cell in rows:
+        status = "refused" if cell.get("refused") else ("IF refused" if cell.get("if_refused") else "scored")
+        table.add_row(key, str(j.get("n_lines", "")), *(str(n) for n, _ in counts[:4]), str(j.get("rule") or "standard"),
+                      status)
+    stdout().print(table)
+    for key, _, _, cell in rows:
+        for msg in (cell.get("refused"), cell.get("if_refused")):
+            if msg:
+                console().print(f"[red]{key}:[/] {msg}", highlight=False)

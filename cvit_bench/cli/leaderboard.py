@@ -91,3 +91,9 @@ def build_command(board: Path, out: Path, title: str) -> None:
     for eid, why in site.skipped:
         click.echo(escape_controls(f"warning: entry {eid} left out of the site, its page cannot be rendered: {why}"),
                    err=True)
+
+
+# The submission service's commands (serve, worker, token) belong to the same group.
+from .server import register as _register_server_commands  # noqa: E402
+
+_register_server_commands(leaderboard_group)

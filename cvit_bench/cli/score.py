@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from .common import print_results_summary
+from ..errors import CvitError
+from .common import print_join_reports, print_results_summary
 
 
 @click.command("score")
@@ -20,4 +21,9 @@ def score_command(predictions, data, benchmark, profile, out) -> None:
 
     results = score_directory(predictions, data, benchmark=benchmark, profile=profile, out=out)
     print_results_summary(results)
+    print_join_reports(results)
     click.echo(f"wrote {out / 'results.json'}")
+    refused = [k for k, c in results["cells"].items() if c.get("refused")]
+    if refused:
+        raise CvitError(f"{len(refused)} cell(s) refused by the compat profile (null in results.json): "
+                        + ", ".join(refused) + "; see the messages above")

@@ -1,7 +1,10 @@
 """The metric interface and registry.
 
 A metric scores one cell (one task's predictions at one stage) against the samples' ``references``.
-The caller (``cvit_bench.score``) joins prediction lines to samples and passes aligned lists:
+The caller (``cvit_bench.score``) joins prediction lines to samples (:mod:`cvit_bench.scoring.join`: in the
+compat profile exactly as the task's reference script reads the file — every line, the last line per id, the
+official universe or by position — whatever the metric's ``universe``) and passes aligned lists; in the
+standard profile:
 
 * ``samples[i]`` is the unified sample, ``predictions[i]`` its prediction text, or ``None`` when the
   prediction file has no line for it (only possible for metrics whose ``universe == "samples"``).

@@ -28,7 +28,8 @@ handful of samples gives small-corpus numbers (a one-image set always scores 0),
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+import math
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,8 @@ from .normalize import java_ptb_available, ptb_java_tokenize, ptb_py_tokenize, w
 
 N_ORDER = 4
 SIGMA = 6.0
-SMALL_CORPUS = 100  # below this many images the IDF statistics are unreliable: say so in the extras
+SMALL_CORPUS = 100
+TIE_TOLERANCE = 1e-9  # best-reference candidates closer than this (×1 scale) are re-scored in reference order  # below this many images the IDF statistics are unreliable: say so in the extras
 
 
 def _unique_counts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -194,24 +196,96 @@ def cider_d(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> t
     return (float(scores.mean()) if scores.size else 0.0), scores.tolist()
 
 
-def cider_d_bestref(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[float, list[float]]:
-    """The SMoLoRA Flickr30k procedure (§2.7), native ×1 scale.
+def _precook(sentence: str) -> dict[tuple[str, ...], int]:
+    """n-gram counts in the reference's insertion order (orders 1..4, positions left to right)."""
+    words = sentence.split()
+    counts: dict[tuple[str, ...], int] = {}
+    for k in range(1, N_ORDER + 1):
+        for i in range(len(words) - k + 1):
+            gram = tuple(words[i:i + k])
+            counts[gram] = counts.get(gram, 0) + 1
+    return counts
 
-    1. Per image i, score the k pairs (candidate, [ref_j]) as one mini-corpus of k images (N = k, df from the
-       k single references) and pick j* = the first index with the highest score.
-    2. Corpus CIDEr-D with roles swapped: candidate = ref_{j*}, references = [prediction]; df then comes from
-       the predictions.
+
+def reference_loop_scores(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> np.ndarray:
+    """Per-image CIDEr-D computed in coco-caption ``CiderScorer``'s order of floating-point operations.
+
+    Slow (pure Python) and only used where the order matters: to break best-reference ties exactly as
+    ``np.argmax`` over the reference's scores does. Same arithmetic as :func:`cider_d_scores`.
     """
-    n_img = len(candidates)
-    if n_img == 0:
-        return 0.0, []
+    tests = [_precook(c) for c in candidates]
+    refs = [[_precook(r) for r in rs] for rs in references]
+    df: dict[tuple[str, ...], float] = {}
+    for rs in refs:
+        for gram in {g for r in rs for g in r}:
+            df[gram] = df.get(gram, 0.0) + 1.0
+    ref_len = np.log(float(len(refs)))
+
+    def vec_of(counts: dict[tuple[str, ...], int]):
+        vec: list[dict[tuple[str, ...], Any]] = [{} for _ in range(N_ORDER)]
+        norm: list[Any] = [0.0] * N_ORDER
+        length = 0
+        for gram, tf in counts.items():
+            n = len(gram) - 1
+            vec[n][gram] = float(tf) * (ref_len - np.log(max(1.0, df.get(gram, 0.0))))
+            norm[n] += pow(vec[n][gram], 2)
+            if n == 1:
+                length += tf
+        return vec, [np.sqrt(x) for x in norm], length
+
+    out = []
+    for test, rs in zip(tests, refs):
+        vec, norm, length = vec_of(test)
+        score = np.array([0.0] * N_ORDER)
+        for r in rs:
+            vec_r, norm_r, length_r = vec_of(r)
+            delta = float(length - length_r)
+            val = np.array([0.0] * N_ORDER)
+            for n in range(N_ORDER):
+                for gram in vec[n]:
+                    w_r = vec_r[n].get(gram, 0.0)
+                    val[n] += min(vec[n][gram], w_r) * w_r
+                if norm[n] != 0 and norm_r[n] != 0:
+                    val[n] /= norm[n] * norm_r[n]
+                val[n] *= math.e ** (-(delta ** 2) / (2 * SIGMA ** 2))
+            score += val
+        out.append(np.mean(score) / len(rs) * 10.0)
+    return np.array(out, dtype=np.float64)
+
+
+def best_reference_indices(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> list[int]:
+    """Per image, j* = the first index with the highest CIDEr-D of the mini-corpus (candidate, [ref_j]), j = 1..k.
+
+    The mini-corpora are scored together, vectorised; where two candidates' scores are within
+    :data:`TIE_TOLERANCE`, that mini-corpus is re-scored in the reference loop's order of floating-point
+    operations (:func:`reference_loop_scores`), so ties break exactly as ``np.argmax`` over the reference's scores.
+    """
     m = [len(r) for r in references]
     pair_cand = [c for c, k in zip(candidates, m) for _ in range(k)]
     pair_refs = [[r] for refs in references for r in refs]
-    pair_group = np.repeat(np.arange(n_img), m)
-    pair_scores = cider_d_scores(pair_cand, pair_refs, pair_group)
-    starts = np.concatenate(([0], np.cumsum(m)[:-1]))
-    best = [int(np.argmax(pair_scores[s:s + k])) for s, k in zip(starts, m)]  # argmax = first maximum
+    pair_scores = cider_d_scores(pair_cand, pair_refs, np.repeat(np.arange(len(candidates)), m))
+    starts = np.concatenate(([0], np.cumsum(m)[:-1])).astype(np.int64)
+    best = []
+    for i, (s, k) in enumerate(zip(starts, m)):
+        scores = pair_scores[s:s + k]
+        top = scores.max()
+        # all-zero ties are exact in both orders (no overlapping gram): only positive near-ties are re-scored
+        if top > 0 and np.count_nonzero(np.abs(scores - top) <= TIE_TOLERANCE) > 1:
+            scores = reference_loop_scores([candidates[i]] * k, [[r] for r in references[i]])
+        best.append(int(np.argmax(scores)))  # the first maximum, as the reference
+    return best
+
+
+def cider_d_bestref(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[float, list[float]]:
+    """The SMoLoRA Flickr30k procedure (§2.7), native ×1 scale.
+
+    1. Per image i, pick j* (:func:`best_reference_indices`).
+    2. Corpus CIDEr-D with roles swapped: candidate = ref_{j*}, references = [prediction]; df then comes from
+       the predictions.
+    """
+    if not candidates:
+        return 0.0, []
+    best = best_reference_indices(candidates, references)
     chosen = [references[i][j] for i, j in enumerate(best)]
     return cider_d(chosen, [[c] for c in candidates])
 

@@ -36,22 +36,32 @@ def follows_choice(sample: Sample, text: str, profile: Profile) -> bool:
     return len(t) == 1 and "A" <= t <= "Z"
 
 
-def follows_short(sample: Sample, text: str, profile: Profile) -> bool:
+def short_follows(text: str, answer: str) -> bool:
+    """The short-answer rule on data: ≤ 2 words after strip, or equal to ``answer`` case-insensitively."""
     t = text.strip()
-    return len(t.split()) <= 2 or t.lower() == sample.target.lower()
+    return len(t.split()) <= 2 or t.lower() == answer.lower()
 
 
-def follows_caption(sample: Sample, text: str, profile: Profile) -> bool:
+def caption_follows(text: str, answers: Sequence[str] | str) -> bool:
+    """The caption rule on data; ``answers`` iterated as given (a string: per character, the script's quirk)."""
     t = text.strip()
     if not t.endswith("."):
         return False
     if len(t.split()) > 4:
         return True
-    refs: Sequence[str] = sample.references
-    if profile == "compat" and meta_of(sample).get("answer_is_string") and refs:
-        refs = list(refs[0])  # the script iterates over the characters of a string answer
     low = t.lower()
-    return any(low in r.lower() for r in refs)
+    return any(low in r.lower() for r in answers)
+
+
+def follows_short(sample: Sample, text: str, profile: Profile) -> bool:
+    return short_follows(text, sample.target)
+
+
+def follows_caption(sample: Sample, text: str, profile: Profile) -> bool:
+    refs: Sequence[str] | str = sample.references
+    if profile == "compat" and meta_of(sample).get("answer_is_string") and refs:
+        refs = refs[0]  # the script iterates over the characters of a string answer
+    return caption_follows(text, refs)
 
 
 @dataclass(frozen=True)

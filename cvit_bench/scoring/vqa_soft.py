@@ -8,8 +8,9 @@ which, with k = #{i : g_i = p}, is the closed form
     acc = [ (n − k) · min(1, k/3) + k · min(1, (k − 1)/3) ] / n     (k = 0..10 → 0, .3, .6, .9, 1, 1, ...).
 
 Per-sample values are acc × 100. The same id serves both profiles, so the universe is the eval split
-(``samples``): a missing prediction is scored as the empty string and counted in ``n_missing``. With a complete
-prediction file this equals the compat TextVQA number (whose denominator is the prediction lines).
+(``samples``) in the standard profile: a missing prediction is scored as the empty string and counted in
+``n_missing``. In the compat profile the join passes one entry per prediction line (duplicates included), as
+``eval_textvqa.py`` does, so the denominator is the prediction lines.
 A sample needs at least 2 human answers (with one answer leave-one-out always gives 0); cells that only have
 the single eval-file answer use ``exact@m4c`` instead (``spec/metrics.md`` §3).
 Normalised strings are memoised per call, so scoring runs at millions of predictions per minute.

@@ -1,0 +1,67 @@
+"""The submission server on PostgreSQL (``--db postgresql+psycopg://…``): the same concurrent round as on SQLite,
+against a throwaway cluster started by the test on 127.0.0.1 (``initdb`` + ``pg_ctl`` of the machine's
+PostgreSQL; skipped where PostgreSQL or psycopg is not installed). As root, the cluster runs as the ``postgres``
+user (PostgreSQL refuses to run as root).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from cvit_bench.leaderboard.bundle import pack
+from leaderboard_fixtures import META, make_prepared, make_run_out
+from server_fixtures import free_port
+from test_leaderboard_server import concurrent_round
+
+psycopg = pytest.importorskip("psycopg")
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for root in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (root / name).exists():
+            return str(root / name)
+    return None
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL (initdb, pg_ctl) is not installed")
+    # Not under pytest's tmp folder: as root that is mode 0700, out of reach of the postgres user.
+    root = Path(tempfile.mkdtemp(prefix="cvit-bench-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+    port = free_port()
+    data = root / "data"
+    subprocess.run([*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "cvit"], check=True, capture_output=True,
+                   timeout=120)
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60", "-o",
+                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"], check=True,
+                   capture_output=True, timeout=120)
+    try:
+        yield f"postgresql+psycopg://cvit@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-w", "-t", "60", "-m", "fast", "stop"], capture_output=True,
+                       timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_concurrent_submissions_on_postgresql(postgres, tmp_path):
+    prepared = make_prepared(tmp_path)
+    make_run_out(prepared, tmp_path / "run")
+    world = {"root": tmp_path, "prepared": prepared, "run": tmp_path / "run",
+             "bundle": pack(tmp_path / "run", META, tmp_path / "bundle.tar.gz")}
+    board = tmp_path / "board"
+    concurrent_round(world, board, 3, 1, 1, postgres)             # 3 + 2·1 + 1 + 2 broken = 8 submissions
+    assert not (board / "server" / "submissions.sqlite3").exists()   # everything went to PostgreSQL
