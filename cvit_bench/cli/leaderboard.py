@@ -84,7 +84,7 @@ def build_command(board: Path, out: Path, title: str) -> None:
     """Write the static site (index.html, one page per entry) for GitHub Pages / HF Spaces."""
     from ..leaderboard.site import build_site
 
-    from .errors import escape_controls
+    from ..errors import escape_controls
 
     site = build_site(board, out, title=title)
     click.echo(f"site: {site.index} ({len(site.pages)} entry pages)")
