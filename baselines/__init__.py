@@ -8,33 +8,25 @@ the runner loads any method's stage folder with :func:`load_for_eval`.
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..registry import Registry
+from ..registry import Registry, import_submodules
 
-#: name → Method subclass
-METHODS: Registry[type] = Registry("method")
-
-_MODULES = ("seq_lora", "dora", "replay", "ewc", "lwf", "multitask", "dir_lora", "zero_shot",
-            "moe_lora", "smolora", "branchlora", "mas", "tir", "eproj")
-
-
-def _load_all() -> None:
-    for mod in _MODULES:
-        importlib.import_module(f"{__name__}.{mod}")
+#: name → Method subclass. Members: every module of this package that registers one (package discovery; the
+#: trainer and data modules register nothing), plus entry points ``cvit_bench.methods`` of other packages
+#: (value: a Method subclass, or a module that registers one under the entry point's name).
+METHODS: Registry[type] = Registry("method", entry_points="cvit_bench.methods",
+                                   discover=lambda: import_submodules(__name__))
 
 
 def get_method(name: str) -> type:
     """The Method class registered as ``name`` (unknown names list the valid ones)."""
-    _load_all()
     return METHODS.get(name)
 
 
 def method_names() -> list[str]:
-    _load_all()
     return METHODS.names()
 
 
@@ -53,7 +45,7 @@ def load_for_eval(base_model: Any, stage_dir: str | Path, *, method: str | None 
     adapter folder written elsewhere).
     """
     from .moe_layers import is_custom_adapter, read_adapter_config
-    from .run_dir import read_stage_marker
+    from ..run_file import read_stage_marker
 
     stage_dir = Path(stage_dir)
     marker = read_stage_marker(stage_dir)

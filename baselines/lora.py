@@ -24,11 +24,12 @@ from typing import Any
 import torch
 
 from ..errors import CvitError, DataError
+from ..run_file import ADAPTER_CONFIG, DEFAULT_WEIGHTS
 from .base import LLM_TARGET_MODULES, Method, MethodConfig
 
-WEIGHTS_NAME = "adapter_model.safetensors"
+WEIGHTS_NAME = DEFAULT_WEIGHTS
 PROJECTOR_MODULE = "multi_modal_projector"
-CONFIG_NAME = "adapter_config.json"
+CONFIG_NAME = ADAPTER_CONFIG
 
 
 @dataclass(frozen=True)

@@ -49,13 +49,14 @@ from torch import nn
 
 from ..errors import CvitError, DataError
 from ..files import atomic_write_json, read_json
+from ..run_file import ADAPTER_CONFIG, DEFAULT_WEIGHTS
 from .base import Method, MethodConfig, StageContext, StagePlan
 from .data import Example, select_by_hash
 
 ADAPTER_FORMAT = "cvit-moe"
 FORMAT_VERSION = 1
-CONFIG_NAME = "adapter_config.json"
-WEIGHTS_NAME = "adapter_model.safetensors"
+CONFIG_NAME = ADAPTER_CONFIG
+WEIGHTS_NAME = DEFAULT_WEIGHTS
 ROUTING_NAME = "routing.json"
 _ATTR = "_cvit_moe"
 

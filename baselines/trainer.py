@@ -48,7 +48,7 @@ from ..sample import read_samples
 from . import make_method
 from .base import Method, MethodEnv, StageContext, StagePlan
 from .data import IGNORE_INDEX, Collator, Example, encode_samples
-from .run_dir import STAGE_MARKER, entry_complete, read_run, write_run
+from ..run_file import STAGE_MARKER, RunRecord, StageEntry, read_run, write_run
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _MIXED = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
@@ -96,7 +96,7 @@ class StepEvent:
 @dataclass
 class RunInfo:
     out: Path
-    run: dict[str, Any]
+    run: RunRecord
     trained: list[str] = field(default_factory=list)   # stage folders trained by this call
     skipped: list[str] = field(default_factory=list)   # complete stages found and kept
 
@@ -205,16 +205,18 @@ def fewshot_plan(spec: BenchmarkSpec, manifest: dict[str, Any], first_index: int
 
 
 def _identity(run: dict[str, Any]) -> dict[str, Any]:
-    return {"benchmark": run["benchmark"], "template_set": run["template_set"], "base_model": run["base_model"],
-            "method": {k: run["method"][k] for k in ("name", "config")}, "prompt_format": run.get("prompt_format"),
+    return {"benchmark": run.get("benchmark"), "template_set": run.get("template_set"),
+            "base_model": run.get("base_model"),
+            "method": {k: (run.get("method") or {}).get(k) for k in ("name", "config")},
+            "prompt_format": run.get("prompt_format"),
             "training": run.get("training"), "initial_tasks": run.get("initial_tasks") or []}
 
 
 def check_compatible(old: dict[str, Any], new: dict[str, Any], out: Path, data_folder: Path) -> None:
     """A resumed run must be the same run: same data kind, base, method, settings; tasks may only be extended."""
-    if (old.get("benchmark"), old.get("template_set")) != (new["benchmark"], new["template_set"]):
+    if (old.get("benchmark"), old.get("template_set")) != (new["benchmark"], new.get("template_set")):
         raise CvitError(
-            f"{data_folder} holds benchmark {new['benchmark']!r} with template set {new['template_set']!r}, but the run"
+            f"{data_folder} holds benchmark {new['benchmark']!r} with template set {new.get('template_set')!r}, but the run"
             f" in {out} was trained on benchmark {old.get('benchmark')!r} with template set {old.get('template_set')!r};"
             " use the matching prepared data or a new --out folder")
     a, b = _identity(old), _identity(new)
@@ -323,43 +325,42 @@ def train_run(
     fmt_name = prompt_format or prompt_format_for(str(base_model), spec.prompt_format)
     needed = sorted({t for s in plan for t in s.tasks} | set(task_list) | set(initial))
     out = Path(out)
-    run = {
-        "benchmark": spec.id, "benchmark_version": spec.version, "template_set": manifest.get("template_set"),
-        "base_model": _resolve_base(base_model), "method": m.describe(), "kind": m.run_kind,
-        "eval_adapter": m.eval_adapter, "tasks": task_list, "initial_tasks": initial, "prompt_format": fmt_name,
-        "training": asdict(settings),
-        "data": {"folder": str(folder.resolve()),
-                 "fingerprints": {t: manifest.get("tasks", {}).get(t, {}).get("fingerprint") for t in needed}},
-        "stages": [], "fewshot": [],
-    }
+    run = RunRecord(
+        benchmark=spec.id, benchmark_version=spec.version, template_set=manifest.get("template_set"),
+        base_model=_resolve_base(base_model), method=m.describe(), kind=m.run_kind,
+        eval_adapter=m.eval_adapter, tasks=task_list, initial_tasks=initial, prompt_format=fmt_name,
+        training=asdict(settings),
+        data={"folder": str(folder.resolve()),
+              "fingerprints": {t: manifest.get("tasks", {}).get(t, {}).get("fingerprint") for t in needed}},
+    )
     old = read_run(out)
     if old is not None:
-        check_compatible(old, run, out, folder)
+        check_compatible(old.to_dict(), run.to_dict(), out, folder)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".*.tmp-*"):  # leftovers of an interrupted save
         shutil.rmtree(stale, ignore_errors=True)
 
     # Which planned stages are complete (recorded, folder present, hash verified)? Keep the verified prefix.
-    recorded = {e["path"]: e for e in (old or {}).get("stages", []) + (old or {}).get("fewshot", [])}
+    recorded = {e.path: e for e in (old.stages + old.fewshot if old else [])}
     done: list[tuple[StagePlan, Path]] = []
     info = RunInfo(out=out, run=run)
     upstream = [s for s in plan if s.kind == "upstream"]
     final_up = upstream[-1] if upstream else None
     for stage in plan:
         entry = recorded.get(stage.folder)
-        if entry is None or not entry_complete(out, entry):
+        if entry is None or not entry.complete(out):
             break
         if stage.kind == "fewshot":
-            src = run["stages"][-1] if run["stages"] else None
-            if final_up is None or src is None or entry.get("from") != {"path": src["path"], "sha256": src["sha256"]}:
+            src = run.stages[-1] if run.stages else None
+            if final_up is None or src is None or entry.from_stage != {"path": src.path, "sha256": src.sha256}:
                 break
-            run["fewshot"].append(entry)
+            run.fewshot.append(entry)
         else:
-            run["stages"].append(entry)
+            run.stages.append(entry)
         done.append((stage, out / stage.folder))
         info.skipped.append(stage.folder)
     todo = plan[len(done):]
-    run["environment"] = (old or {}).get("environment", {})
+    run.environment = old.environment if old else {}
     write_run(out, run)
     if not todo:
         return info
@@ -415,7 +416,7 @@ def train_run(
         model.enable_input_require_grads()
     model.to(acc.device)
     wrapped = acc.prepare_model(model)
-    run["environment"] = _environment(acc.device, dtype_name, acc.num_processes)
+    run.environment = _environment(acc.device, dtype_name, acc.num_processes)
     m.restore_state(done, data_fn)
     done_up = [d for s, d in done if s.kind == "upstream"]
     if done_up and not m.fresh_each_stage:
@@ -451,15 +452,14 @@ def train_run(
         if acc.is_main_process:
             entry = _save_stage(m, model, stage, out, stats)
             if stage.kind == "fewshot":
-                src = run["stages"][-1]
-                entry = {"name": stage.name, "task": stage.label, **entry,
-                         "from": {"path": src["path"], "sha256": src["sha256"]}}
-                run["fewshot"].append(entry)
+                src = run.stages[-1]
+                entry.name, entry.from_stage = stage.name, {"path": src.path, "sha256": src.sha256}
+                run.fewshot.append(entry)
             else:
-                entry = {"index": stage.index, "task": stage.label, **entry}
+                entry.index = stage.index
                 if len(stage.tasks) > 1 or stage.tasks != (stage.label,):
-                    entry["tasks"] = list(stage.tasks)
-                run["stages"].append(entry)
+                    entry.tasks = list(stage.tasks)
+                run.stages.append(entry)
             write_run(out, run)
         acc.wait_for_everyone()
         info.trained.append(stage.folder)
@@ -558,8 +558,8 @@ def _train_stage(m: Method, ctx: StageContext, wrapped: Any, acc: Any, settings:
     })
 
 
-def _save_stage(m: Method, model: Any, stage: StagePlan, out: Path, stats: dict[str, Any]) -> dict[str, Any]:
-    """Write the stage folder atomically (temp folder + rename); return its run.json entry fields."""
+def _save_stage(m: Method, model: Any, stage: StagePlan, out: Path, stats: dict[str, Any]) -> StageEntry:
+    """Write the stage folder atomically (temp folder + rename); return its run.json entry."""
     final = out / stage.folder
     tmp = out / f".{stage.folder}.tmp-{os.getpid()}"
     if tmp.exists():
@@ -578,4 +578,4 @@ def _save_stage(m: Method, model: Any, stage: StagePlan, out: Path, stats: dict[
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"path": stage.folder, "sha256": digest, "weights": rel, "train": stats}
+    return StageEntry(path=stage.folder, task=stage.label, sha256=digest, weights=rel, train=stats)

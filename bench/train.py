@@ -49,7 +49,7 @@ def child(args: argparse.Namespace) -> None:
                      batch_size=args.batch_size, grad_accum=1, lr=2e-3, max_steps_per_task=args.steps,
                      warmup_steps=2, options=opts, device="cpu")
     wall = time.perf_counter() - start
-    stages = [s["train"] for s in info.run["stages"]]
+    stages = [s.train for s in info.run.stages]
     secs = sum(s["seconds"] for s in stages)
     n_steps = sum(s["steps"] for s in stages)
     print(json.dumps({

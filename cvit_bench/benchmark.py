@@ -2,6 +2,13 @@
 
 A benchmark names its upstream sequence, its downstream protocols, and per task the instruction family,
 prompt composition, metric id per profile, IF check, ``max_new_tokens`` and image preprocessing mode.
+
+The YAML is validated, not trusted: an unknown key (at the top, in a task, in a downstream entry), an
+unknown task kind, composition, image mode, profile, metric id, IF-check id, template set or downstream
+protocol is a :class:`~cvit_bench.errors.DataError` naming the file, the key path (``tasks.textvqa.if_chek``)
+and the valid choices. A task may carry one block per task source that needs settings (``cvit_files``,
+``raw``, ``synthetic``); a third-party source adds its block name to :data:`TASK_BLOCKS` (at import time or
+through the entry-point group ``cvit_bench.task_blocks``, value: a one-line description).
 """
 from __future__ import annotations
 
@@ -14,11 +21,31 @@ from typing import Any
 import yaml
 
 from .errors import CvitError, DataError, UnknownNameError
+from .registry import Registry
+# The schedule module owns stages and cells; these names stay importable from here.
+from .schedule import PROTOCOLS, SCHEDULES, ZERO_SHOT_STAGE, upstream_cells  # noqa: F401
 from .templates import COMPOSITIONS
 
 PROFILES = ("compat", "standard")
-SCHEDULES = ("lower", "full", "final", "current-next")
-ZERO_SHOT_STAGE = "0"
+TASK_KINDS = ("multiple_choice", "short_answer", "caption", "classification", "grounding")
+IMAGE_MODES = ("pad", "crop")
+DOWNSTREAM_PROTOCOLS = PROTOCOLS
+TOP_KEYS = ("id", "version", "description", "paper", "base_model", "template_sets", "prompt_format",
+            "generation_profile", "schedule", "eval_split", "upstream", "downstream", "tasks",
+            # He et al.'s protocol (cit.yaml): the order as a run parameter, its presets, initial tasks, aggregates
+            "order", "orders", "initial_tasks", "aggregates",
+            # the papers' names of the summary aggregates (CoIN: ACC, MAA)
+            "summary_names")
+TASK_KEYS = ("kind", "family", "composition", "metrics", "if_check", "max_new_tokens", "image_mode",
+             "compat_join")   # compat_join: the reference script's join rule (cvit_bench.scoring.join)
+DOWNSTREAM_KEYS = ("task", "protocol", "shots", "epochs")
+
+#: Per-task settings blocks of task sources (block name → what it configures).
+TASK_BLOCKS: Registry[str] = Registry("task block", entry_points="cvit_bench.task_blocks", discover=lambda: None)
+TASK_BLOCKS.add("cvit_files", "source cvit-files: folder and file per split of the published CVIT files")
+TASK_BLOCKS.add("raw", "source raw: official splits of the raw dataset")
+TASK_BLOCKS.add("synthetic", "source synthetic: generator and split sizes of a cvit-mini task")
+TASK_BLOCKS.add("coin_files", "source coin-files: folder of the task in the Zacks-Chen/CoIN layout")
 
 
 @dataclass(frozen=True)
@@ -148,27 +175,6 @@ class BenchmarkSpec:
         return sorted({m for t in self.tasks.values() for m in t.metrics.values()})
 
 
-def upstream_cells(T: int, schedule: str, *, stages: int | None = None) -> list[tuple[int, int]]:
-    """(stage t, task i) pairs, 1-based, that a schedule evaluates for a run covering ``stages`` ≤ T stages.
-
-    ``lower``: i ≤ t (the papers'); ``full``: every task after every stage (enables FWT); ``final``: only the
-    last stage's row; ``current-next`` (He et al.'s code, spec/heetal.md §3): after stage t < T the task just
-    trained (t) and the next one (t + 1), after stage T every task. A run covering a prefix (n < T stages)
-    gets t and t + 1 on each of its rows.
-    """
-    if schedule not in SCHEDULES:
-        raise CvitError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-    n = T if stages is None else stages
-    if schedule == "lower":
-        return [(t, i) for t in range(1, n + 1) for i in range(1, t + 1)]
-    if schedule == "full":
-        return [(t, i) for t in range(1, n + 1) for i in range(1, T + 1)]
-    if schedule == "current-next":
-        return [(t, i) for t in range(1, n + 1)
-                for i in (range(1, T + 1) if t == T else [j for j in (t, t + 1) if j <= T])]
-    return [(n, i) for i in range(1, n + 1)]
-
-
 def _benchmarks_dir() -> Path:
     return Path(str(resources.files("cvit_bench.tasks"))) / "benchmarks"
 
@@ -183,18 +189,62 @@ def _require(data: dict, key: str, path: Path, record: str | None = None) -> Any
     return data[key]
 
 
+def _check_keys(mapping: Any, allowed: tuple[str, ...] | list[str], path: Path, where: str) -> None:
+    """``mapping`` must be a mapping whose keys are all in ``allowed`` (errors name the key path)."""
+    if not isinstance(mapping, dict):
+        raise DataError(f"must be a mapping, got {type(mapping).__name__}", file=path, field=where or "(top level)")
+    for key in mapping:
+        if key not in allowed:
+            raise DataError(f"unknown key; valid keys here: {', '.join(allowed)}", file=path,
+                            field=f"{where}.{key}" if where else str(key))
+
+
+def _check_choice(value: Any, choices: list[str] | tuple[str, ...], path: Path, where: str, what: str) -> None:
+    if value not in choices:
+        raise DataError(f"unknown {what} {value!r}; valid: {', '.join(choices)}", file=path, field=where)
+
+
+def validate_benchmark_data(data: Any, path: Path) -> None:
+    """Strict checks of a benchmark YAML's content (see the module docstring); raises :class:`DataError`."""
+    from .scoring.base import metric_ids
+    from .scoring.instruction_following import IF_CHECKS
+    from .templates import template_set_ids
+
+    _check_keys(data, TOP_KEYS, path, "")
+    for i, set_id in enumerate(data.get("template_sets") or []):
+        _check_choice(set_id, template_set_ids(), path, f"template_sets[{i}]", "template set")
+    if "schedule" in data:
+        _check_choice(data["schedule"], SCHEDULES, path, "schedule", "schedule")
+    metrics_known = metric_ids()
+    task_keys = TASK_KEYS + tuple(TASK_BLOCKS.names())
+    for tid, t in (data.get("tasks") or {}).items():
+        rec = f"tasks.{tid}"
+        _check_keys(t, task_keys, path, rec)
+        if "kind" in t:
+            _check_choice(t["kind"], TASK_KINDS, path, f"{rec}.kind", "task kind")
+        if "composition" in t:
+            _check_choice(t["composition"], COMPOSITIONS, path, f"{rec}.composition", "composition")
+        if "image_mode" in t:
+            _check_choice(t["image_mode"], IMAGE_MODES, path, f"{rec}.image_mode", "image mode")
+        _check_keys(t.get("metrics") or {}, PROFILES, path, f"{rec}.metrics")
+        for profile, metric in (t.get("metrics") or {}).items():
+            _check_choice(metric, metrics_known, path, f"{rec}.metrics.{profile}", "metric id")
+        if t.get("if_check") is not None:
+            _check_choice(t["if_check"], IF_CHECKS.names(), path, f"{rec}.if_check", "instruction-following check")
+    for i, d in enumerate(data.get("downstream") or []):
+        _check_keys(d, DOWNSTREAM_KEYS, path, f"downstream[{i}]")
+        if "protocol" in d:
+            _check_choice(d["protocol"], DOWNSTREAM_PROTOCOLS, path, f"downstream[{i}].protocol", "protocol")
+
+
 def parse_benchmark(data: dict, path: Path) -> BenchmarkSpec:
+    validate_benchmark_data(data, path)
     tasks = {}
     for tid, t in (_require(data, "tasks", path) or {}).items():
         rec = f"tasks.{tid}"
         composition = _require(t, "composition", path, rec)
-        if composition not in COMPOSITIONS:
-            raise DataError(f"must be one of {', '.join(COMPOSITIONS)}", file=path, record=rec, field="composition")
         metrics = dict(_require(t, "metrics", path, rec))
-        for profile in metrics:
-            if profile not in PROFILES:
-                raise DataError(f"unknown profile {profile!r}", file=path, record=rec, field="metrics")
-        known = {"kind", "family", "composition", "metrics", "if_check", "max_new_tokens", "image_mode", "cvit_files", "raw"}
+        known = set(TASK_KEYS) | {"cvit_files", "raw"}
         tasks[tid] = TaskSpec(
             id=tid, kind=_require(t, "kind", path, rec), family=int(_require(t, "family", path, rec)),
             composition=composition, metrics=metrics, if_check=t.get("if_check"),
@@ -210,8 +260,7 @@ def parse_benchmark(data: dict, path: Path) -> BenchmarkSpec:
     for tid in list(upstream) + [d.task for d in downstream]:
         if tid not in tasks:
             raise DataError(f"task {tid!r} is in the sequence but not defined under `tasks`", file=path, field="tasks")
-    known_top = {"id", "version", "description", "template_sets", "prompt_format", "generation_profile", "schedule",
-                 "eval_split", "upstream", "downstream", "tasks", "order", "orders", "initial_tasks", "aggregates"}
+    known_top = set(TOP_KEYS) - {"paper", "base_model", "summary_names"}
     schedule = data.get("schedule", "lower")
     if schedule not in SCHEDULES:
         raise DataError(f"must be one of {', '.join(SCHEDULES)}", file=path, field="schedule")

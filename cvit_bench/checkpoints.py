@@ -8,7 +8,7 @@
      "fewshot": [{"name": "fewshot-5", "task": "places365", "path": "...", "sha256": "..."}],
      "eval_adapter": "latest" | "own-task", "kind": "sequential" | "multitask" | "independent" | "zero-shot"}
 
-(the full schema written by ``train`` is in :mod:`cvit_bench.baselines.run_dir`). ``eval_adapter = "own-task"``
+(the type, reader and writer are in :mod:`cvit_bench.run_file`). ``eval_adapter = "own-task"``
 (dir-lora: one independent adapter per task) makes the runner evaluate task i with stage i's adapter at every later
 stage, so that reference's BWT is 0 by construction. ``kind = "multitask"`` (one stage trained on every upstream
 task) is evaluated as the final row only; ``kind = "zero-shot"`` (no stages) as the zero-shot row.
@@ -24,8 +24,8 @@ from .benchmark import BenchmarkSpec
 from .errors import CvitError, MissingFileError
 from .backends.projector import PROJECTOR_FILE
 from .files import sha256_bytes, sha256_file
-
-ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+from .run_file import ADAPTER_CONFIG, ADAPTER_WEIGHT_FILES, RUN_NAME, StageEntry, read_run
+from .schedule import RunKind
 
 
 @dataclass
@@ -65,7 +65,7 @@ def adapter_weights(path: Path, weights: str | None = None) -> Path:
 def checkpoint_sha256(path: Path, weights: str | None = None) -> str:
     """sha256 of the adapter weights; a stage that carries its own projector (``projector.safetensors``) is
     identified by both files: sha256 of ``"<adapter sha256>+<projector sha256>"``."""
-    if not (path / "adapter_config.json").is_file():
+    if not (path / ADAPTER_CONFIG).is_file():
         raise CvitError(f"{path}: stage folder missing or not an adapter (no adapter_config.json)")
     digest = sha256_file(adapter_weights(path, weights))
     if (path / PROJECTOR_FILE).is_file():
@@ -74,27 +74,24 @@ def checkpoint_sha256(path: Path, weights: str | None = None) -> str:
 
 
 def load_run_dir(run_dir: str | os.PathLike) -> RunPlan:
-    from .baselines.run_dir import RUN_NAME, read_run
-
     run_dir = Path(run_dir)
     data = read_run(run_dir)
     if data is None:
         raise MissingFileError(run_dir / RUN_NAME, "run description (run.json) of a run directory")
 
-    def stage(entry: dict, label: str) -> StageCheckpoint:
-        path = run_dir / entry["path"]
-        actual = checkpoint_sha256(path, entry.get("weights"))
-        if entry.get("sha256") and entry["sha256"] != actual:
-            raise CvitError(f"{path}: adapter weights sha256 {actual[:12]}… differs from run.json ({entry['sha256'][:12]}…)")
-        return StageCheckpoint(label=label, task=entry["task"], path=path, sha256=actual)
+    def stage(entry: StageEntry, label: str) -> StageCheckpoint:
+        path = run_dir / entry.path
+        actual = checkpoint_sha256(path, entry.weights)
+        if entry.sha256 and entry.sha256 != actual:
+            raise CvitError(f"{path}: adapter weights sha256 {actual[:12]}… differs from run.json ({entry.sha256[:12]}…)")
+        return StageCheckpoint(label=label, task=entry.task, path=path, sha256=actual)
 
-    stages = [stage(e, str(e["index"])) for e in sorted(data.get("stages", []), key=lambda e: e["index"])]
-    fewshot = [stage(e, e["name"]) for e in data.get("fewshot", [])]
-    return RunPlan(base_model=data.get("base_model"), method=data.get("method"), template_set=data.get("template_set"),
-                   benchmark=data.get("benchmark"), stages=stages, fewshot=fewshot,
-                   eval_adapter=data.get("eval_adapter", "latest"), kind=data.get("kind", "sequential"),
-                   source=str(run_dir), order=list(data.get("tasks") or []),
-                   initial_tasks=list(data.get("initial_tasks") or []), prompt_format=data.get("prompt_format"))
+    stages = [stage(e, str(e.index)) for e in sorted(data.stages, key=lambda e: e.index)]
+    fewshot = [stage(e, e.name) for e in data.fewshot]
+    return RunPlan(base_model=data.base_model, method=data.method, template_set=data.template_set,
+                   benchmark=data.benchmark, stages=stages, fewshot=fewshot,
+                   eval_adapter=data.eval_adapter, kind=data.kind, source=str(run_dir), order=list(data.tasks or []),
+                   initial_tasks=list(data.initial_tasks or []), prompt_format=data.prompt_format)
 
 
 def plan_from_paths(paths: list[str], stage_tasks: list[str] | None, spec: BenchmarkSpec) -> RunPlan:
@@ -107,10 +104,35 @@ def plan_from_paths(paths: list[str], stage_tasks: list[str] | None, spec: Bench
     return RunPlan(base_model=None, method=None, template_set=None, benchmark=spec.id, stages=stages, source="--checkpoint")
 
 
+def with_fewshot(plan: RunPlan, spec: BenchmarkSpec, fewshot: dict[str, str]) -> RunPlan:
+    """``plan`` with few-shot stage adapters given as ``{K or "fewshot-K": folder}`` (replacing run.json's)."""
+    for k, path in fewshot.items():
+        label = k if k.startswith("fewshot-") else f"fewshot-{k}"
+        task = next((t for lbl, t in spec.fewshot_stages() if lbl == label), None)
+        if task is None:
+            valid = ", ".join(lbl for lbl, _ in spec.fewshot_stages()) or "none"
+            raise CvitError(f"--fewshot-checkpoint: {label} is not a few-shot stage of {spec.id} (its stages: {valid})")
+        plan.fewshot = [s for s in plan.fewshot if s.label != label]
+        plan.fewshot.append(StageCheckpoint(label=label, task=task, path=Path(path),
+                                            sha256=checkpoint_sha256(Path(path))))
+    return plan
+
+
+def plan_for(checkpoints: list[str], spec: BenchmarkSpec, *, stage_tasks: list[str] | None = None,
+             fewshot: dict[str, str] | None = None) -> RunPlan:
+    """What ``evaluate --checkpoint`` means: one run directory (it holds run.json), else adapter folders in
+    stage order; plus ``--fewshot-checkpoint`` folders."""
+    if len(checkpoints) == 1 and (Path(checkpoints[0]) / RUN_NAME).is_file():
+        plan = load_run_dir(checkpoints[0])
+    else:
+        plan = plan_from_paths(list(checkpoints), stage_tasks, spec)
+    return with_fewshot(plan, spec, fewshot or {})
+
+
 def check_sequence(plan: RunPlan, spec: BenchmarkSpec, allow_partial: bool) -> None:
     """A run must follow the benchmark order (a prefix is fine); anything else needs ``--allow-partial``."""
     trained = [s.task for s in plan.stages]
-    if plan.kind in ("multitask", "zero-shot"):
+    if plan.kind in (RunKind.MULTITASK, RunKind.ZERO_SHOT):
         return
     if trained == list(spec.upstream[: len(trained)]) or allow_partial:
         return

@@ -145,7 +145,10 @@ def image_token_of(processor: Any) -> str:
 
 
 #: name → factory(processor or None) → PromptFormat
-PROMPT_FORMATS: Registry[Callable[[Any], PromptFormat]] = Registry("prompt format")
+#: Others through entry points ``cvit_bench.prompt_formats`` (value: a factory).
+PROMPT_FORMATS: Registry[Callable[[Any], PromptFormat]] = Registry("prompt format",
+                                                                   entry_points="cvit_bench.prompt_formats",
+                                                                   discover=lambda: None)
 PROMPT_FORMATS.add(
     "vicuna_v1",
     lambda processor: SepTwoConversation(

@@ -42,6 +42,7 @@ from .judge_rules import (COIN_SAMPLING, MAX_NEW_TOKENS, SYSTEM_MESSAGE, JudgeCe
                           judge_item, judge_messages)
 from .manifest import read_manifest, resolve_prepared
 from .predictions import discover, read_prediction_file
+from .progress import Progress, as_progress
 from .score import load_eval_samples, stage_sort_key
 from .scoring.join import JoinReport, ReferenceJoin, compat_join, standard_join
 
@@ -162,7 +163,7 @@ def run_judge(
     dtype: str | None = None,
     device: str = "auto",
     tasks: list[str] | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     after_batch: Callable[[int], None] | None = None,
 ) -> JudgeRun:
     """Judge every prediction file under ``predictions`` and write ``OUT/judge.json`` + ``OUT/judgments/``."""
@@ -197,16 +198,17 @@ def run_judge(
         rendered = {k: backend.render(judge_messages(i)) for k, i in pending.items()}
         order = sorted(rendered, key=lambda k: (backend.n_tokens(rendered[k]), k))
         done = 0
+        bar = as_progress(progress).steps("judging", len(order)).__enter__()
         for b, start in enumerate(range(0, len(order), batch_size)):
             keys = order[start:start + batch_size]
             replies = backend.generate([rendered[k] for k in keys], max_new_tokens=settings.max_new_tokens,
                                        sampling=settings.generation(), seed=settings.seed + b)
             store.add(judge_id, list(zip(keys, replies)))
             done += len(keys)
-            if progress:
-                progress(done, len(order))
+            bar.advance(len(keys))
             if after_batch:
                 after_batch(done)
+        bar.__exit__(None, None, None)
 
     metric_id = PROFILE_METRICS[profile]
     judged: list[JudgedCell] = []

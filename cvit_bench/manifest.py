@@ -21,8 +21,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import CvitError, DataError, SchemaVersionError, known_version
+from .errors import CvitError, DataError
 from .files import atomic_write_json, read_json, sha256_file
+from .schemas import validate_document
 
 MANIFEST_SCHEMA_VERSION = 1
 KNOWN_MANIFEST_VERSIONS = (1,)
@@ -46,10 +47,7 @@ def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> None:
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     path = Path(folder) / MANIFEST_NAME
     data = read_json(path, "manifest of a prepared benchmark (run `cvit-bench prepare` first)")
-    version = data.get("schema_version") if isinstance(data, dict) else None
-    if not known_version(version, KNOWN_MANIFEST_VERSIONS):
-        raise SchemaVersionError(path, version, KNOWN_MANIFEST_VERSIONS, "manifest")
-    return data
+    return validate_document(data, "manifest", path, KNOWN_MANIFEST_VERSIONS, "manifest")
 
 
 def resolve_prepared(data: str | os.PathLike, benchmark: str | None) -> Path:

@@ -126,7 +126,7 @@ def _reverse(scene, rng) -> tuple[str, str]:
 
 
 def _yes_no(scene, rng) -> tuple[str, str]:
-    from .tasks.synthetic import COLORS, POSITIONS, SHAPES
+    from .scenes import COLORS, POSITIONS, SHAPES
 
     kind = int(rng.integers(3))
     truth, values, text = [
@@ -141,7 +141,7 @@ def _yes_no(scene, rng) -> tuple[str, str]:
 
 
 def _color_mc(scene, rng) -> tuple[str, str]:
-    from .tasks.synthetic import COLORS, LETTERS
+    from .scenes import COLORS, LETTERS
 
     names = list(COLORS)
     options = "\n".join(f"{letter}. {name}" for letter, name in zip(LETTERS, names))
@@ -164,7 +164,7 @@ class AuxExample:
 def aux_examples(n: int, seed: int, stream: str) -> list[AuxExample]:
     """``n`` auxiliary examples (prompts cycle over :data:`AUX_PROMPTS`), drawn from the NumPy stream
     ``mini-base:<seed>:<stream>`` so that train and held-out sets are independent."""
-    from .tasks.synthetic import draw_scene, random_scene, stream_rng
+    from .scenes import draw_scene, random_scene, stream_rng
 
     rng = stream_rng("mini-base", seed, stream)
     kinds = list(AUX_PROMPTS)
@@ -178,7 +178,7 @@ def aux_examples(n: int, seed: int, stream: str) -> list[AuxExample]:
 
 
 def _aux_texts() -> list[str]:
-    from .tasks.synthetic import COLORS, LETTERS, POSITIONS, SHAPES, Scene
+    from .scenes import COLORS, LETTERS, POSITIONS, SHAPES, Scene
 
     texts = []
     for c in COLORS:
@@ -199,7 +199,7 @@ def mini_vocabulary(benchmark: str = "cvit-mini") -> list[str]:
     """Specials (ids 0–4) then every whitespace-separated word the benchmark and the mix can use, sorted."""
     from .benchmark import load_benchmark
     from .conversation import get_prompt_format
-    from .tasks.synthetic import benchmark_texts
+    from .scenes import benchmark_texts
     from .templates import load_template_set
 
     spec = load_benchmark(benchmark)

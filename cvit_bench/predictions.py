@@ -13,6 +13,12 @@ from pathlib import Path
 from .benchmark import ZERO_SHOT_STAGE, BenchmarkSpec
 from .errors import CvitError, DataError
 from .files import iter_jsonl
+from .schemas import check_line
+
+#: ``schema_version`` of the lines cvit-bench writes (lines without one: earlier cvit-bench files, or the
+#: reference format, which has none); schema: ``schemas/prediction-line.schema.json``.
+PREDICTION_LINE_VERSION = 1
+KNOWN_PREDICTION_LINE_VERSIONS = (1,)
 
 
 @dataclass
@@ -33,11 +39,23 @@ class PredictionFile:
         return len(self.keys)
 
 
+def iter_prediction_lines(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False):
+    """``(line number, object)`` of every line, each validated against the prediction-line schema: the one
+    reader of prediction files (scoring reads them through :func:`read_prediction_file`, the runner's resume
+    through this)."""
+    for line_no, obj in iter_jsonl(path, tolerate_truncated_tail=tolerate_truncated_tail):
+        if isinstance(obj, dict) and "uid" not in obj and "question_id" not in obj:
+            raise DataError("needs `uid` (cvit-bench) or `question_id` (reference format)", file=path,
+                            record=f"line {line_no}", field="uid")
+        check_line(obj, "prediction-line", path, line_no, KNOWN_PREDICTION_LINE_VERSIONS, "prediction line")
+        yield line_no, obj
+
+
 def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False) -> PredictionFile:
     path = Path(path)
     kind = None
     keys, texts, lines, metas, raw_keys, null_lines = [], [], [], [], [], set()
-    for line_no, obj in iter_jsonl(path, tolerate_truncated_tail=tolerate_truncated_tail):
+    for line_no, obj in iter_prediction_lines(path, tolerate_truncated_tail=tolerate_truncated_tail):
         if "uid" in obj:
             this, key, text_field = "uid", obj["uid"], "prediction"
         elif "question_id" in obj:
@@ -62,7 +80,7 @@ def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bo
         raw_keys.append(key)
         texts.append(text)
         lines.append(line_no)
-        metas.append({k: v for k, v in obj.items() if k not in ("uid", "question_id", text_field)})
+        metas.append({k: v for k, v in obj.items() if k not in ("uid", "question_id", text_field, "schema_version")})
     return PredictionFile(path=path, key_kind=kind or "uid", keys=keys, texts=texts, lines=lines, meta=metas,
                           raw_keys=raw_keys, null_lines=null_lines)
 

@@ -2,7 +2,7 @@
 
 Every long step (prepare, mini-base build, train, evaluate, leaderboard submit, demo) takes an optional
 ``progress: Progress``; it never imports ``rich``. The CLI adapts this protocol to ``rich`` once
-(:mod:`cvit_bench.cli_progress`); a Python user passes :class:`PrintProgress`, their own object with the same
+(:mod:`cvit_bench.cli.progress`); a Python user passes :class:`PrintProgress`, their own object with the same
 two methods, or nothing (:data:`SILENT`).
 
 ``message(text)`` says one thing that happened ("auto batch size: 32"). ``steps(label, total)`` opens a

@@ -48,8 +48,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError, SchemaVersionError, known_version
+from .errors import DataError
 from .files import dumps_json, read_json, write_if_changed
+from .schemas import validate_document
 
 RESULTS_SCHEMA_VERSION = 1
 KNOWN_RESULTS_VERSIONS = (1,)
@@ -61,15 +62,8 @@ SUMMARY_KEYS = ("AP", "MAP", "MFT", "BWT", "FWT", "forgetting_first", "forgettin
 
 def read_results(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
-    data = read_json(path, "results file (results.json)", finite=True)
-    if not isinstance(data, dict):
-        raise DataError("results.json must be a JSON object", file=path)
-    version = data.get("schema_version")
-    if not known_version(version, KNOWN_RESULTS_VERSIONS):
-        raise SchemaVersionError(path, version, KNOWN_RESULTS_VERSIONS, "results")
-    for key in ("benchmark", "matrix", "summary"):
-        if key not in data:
-            raise DataError("required key missing", file=path, field=key)
+    data = validate_document(read_json(path, "results file (results.json)", finite=True), "results", path,
+                             KNOWN_RESULTS_VERSIONS, "results")
     m = data["matrix"]
     if not isinstance(m, dict) or not all(isinstance(m.get(k), list) for k in ("tasks", "stages", "values")):
         raise DataError("must be an object with lists tasks, stages and values", file=path, field="matrix")

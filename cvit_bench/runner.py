@@ -24,25 +24,20 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-from .benchmark import ZERO_SHOT_STAGE, BenchmarkSpec, load_benchmark, upstream_cells
+from .backends.adapters import result_sections
+from .benchmark import BenchmarkSpec, load_benchmark
 from .checkpoints import RunPlan, StageCheckpoint, check_sequence
 from .errors import CvitError
-from .files import JsonlAppender, ensure_output_dir, iter_jsonl, read_json, write_if_changed
+from .files import JsonlAppender, ensure_output_dir, read_json, write_if_changed
 from .manifest import image_root, read_manifest, resolve_prepared, verify_files
-from .predictions import read_prediction_file
+from .predictions import PREDICTION_LINE_VERSION, iter_prediction_lines, read_prediction_file
 from .progress import SILENT, Progress, as_progress
 from .results import read_results, write_results
+from .schedule import ZERO_SHOT_STAGE, Cell, RunShape, cells_for, run_kind
 from .sample import Sample, read_samples
 from .score import CellScore, assemble_results, score_cell, stage_sort_key, write_score_files
 
 BASE_ADAPTER = "base"
-
-
-@dataclass(frozen=True)
-class Cell:
-    stage: str               # row label: "0", "1".."T", "fewshot-<k>"
-    task: str
-    adapter: str | None      # stage label whose adapter is active; None = the bare base
 
 
 @dataclass
@@ -97,44 +92,12 @@ def shard_of(uid: str, world: int) -> int:
 
 
 def plan_cells(spec: BenchmarkSpec, plan: RunPlan, opts: EvalOptions, available: set[str]) -> list[Cell]:
-    """Cells the schedule needs, in execution order (grouped by adapter so each is attached once)."""
-    trained = [s.task for s in plan.stages]
+    """The schedule's cells (:func:`cvit_bench.schedule.cells_for`) that have prepared data and are asked for."""
+    run = RunShape(kind=run_kind(plan.kind), trained=tuple(s.task for s in plan.stages), eval_adapter=plan.eval_adapter,
+                   fewshot=tuple((ck.label, ck.task) for ck in plan.fewshot))
     wanted = set(opts.tasks) if opts.tasks else None
-
-    def keep(task: str) -> bool:
-        return task in available and (wanted is None or task in wanted)
-
-    cells: list[Cell] = []
-    # He et al.'s current-next protocol always has its row 0 (the model before the sequence), initial tasks included.
-    if opts.zero_shot or plan.kind == "zero-shot" or opts.schedule == "current-next":
-        cells += [Cell(ZERO_SHOT_STAGE, t, None) for t in list(spec.initial_tasks) + list(spec.upstream) if keep(t)]
-    if plan.kind == "multitask":
-        # One adapter trained jointly on every upstream task: the papers' "Multitask" row (final row only).
-        final, adapter = str(spec.T), plan.stages[0].label
-        cells += [Cell(final, t, adapter) for t in spec.upstream if keep(t)]
-        if opts.downstream:
-            cells += [Cell(final, d.task, adapter) for d in spec.downstream if d.protocol == "zero-shot-final" and keep(d.task)]
-            cells += [Cell(ck.label, ck.task, ck.label) for ck in plan.fewshot if keep(ck.task)]
-        return cells
-    n = len(plan.stages)
-    for t, i in upstream_cells(spec.T, opts.schedule, stages=n):
-        task = spec.upstream[i - 1] if opts.schedule in ("full", "current-next") else trained[i - 1]
-        if not keep(task):
-            continue
-        adapter = str(t)
-        if plan.eval_adapter == "own-task" and task in trained[:t]:
-            adapter = str(trained.index(task) + 1)
-        cells.append(Cell(str(t), task, adapter))
-    if n == spec.T and opts.schedule == "current-next":
-        cells += [Cell(str(n), t, str(n)) for t in spec.initial_tasks if keep(t)]
-    if opts.downstream and n == spec.T:
-        for d in spec.downstream:
-            if d.protocol == "zero-shot-final" and keep(d.task):
-                cells.append(Cell(str(n), d.task, str(n)))
-        for ck in plan.fewshot:
-            if keep(ck.task):
-                cells.append(Cell(ck.label, ck.task, ck.label))
-    return cells
+    cells = cells_for(spec, run, opts.schedule, zero_shot=opts.zero_shot, downstream=opts.downstream)
+    return [c for c in cells if c.task in available and (wanted is None or c.task in wanted)]
 
 
 def generation_settings(spec: BenchmarkSpec, task: str, prompt_format: str, dtype: str, base_model: str) -> dict[str, Any]:
@@ -158,7 +121,7 @@ def read_done(path: Path, fp: str) -> dict[str, dict]:
     done: dict[str, dict] = {}
     if not path.exists():
         return done
-    for line_no, obj in iter_jsonl(path, tolerate_truncated_tail=True):
+    for line_no, obj in iter_prediction_lines(path, tolerate_truncated_tail=True):
         if obj.get("fp") != fp:
             raise CvitError(f"{path}: line {line_no} was written under fingerprint {obj.get('fp')!r}, this run is {fp!r} "
                             "(different checkpoint, data or generation settings); use another --out or delete the file")
@@ -315,11 +278,14 @@ class Evaluation:
                         ok = [(r, im) for r, im in zip(reqs, images) if not isinstance(im, ImageFailure)]
                         failed = [(r, im) for r, im in zip(reqs, images) if isinstance(im, ImageFailure)]
                         texts = self.backend.generate([r for r, _ in ok], [im for _, im in ok]) if ok else []
-                        lines = [{"uid": r.uid, "prediction": t, "fp": fp} for (r, _), t in zip(ok, texts)]
+                        v = PREDICTION_LINE_VERSION
+                        lines = [{"schema_version": v, "uid": r.uid, "prediction": t, "fp": fp}
+                                 for (r, _), t in zip(ok, texts)]
                         for line, (_, im) in zip(lines, ok):
                             if im is not None and im.info.get("cvit_truncated"):
                                 line["warning"] = "image file truncated; decoded the readable part"
-                        lines += [{"uid": r.uid, "prediction": "", "fp": fp, "error": f"image: {im.message}"} for r, im in failed]
+                        lines += [{"schema_version": v, "uid": r.uid, "prediction": "", "fp": fp,
+                                   "error": f"image: {im.message}"} for r, im in failed]
                         sink.write_many(lines)
                         done_uids = {r.uid for r in reqs}
                         pending = [r for r in pending if r.uid not in done_uids]
@@ -381,13 +347,9 @@ class Evaluation:
         warnings = list(self.failures)
         if self.opts.limit:
             warnings.append(f"evaluated on the first {self.opts.limit} samples per task (--limit): not comparable to full runs")
-        extra = {}
-        # Routing log of a mixture-of-LoRA run (cvit_bench.baselines.moe_layers): the final upstream stage's
-        # routing.json, {task: {block: count}}; a routing.json beside the output folder is the fallback.
-        candidates = [s.path / "routing.json" for s in reversed(self.plan.stages)] + [self.out.parent / "routing.json"]
-        routing = next((p for p in candidates if p.is_file()), None)
-        if routing is not None:
-            extra["routing"] = json.loads(routing.read_text())
+        # Sections a stage's adapter format adds (the mixture-of-LoRA format: "routing", from the final
+        # upstream stage's routing.json); see cvit_bench.backends.adapters "result_sections".
+        extra = result_sections([s.path for s in self.plan.stages])
         # Task similarity of He et al. (cvit_bench.similarity), written by TIR into each stage folder.
         similarity = next((s.path / "task_similarity.json" for s in reversed(self.plan.stages)
                            if (s.path / "task_similarity.json").is_file()), None)

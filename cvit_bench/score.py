@@ -310,12 +310,17 @@ def assemble_results(
     return results
 
 
+#: ``schema_version`` of a score line (``schemas/score-line.schema.json``).
+SCORE_LINE_VERSION = 1
+
+
 def write_score_files(out: str | os.PathLike, cell: CellScore) -> Path:
     """``OUT/scores/<stage>/<task>.jsonl``: per sample ``uid``, ``score`` and ``if`` (written atomically)."""
     import json
 
     path = Path(out) / "scores" / cell.stage / f"{cell.task}.jsonl"
-    lines = [json.dumps({"uid": u, "score": v, "if": cell.if_flags.get(u)}, sort_keys=True) for u, v in zip(cell.uids, cell.per_sample)]
+    lines = [json.dumps({"schema_version": SCORE_LINE_VERSION, "uid": u, "score": v, "if": cell.if_flags.get(u)},
+                        sort_keys=True) for u, v in zip(cell.uids, cell.per_sample)]
     write_if_changed(path, "\n".join(lines) + ("\n" if lines else ""))
     return path
 

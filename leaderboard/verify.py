@@ -1,6 +1,6 @@
 """Re-scoring a submission: which cells the benchmark requires, exact id coverage, and recomputed results.
 
-Required cells (the benchmark's schedule, :func:`cvit_bench.benchmark.upstream_cells` over all T stages): the
+Required cells (the benchmark's schedule, :func:`cvit_bench.schedule.cells_for` of a complete run): the
 upstream cells of the schedule (``lower``: task i after every stage t ≥ i) and, at the final stage T, every
 ``zero-shot-final`` downstream task. Other recognised cells (the zero-shot row ``0``, above-diagonal cells,
 few-shot stages) are optional; when present they are checked and scored the same way.
@@ -19,12 +19,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cvit_bench.benchmark import BenchmarkSpec, upstream_cells
+from cvit_bench.benchmark import BenchmarkSpec
 from cvit_bench.errors import DataError
 from cvit_bench.files import sha256_file
 from cvit_bench.manifest import read_manifest, resolve_prepared
 from cvit_bench.predictions import PredictionFile, discover, read_prediction_file
 from cvit_bench.sample import Sample
+from cvit_bench.schedule import RUN_KINDS, RunShape, cells_for
 from cvit_bench.score import CellScore, assemble_results, load_eval_samples, score_cell, stage_sort_key
 
 from .board import flag_differences
@@ -32,26 +33,16 @@ from .board import flag_differences
 N_EXAMPLES = 5
 
 
-RUN_KINDS = ("sequential", "independent", "multitask", "zero-shot")
-
-
 def required_cells(spec: BenchmarkSpec, run_kind: str = "sequential") -> list[tuple[str, str]]:
-    """(stage label, task) the schedule requires of a complete run, in order.
+    """(stage label, task) the schedule requires of a complete run, in order (:func:`cvit_bench.schedule.cells_for`
+    of a complete run of that kind, few-shot stages optional).
 
     The reference rows are complete with less: a ``multitask`` run (one joint adapter) is its final row plus the
     zero-shot downstream tasks, a ``zero-shot`` run (the base model) is row 0.
     """
     if run_kind not in RUN_KINDS:
         raise DataError(f"unknown run_kind {run_kind!r}; valid: {', '.join(RUN_KINDS)}", field="run_kind")
-    final = str(spec.T)
-    if run_kind == "zero-shot":
-        return [("0", t) for t in spec.upstream]
-    if run_kind == "multitask":
-        cells = [(final, t) for t in spec.upstream]
-    else:
-        cells = [(str(t), spec.upstream[i - 1]) for t, i in upstream_cells(spec.T, spec.schedule)]
-    cells += [(final, d.task) for d in spec.downstream if d.protocol == "zero-shot-final"]
-    return cells
+    return [(c.stage, c.task) for c in cells_for(spec, RunShape.complete(spec, run_kind), spec.schedule)]
 
 
 def check_required(found: set[tuple[str, str]], spec: BenchmarkSpec, where: str, run_kind: str = "sequential") -> None:

@@ -15,14 +15,13 @@ themselves; otherwise :func:`cvit_bench.prepare.prepare` assigns templates from 
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from ..benchmark import BenchmarkSpec, TaskSpec
-from ..registry import Registry
+from ..registry import Registry, import_submodules
 from ..sample import Sample
 from ..templates import TemplateSet
 
@@ -49,20 +48,23 @@ class Source(Protocol):
     def load(self, ctx: LoadContext, task: TaskSpec, split: str) -> list[Sample]: ...
 
 
-SOURCES: Registry[Source] = Registry("source")
-# Raw-dataset loaders (issue: `prepare --source raw`), keyed by task id: fn(ctx, task, split) -> list[Sample].
-RAW_LOADERS: Registry[Callable[[LoadContext, TaskSpec, str], list[Sample]]] = Registry("raw loader")
+def _discover() -> None:
+    import_submodules(__name__)
 
-# Modules that register sources/loaders on import.
-_MODULES = ("cvit_files", "coin_files", "raw", "refcoco", "scienceqa", "textvqa", "flickr30k", "imagenet", "gqa",
-            "vqav2", "vizwiz", "textcaps", "ocrvqa", "places365", "synthetic", "okvqa", "aokvqa")
+
+#: Members: every module of this package (package discovery), plus entry points of other packages:
+#: ``cvit_bench.sources`` (a Source) and ``cvit_bench.tasks`` (a raw loader keyed by task id, or a module that
+#: registers one under that name).
+SOURCES: Registry[Source] = Registry("source", entry_points="cvit_bench.sources", discover=_discover)
+# Raw-dataset loaders (issue: `prepare --source raw`), keyed by task id: fn(ctx, task, split) -> list[Sample].
+RAW_LOADERS: Registry[Callable[[LoadContext, TaskSpec, str], list[Sample]]] = Registry(
+    "raw loader", entry_points="cvit_bench.tasks", discover=_discover)
 
 
 def load_sources() -> None:
-    for name in _MODULES:
-        importlib.import_module(f"{__name__}.{name}")
+    SOURCES.find_members()
+    RAW_LOADERS.find_members()
 
 
 def get_source(name: str) -> Source:
-    load_sources()
     return SOURCES.get(name)

@@ -6,7 +6,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cvit_bench.cli_metrics import metrics_command
+from cvit_bench.cli.metrics import metrics_command
 from cvit_bench.continual import FORMULA_IDS
 from cvit_bench.errors import CvitError, DataError
 from cvit_bench.results import SUMMARY_KEYS

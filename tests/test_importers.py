@@ -148,7 +148,7 @@ def _wrap(model, hf_dir) -> HFBackend:
 
 def _logits(backend: HFBackend, reqs, images):
     inputs = backend._encode(reqs, images)
-    with torch.no_grad(), backend._adapter_context(), backend._request_info(reqs):
+    with torch.no_grad(), backend.generation_scope(reqs):
         return inputs, backend.model(**inputs).logits
 
 

@@ -34,7 +34,7 @@ from cvit_bench.baselines.moe_layers import (
     set_request_info,
 )
 from cvit_bench.baselines.moe_lora import MoeLoraLinear
-from cvit_bench.baselines.run_dir import read_run
+from cvit_bench.run_file import read_run
 from cvit_bench.baselines.smolora import InstructionTable, SmoLoraLinear, SmoLoraOptions
 from cvit_bench.baselines.trainer import train_run
 from cvit_bench.benchmark import load_benchmark
@@ -355,7 +355,7 @@ def test_loading_onto_another_base_names_the_folder(tiny_llava_dir, processor, t
 
 def test_runs_write_the_format_routing_logs_and_freeze(runs):
     for method, out in runs.items():
-        run = read_run(out)
+        run = read_run(out).to_dict()
         assert run["method"]["name"] == method
         paths = [s["path"] for s in run["stages"]] + [s["path"] for s in run["fewshot"]]
         assert paths == ["stage-01-flickr30k", "stage-02-imagenet", "fewshot-5-places365", "fewshot-10-places365"]
@@ -423,7 +423,7 @@ def test_resume_continues_from_the_stored_adapter(prepared, tiny_llava_dir, runs
 
     out = tmp_path / "resumed"
     shutil.copytree(runs["branchlora"], out)
-    run = read_run(out)
+    run = read_run(out).to_dict()
     run["stages"] = run["stages"][:1]
     run["fewshot"] = []
     (out / "run.json").write_text(json.dumps(run))
@@ -459,7 +459,7 @@ def test_hf_backend_attaches_swaps_and_detaches(runs, tiny_llava_dir, processor,
         solo.add_adapter("x", out / "stage-02-imagenet")
         solo.activate("x")
         assert solo.generate(reqs, images) == second
-        with pytest.raises(CvitError, match="PEFT adapter cannot be loaded next to"):
+        with pytest.raises(CvitError, match="peft adapter cannot be loaded next to the cvit-moe adapters"):
             be.add_adapter("peft", make_lora_adapter(tiny_llava_dir, tmp_path / f"lora-{method}", seed=1))
         be.remove_adapter("1")
         be.remove_adapter("2")

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from matplotlib.patches import Rectangle
 
-from cvit_bench.cli_report import report_command
+from cvit_bench.cli.report import report_command
 from cvit_bench.errors import CvitError, DataError, MissingFileError
 from cvit_bench.report import build_report, build_report_from_results
 from cvit_bench.report.figures import (

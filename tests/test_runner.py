@@ -266,3 +266,39 @@ def test_trained_reference_runs_evaluate_with_their_semantics(method, tiny_llava
     else:
         assert m["stages"] == ["0"] and all(v is not None for v in m["values"][0])
         assert results["summary"]["AP"] is None
+
+
+def test_evaluation_never_imports_training_code_or_task_loaders(run_dir, prepared, bench_yaml, tmp_path):
+    """A user evaluating checkpoints trained elsewhere needs neither the trainer nor the dataset loaders."""
+    script = (
+        "import sys\n"
+        "from cvit_bench.checkpoints import load_run_dir\n"
+        "from cvit_bench.runner import EvalOptions, evaluate\n"
+        f"evaluate(load_run_dir({str(run_dir)!r}), data={str(prepared.parent)!r}, out={str(tmp_path / 'out')!r},\n"
+        f"         benchmark={str(bench_yaml)!r}, opts=EvalOptions(num_workers=0, limit=2, downstream=False),\n"
+        "         )\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('cvit_bench.baselines', 'cvit_bench.tasks.')))\n"
+        "print('LOADED', bad)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "LOADED []" in proc.stdout
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["matrix"]["tasks"] == TASKS
+
+
+def test_every_file_evaluate_writes_validates_against_its_published_schema(baseline, prepared):
+    from cvit_bench.schemas import validator
+
+    out, _ = baseline
+    checks = [(out / "results.json", "results"), (prepared / "manifest.json", "manifest")]
+    for path, name in checks:
+        doc = json.loads(path.read_text())
+        assert doc["schema_version"] == 1 and validator(name).is_valid(doc), path
+    for folder, name in (("predictions", "prediction-line"), ("scores", "score-line")):
+        files = sorted((out / folder).glob("*/*.jsonl"))
+        assert files
+        for path in files:
+            for line in path.read_text().splitlines():
+                obj = json.loads(line)
+                assert obj["schema_version"] == 1 and validator(name).is_valid(obj), (path, line)

@@ -70,7 +70,7 @@ def test_lower_triangle_matrix_and_summary_recomputed(prepared, tmp_path):
     on_disk = read_results(tmp_path / "out" / "results.json")
     assert on_disk["summary"] == results["summary"] and on_disk["schema_version"] == 1
     scores = (tmp_path / "out" / "scores" / "6" / "scienceqa.jsonl").read_text().splitlines()
-    assert len(scores) == 6 and set(json.loads(scores[0])) == {"uid", "score", "if"}
+    assert len(scores) == 6 and set(json.loads(scores[0])) == {"schema_version", "uid", "score", "if"}
 
 
 def test_reference_format_files_join_on_question_id(prepared, tmp_path):

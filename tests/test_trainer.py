@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 from cvit_bench.baselines import get_method, load_for_eval, make_method, method_names
 from cvit_bench.baselines.data import IGNORE_INDEX, Collator, encode_samples, select_by_hash
 from cvit_bench.baselines.replay import ReplayOptions, draw_replay
-from cvit_bench.baselines.run_dir import read_run
+from cvit_bench.run_file import read_run
 from cvit_bench.baselines.trainer import answer_loss, lr_factor, step_plan, train_run, warmup_count
-from cvit_bench.cli_train import train_command
+from cvit_bench.cli.train import train_command
 from cvit_bench.conversation import get_prompt_format
 from cvit_bench.errors import CvitError, UnknownNameError
 from cvit_bench.files import sha256_file
@@ -88,7 +88,7 @@ def test_interrupted_stage_keeps_previous_and_resume_skips_done(prepared, tiny_l
 
     with pytest.raises(KeyboardInterrupt):
         train_run("seq-lora", tiny_llava_dir, prepared, out, tasks=TASKS, fewshot=False, callbacks=[boom], **FAST)
-    run = read_run(out)
+    run = read_run(out).to_dict()
     assert [s["path"] for s in run["stages"]] == ["stage-01-flickr30k"]
     first_sha = run["stages"][0]["sha256"]
     assert sha256_file(out / "stage-01-flickr30k" / "adapter_model.safetensors") == first_sha
@@ -96,7 +96,7 @@ def test_interrupted_stage_keeps_previous_and_resume_skips_done(prepared, tiny_l
 
     info = train_run("seq-lora", tiny_llava_dir, prepared, out, tasks=TASKS, fewshot=False, **FAST)
     assert info.skipped == ["stage-01-flickr30k"] and info.trained == ["stage-02-imagenet"]
-    run = read_run(out)
+    run = read_run(out).to_dict()
     assert [s["path"] for s in run["stages"]] == ["stage-01-flickr30k", "stage-02-imagenet"]
     assert run["stages"][0]["sha256"] == first_sha
 
@@ -104,7 +104,7 @@ def test_interrupted_stage_keeps_previous_and_resume_skips_done(prepared, tiny_l
     (out / "stage-02-imagenet" / "adapter_model.safetensors").write_bytes(b"garbage")
     info = train_run("seq-lora", tiny_llava_dir, prepared, out, tasks=TASKS, fewshot=False, **FAST)
     assert info.skipped == ["stage-01-flickr30k"] and info.trained == ["stage-02-imagenet"]
-    assert entry_hash_ok(out, read_run(out)["stages"][1])
+    assert entry_hash_ok(out, read_run(out).to_dict()["stages"][1])
 
     # Nothing left to do: no model is even loaded.
     info = train_run("seq-lora", tiny_llava_dir, prepared, out, tasks=TASKS, fewshot=False, **FAST)
@@ -140,7 +140,7 @@ def test_training_lowers_the_answer_loss(prepared, tiny_llava_dir, processor, tm
     tuned = load_for_eval(base, out / "stage-01-imagenet")
     after = _mean_answer_loss(tuned, processor, enc.examples)
     assert after < before - 0.5, (before, after)
-    stats = read_run(out)["stages"][0]["train"]
+    stats = read_run(out).to_dict()["stages"][0]["train"]
     assert stats["loss_last"] < stats["loss_first"]
 
 
@@ -235,7 +235,7 @@ def test_each_method_trains_and_loads(method, prepared, tiny_llava_dir, tmp_path
     opts = {**FAST["options"], **METHOD_OPTIONS.get(method, {})} if method != "zero-shot" else {}
     kwargs = {**FAST, "options": opts, "max_steps_per_task": 2}
     info = train_run(method, tiny_llava_dir, prepared, out, tasks=TASKS, fewshot=False, **kwargs)
-    run = read_run(out)
+    run = read_run(out).to_dict()
     cls = get_method(method)
     assert run["kind"] == cls.run_kind and run["eval_adapter"] == cls.eval_adapter
     expected = {"zero-shot": [], "multitask": ["stage-01-multitask"]}.get(method, ["stage-01-flickr30k", "stage-02-imagenet"])
@@ -309,7 +309,7 @@ def test_cli_trains_and_resumes(prepared, tiny_llava_dir, tmp_path):
             "--max-steps-per-task", "2", "--no-fewshot", "--device", "cpu"]
     result = CliRunner().invoke(train_command, args)
     assert result.exit_code == 0, result.output
-    assert "trained" in result.output and read_run(tmp_path / "run")["method"]["config"]["lora_r"] == 4
+    assert "trained" in result.output and read_run(tmp_path / "run").to_dict()["method"]["config"]["lora_r"] == 4
     result = CliRunner().invoke(train_command, args)
     assert result.exit_code == 0 and "kept" in result.output
     shutil.rmtree(tmp_path / "run")
@@ -320,7 +320,7 @@ def test_qwen2vl_with_its_chat_template(prepared, tiny_qwen2vl_dir, tmp_path):
     out = tmp_path / "run"
     train_run("seq-lora", tiny_qwen2vl_dir, prepared, out, tasks=["imagenet"], fewshot=False,
               prompt_format="chat-template", **FAST)
-    run = read_run(out)
+    run = read_run(out).to_dict()
     assert run["prompt_format"] == "chat-template" and len(run["stages"]) == 1
     assert entry_hash_ok(out, run["stages"][0])
 

@@ -55,15 +55,19 @@ class Backend(Protocol):
 
 
 #: name → backend class; each class has ``load(model, *, dtype=None, device="auto", prompt_format=...)``.
-BACKENDS: Registry[type] = Registry("backend")
+#: Built in: ``hf`` and ``predictions`` (imported on first lookup: torch only loads when a backend is used);
+#: others through entry points ``cvit_bench.backends``.
+BACKENDS: Registry[type] = Registry("backend", entry_points="cvit_bench.backends", discover=lambda: _builtin())
+
+
+def _builtin() -> None:
+    from . import hf, predictions  # noqa: F401  (register "hf" and "predictions")
 
 
 def backend_class(name: str) -> type:
-    """The registered backend class (importing the built-in ones first). Besides ``load`` it has
-    ``generation_dtype(dtype, device) -> str``: the dtype a load with these options would use, known without
-    loading the model (it enters the prediction fingerprint, so a finished rerun can be recognised early)."""
-    from . import hf, predictions  # noqa: F401  (register "hf" and "predictions")
-
+    """The registered backend class. Besides ``load`` it has ``generation_dtype(dtype, device) -> str``: the
+    dtype a load with these options would use, known without loading the model (it enters the prediction
+    fingerprint, so a finished rerun can be recognised early)."""
     return BACKENDS.get(name)
 
 

@@ -7,19 +7,12 @@ left, so that every row's last prompt token sits at the same position and greedy
 depend on the batch (verified bit-for-bit on CPU in float32; on GPU in bf16, kernels chosen per batch shape
 can still flip a near-tie, which is why batch size and dtype are recorded in results).
 
-Adapters (any PEFT type) are loaded unmerged: the first wraps the base in a ``PeftModel``
-(``PeftModel.from_pretrained``), later ones are added with ``load_adapter``; ``activate`` switches with
-``set_adapter`` and ``activate(None)`` runs the base through ``disable_adapter()``; the base is never
-reloaded. After loading, every tensor in the adapter file must have landed on a module of the base and
-every adapter tensor of the base must have come from the file; otherwise the adapter was made for another
-base and a :class:`~cvit_bench.errors.CvitError` names the adapter folder and the base.
-
-Stage folders in a method's own format (``adapter_config.json`` with a ``cvit_adapter`` key: the
-mixture-of-LoRA methods of :mod:`cvit_bench.baselines.moe_layers`) are attached through the method registry
-(:func:`cvit_bench.baselines.load_for_eval`) onto the same loaded base: one is attached at a time, ``activate``
-swaps the stage's weights in (re-attaching only when the stage changes) and ``activate(None)`` switches the
-injected layers off. Each request's instruction type (``GenerationRequest.ins_type``) is handed to the model
-for the batch (SMoLoRA routes on it). PEFT and such adapters cannot be loaded side by side.
+Adapters: the folder's format (:mod:`cvit_bench.backends.adapters`: ``peft`` built in, others registered by
+the code that defines them, e.g. the mixture-of-LoRA format through the ``cvit_bench.adapter_formats`` entry
+point) attaches, switches and removes them on the loaded base; the base is never reloaded. ``activate(None)``
+runs the bare base. Each request's instruction type (``GenerationRequest.ins_type``) goes to the format's
+``generation_context`` for the batch (SMoLoRA routes on it). Adapters of two formats cannot be loaded side
+by side.
 
 Projector: a stage folder may also hold ``projector.safetensors`` (LLaVA-style trainers retrain the projector
 at every stage; :mod:`cvit_bench.backends.projector`). Its tensors are checked against the base's projector
@@ -34,7 +27,6 @@ decoded, special tokens skipped, whitespace and a trailing ``</s>`` stripped (sp
 from __future__ import annotations
 
 import contextlib
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +36,7 @@ from PIL import Image
 
 from ..conversation import PromptFormat, get_prompt_format
 from ..errors import CvitError, UnknownNameError
+from .adapters import AdapterSet, format_of
 from . import families  # noqa: F401  (registers the family prompt formats, e.g. "plain")
 from .base import BACKENDS, GenerationRequest
 from .processors import load_processor
@@ -51,7 +44,6 @@ from .projector import ProjectorSwap, has_projector
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CPU_BATCH_SIZE = 8
-_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 def resolve_device(device: str) -> str:
@@ -78,23 +70,6 @@ def clean_output(text: str) -> str:
     return text
 
 
-def _strip_tuner_layers(model: torch.nn.Module) -> None:
-    """Undo a half-finished first ``PeftModel.from_pretrained`` on ``model`` (in place).
-
-    peft injects its layers into the base before loading weights; when loading then fails, the base keeps
-    the injected (randomly initialised) layers. Each is replaced by the layer it wraps.
-    """
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for name, module in list(model.named_modules()):
-        if isinstance(module, BaseTunerLayer) and name:
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, module.get_base_layer())
-    if hasattr(model, "peft_config"):
-        del model.peft_config
-
-
 @dataclass
 class HFBackend:
     model: Any
@@ -106,13 +81,9 @@ class HFBackend:
     device: str
     adapters: dict[str, str] = field(default_factory=dict)  # name → folder
     active: str | None = None
-    # peft mangles state-dict keys with the adapter name (a name inside "lora_", such as "r", breaks
-    # loading), so adapters live in peft under generated names "cvit<N>".
-    _peft_names: dict[str, str] = field(default_factory=dict, init=False, repr=False)
-    _counter: int = field(default=0, init=False, repr=False)
-    # Method-format adapters (name → folder) and the one whose weights are attached now.
-    _custom: dict[str, str] = field(default_factory=dict, init=False, repr=False)
-    _attached: str | None = field(default=None, init=False, repr=False)
+    # The adapters now attached, all of one format (cvit_bench.backends.adapters), and that format's name.
+    _set: AdapterSet | None = field(default=None, init=False, repr=False)
+    _format: str | None = field(default=None, init=False, repr=False)
     # Stage-specific projector weights (backends/projector.py): name → tensors, None = the base's own.
     _projector: ProjectorSwap | None = field(default=None, init=False, repr=False)
     _stage_projectors: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
@@ -154,19 +125,10 @@ class HFBackend:
         return backend
 
     # ------------------------------------------------------------------ adapters
-    def _is_peft(self) -> bool:
-        from peft import PeftModel
-
-        return isinstance(self.model, PeftModel)
-
-    def _wrong_base(self, path: Path, detail: str) -> CvitError:
-        return CvitError(
-            f"{path}: adapter does not fit the base model {self.model_path} (made for another base?): {detail}"
-        )
-
     def add_adapter(self, name: str, path: str | Path) -> None:
-        """Load the adapter in folder ``path`` under ``name`` (unmerged, inactive until ``activate``), with
+        """Attach the adapter in folder ``path`` under ``name`` (unmerged, inactive until ``activate``), with
         the folder's ``projector.safetensors`` when it has one (swapped in whenever ``name`` is active)."""
+        path = Path(path)
         if name in self.adapters:
             raise CvitError(f"adapter name {name!r} is already loaded (from {self.adapters[name]})")
         projector = None
@@ -175,189 +137,61 @@ class HFBackend:
                 raise CvitError(f"{path}: the stage carries projector weights but the base model "
                                 f"{self.model_path} has no projector module")
             projector = self._projector.read(path)   # validated before the adapter is loaded
-        self._stage_projectors[name] = projector
-        try:
-            self._add_adapter(name, Path(path))
-        except BaseException:
-            self._stage_projectors.pop(name, None)
-            raise
-
-    def _add_adapter(self, name: str, path: Path) -> None:
-        from peft import PeftConfig, PeftModel
-
-        from ..baselines.moe_layers import is_custom_adapter
-
-        if is_custom_adapter(path):
-            self._add_custom(name, path)
-            return
-        if self._custom:
-            raise CvitError(f"{path}: a PEFT adapter cannot be loaded next to the method-format adapters "
-                            f"{sorted(self._custom)}; remove those first")
-        if not (path / "adapter_config.json").is_file():
-            raise CvitError(f"{path}: not a PEFT adapter folder (no adapter_config.json)")
-        if not any((path / w).is_file() for w in _ADAPTER_WEIGHTS):
-            raise CvitError(f"{path}: not a PEFT adapter folder (no {' or '.join(_ADAPTER_WEIGHTS)})")
-        try:
-            config = PeftConfig.from_pretrained(str(path))
-        except Exception as e:  # peft raises ValueError/TypeError/JSONDecodeError for bad configs
-            raise CvitError(f"{path}: adapter_config.json is not a valid PEFT config ({e})") from None
-
-        first = not self._is_peft()
-        if not first:
-            loaded = {str(c.peft_type.value) for c in self.model.peft_config.values()}
-            if str(config.peft_type.value) not in loaded:
-                raise CvitError(
-                    f"{path}: a {config.peft_type.value} adapter cannot be loaded next to the"
-                    f" {'/'.join(sorted(loaded))} adapters {sorted(self.adapters)} (peft cannot mix adapter"
-                    " types on one model); remove those first"
-                )
-        peft_name = f"cvit{self._counter}"
-        self._counter += 1
-        try:
-            with warnings.catch_warnings():
-                # "Found missing adapter keys": checked below and turned into an error
-                warnings.filterwarnings("ignore", message=".*missing adapter keys.*")
-                if first:
-                    self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=peft_name,
-                                                           is_trainable=False)
-                else:
-                    self.model.load_adapter(str(path), adapter_name=peft_name, is_trainable=False)
-        except (RuntimeError, ValueError, KeyError, TypeError) as e:
-            self._discard_failed(peft_name, first)
-            raise self._wrong_base(path, f"{type(e).__name__}: {str(e).strip()[:800]}") from None
-        self.adapters[name] = str(path)
-        self._peft_names[name] = peft_name
-        problem = self._weights_mismatch(peft_name, path)
-        if problem:
-            self.remove_adapter(name)
-            raise self._wrong_base(path, problem)
-        self.model.eval()
-        self._apply_active()
-
-    def _add_custom(self, name: str, path: Path) -> None:
-        if self._is_peft():
-            raise CvitError(f"{path}: a method-format adapter cannot be loaded next to the PEFT adapters "
+        fmt = format_of(path)
+        if self._set is not None and fmt.name != self._format:
+            raise CvitError(f"{path}: a {fmt.name} adapter cannot be loaded next to the {self._format} adapters "
                             f"{sorted(self.adapters)}; remove those first")
-        self._attach_custom(path)           # validates against the base now (wrong base → CvitError)
-        self.adapters[name] = str(path)
-        self._custom[name] = str(path)
-        self._attached = name
+        if self._set is None:
+            self._set, self._format = fmt.open(self.model, self.model_path), fmt.name
+        try:
+            self._set.add(name, path)
+            self.adapters[name] = str(path)
+            self._stage_projectors[name] = projector
+        finally:
+            self._sync()
         self.model.eval()
-        self._apply_active()
 
-    def _attach_custom(self, path: str | Path) -> None:
-        from ..baselines import load_for_eval
-        from ..baselines.moe_layers import read_adapter_config
-
-        cfg = read_adapter_config(path)
-        load_for_eval(self.model, path, method=cfg["method"], options=cfg["config"])
-
-    def _discard_failed(self, peft_name: str, first: bool) -> None:
-        if first:
-            base = self.model.get_base_model() if self._is_peft() else self.model
-            _strip_tuner_layers(base)
-            self.model = base
-        elif peft_name in self.model.peft_config:
-            self.model.delete_adapter(peft_name)
-            self._apply_active()
-
-    def _weights_mismatch(self, peft_name: str, path: Path) -> str | None:
-        """Compare the file's tensor names with the adapter tensors now on the model (None when equal)."""
-        from peft.utils import get_peft_model_state_dict, load_peft_weights
-
-        in_file = set(load_peft_weights(str(path), device="cpu"))
-        on_model = set(get_peft_model_state_dict(self.model, adapter_name=peft_name))
-        unexpected, missing = sorted(in_file - on_model), sorted(on_model - in_file)
-        if not unexpected and not missing:
-            return None
-        parts = []
-        if unexpected:
-            parts.append(f"{len(unexpected)} tensors match no module of the base (e.g. {unexpected[0]})")
-        if missing:
-            parts.append(f"{len(missing)} adapter tensors missing from the file (e.g. {missing[0]})")
-        return "; ".join(parts)
+    def _sync(self) -> None:
+        """Take the (possibly re-wrapped) model back from the adapter set; drop the set when it is empty."""
+        if self._set is None:
+            return
+        self.model = self._set.model
+        if not self._set.names():
+            self._set, self._format = None, None
 
     def activate(self, name: str | None) -> None:
         """Make adapter ``name`` active; ``None`` = the bare base (adapters stay loaded)."""
         if name is not None and name not in self.adapters:
             raise UnknownNameError("adapter", name, list(self.adapters))
         self.active = name
-        self._apply_active()
-
-    def _apply_active(self) -> None:
         if self._projector is not None:
-            self._projector.apply(self._stage_projectors.get(self.active) if self.active is not None else None)
-        if self._custom:
-            from ..baselines.moe_layers import set_active
-
-            if self.active is not None and self._attached != self.active:
-                self._attach_custom(self._custom[self.active])
-                self._attached = self.active
-            set_active(self.model, self.active is not None)
-            return
-        if self.active is not None:
-            self.model.set_adapter(self._peft_names[self.active])
+            self._projector.apply(self._stage_projectors.get(name) if name is not None else None)
+        if self._set is not None:
+            self._set.activate(name)
+            self._sync()
 
     def remove_adapter(self, name: str) -> None:
-        """Unload adapter ``name``; removing the last one unwraps the base (``unload``, not merged)."""
+        """Unload adapter ``name``; removing the last one gives the bare base back (never merged)."""
         if name not in self.adapters:
             raise UnknownNameError("adapter", name, list(self.adapters))
         if self._stage_projectors.pop(name, None) is not None and self.active == name:
             self._projector.apply(None)     # the base's own projector back before the stage goes
-        if name in self._custom:
-            self._remove_custom(name)
-            return
         del self.adapters[name]
-        peft_name = self._peft_names.pop(name)
         if self.active == name:
             self.active = None
-        if not self.adapters:
-            # LoRA-like tuners replace modules: unload() puts the originals back (no merge). Prompt-learning
-            # adapters (no unload) never touched the base's modules.
-            unload = getattr(self.model.base_model, "unload", None)
-            self.model = unload() if callable(unload) else self.model.get_base_model()
-        else:
-            # delete_adapter may activate another adapter (and warn); we re-apply our own choice, and with
-            # self.active None generation disables them all
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*which is now deleted.*")
-                self.model.delete_adapter(peft_name)
-            self._apply_active()
+        self._set.remove(name)
+        self._sync()
 
-    def _remove_custom(self, name: str) -> None:
-        from ..baselines.moe_layers import detach_adapter
+    def generation_scope(self, requests: list[GenerationRequest]):
+        """The context a forward pass over ``requests`` runs in: the active adapter's (disabled PEFT adapters
+        for the bare base, per-request routing inputs for cvit-moe). Public for code that runs its own forward
+        passes on the loaded model (tests comparing logits, probes)."""
+        return self._adapter_context(requests)
 
-        del self.adapters[name]
-        del self._custom[name]
-        if self.active == name:
-            self.active = None
-        if self._attached == name:
-            self._attached = None
-        if not self._custom:
-            detach_adapter(self.model)   # the base's own linears are back
-            return
-        self._apply_active()
-
-    def _request_info(self, requests: list[GenerationRequest]):
-        """Hand each request's instruction type to a method-format adapter for one call (SMoLoRA)."""
-        if not self._custom:
+    def _adapter_context(self, requests: list[GenerationRequest]):
+        if self._set is None:
             return contextlib.nullcontext()
-        from ..baselines.moe_layers import set_request_info
-
-        @contextlib.contextmanager
-        def scope():
-            set_request_info(self.model, ins_type=[getattr(r, "ins_type", None) for r in requests])
-            try:
-                yield
-            finally:
-                set_request_info(self.model, ins_type=None)
-
-        return scope()
-
-    def _adapter_context(self):
-        if self.active is None and self._is_peft():
-            return self.model.disable_adapter()
-        return contextlib.nullcontext()
+        return self._set.generation_context(requests)
 
     # ------------------------------------------------------------------ generation
     def _encode(self, requests: list[GenerationRequest], images: list[Image.Image | None]):
@@ -394,7 +228,7 @@ class HFBackend:
             eos_token_id=eos or None, pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos[0],
             bos_token_id=tok.bos_token_id,
         )
-        with torch.inference_mode(), self._adapter_context(), self._request_info(requests):
+        with torch.inference_mode(), self._adapter_context(requests):
             out = self.model.generate(**inputs, generation_config=gen_cfg)
         new = out[:, inputs["input_ids"].shape[1]:].tolist()
         texts = []
@@ -450,7 +284,7 @@ class HFBackend:
         for key in ("token_type_ids", "mm_token_type_ids"):  # per-token extras some processors return
             if key in inputs:
                 inputs[key] = torch.cat([inputs[key], torch.zeros_like(extra)], dim=1)
-        with torch.inference_mode(), self._adapter_context(), self._request_info([req] * n):
+        with torch.inference_mode(), self._adapter_context([req] * n):
             self.model(**inputs, use_cache=True, logits_to_keep=1)
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -460,7 +294,7 @@ class HFBackend:
         import peft
         import transformers
 
-        base = self.model.get_base_model() if self._is_peft() else self.model
+        base = self._set.base_model() if self._set is not None else self.model
         return {
             "backend": "hf",
             "model": self.model_path,
@@ -473,6 +307,7 @@ class HFBackend:
             "padding_side": self.processor.tokenizer.padding_side,
             "adapters": dict(self.adapters),
             "active_adapter": self.active,
+            "adapter_format": self._format,
             "stage_projectors": sorted(n for n, p in self._stage_projectors.items() if p is not None),
             "transformers_version": transformers.__version__,
             "peft_version": peft.__version__,

@@ -137,7 +137,7 @@ def meta_base(folder: Path) -> torch.nn.Module:
 def import_run(req: ImportRequest, *, log: Callable[[str], None] = lambda m: None) -> Path:
     """Convert ``req``'s LLaVA-layout run into the run directory ``req.out``; returns it."""
     from ..backends.projector import PROJECTOR_FILE, write_projector
-    from ..baselines.run_dir import write_run
+    from ..run_file import write_run
     from ..benchmark import load_benchmark
     from ..checkpoints import checkpoint_sha256
 

@@ -14,8 +14,8 @@ standard profile:
   missing prediction means (compat ScienceQA: ``FAILED``; standard rules: the empty string).
 
 Metric ids are ``<rule>@<variant>`` (``spec/metrics.md`` §1) and are looked up in :data:`METRICS`;
-the module implementing id ``rule@variant`` is ``cvit_bench/scoring/<rule>.py`` (listed in
-:data:`METRIC_MODULES`); two rules live beside their base rule: ``cider_d_bestref`` in ``cider_d.py`` and
+the module implementing id ``rule@variant`` is ``cvit_bench/scoring/<rule>.py`` (found by package
+discovery: a new rule is a new module); two rules live beside their base rule: ``cider_d_bestref`` in ``cider_d.py`` and
 ``exact_any`` in ``exact.py``.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
-from ..registry import Registry
+from ..registry import Registry, import_submodules
 from ..sample import Sample
 
 Scale = Literal["percent", "cider_x100"]
@@ -50,25 +50,15 @@ class Metric(Protocol):
     def score(self, samples: Sequence[Sample], predictions: Sequence[str | None]) -> MetricResult: ...
 
 
-METRICS: Registry[Metric] = Registry("metric")
+#: metric id → Metric. Members: every module of this package (one module per rule registers its ids on
+#: import; package discovery) plus entry points ``cvit_bench.metrics`` of other packages.
+METRICS: Registry[Metric] = Registry("metric", entry_points="cvit_bench.metrics",
+                                     discover=lambda: import_submodules(__package__))
 
 
 def get_metric(metric_id: str) -> Metric:
-    _load_all()
     return METRICS.get(metric_id)
 
 
 def metric_ids() -> list[str]:
-    _load_all()
     return METRICS.names()
-
-
-# One module per rule; importing a module registers its metrics. Keep in sync with the files.
-METRIC_MODULES: tuple[str, ...] = ("mc_letter", "vqa_soft", "exact", "substring", "cider_d", "iou50")
-
-
-def _load_all() -> None:
-    import importlib
-
-    for name in METRIC_MODULES:
-        importlib.import_module(f"{__package__}.{name}")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from .report import build_report
-from .report.figures import FIGURE_FORMATS
+# The figure formats of cvit_bench.report.figures; named here so that --help does not import matplotlib
+# (tests/test_cli_fast.py checks the two lists agree).
+FIGURE_FORMATS = ("png", "svg", "pdf")
 
 
 @click.command("report")
@@ -23,6 +24,8 @@ from .report.figures import FIGURE_FORMATS
               help="Figure file format to write (repeatable; default: png, svg and pdf).")
 def report_command(results: tuple[Path, ...], out_dir: Path, allow_mixed: bool, formats: tuple[str, ...]) -> None:
     """Write figures, tables and a self-contained HTML report from one or more results.json files."""
+    from ..report import build_report
+
     outputs = build_report(list(results), out_dir, allow_mixed=allow_mixed, formats=formats or FIGURE_FORMATS)
     click.echo(f"report: {outputs.html}")
     click.echo(f"tables: {len(outputs.tables)} files, figures: {len(outputs.figures)} files under {outputs.out_dir}")

@@ -22,19 +22,19 @@ def build_command(out, steps, seed, min_accuracy) -> None:
     import json
     from dataclasses import replace
 
-    from .cli import console, stdout
-    from .cli_progress import RichProgress
-    from .errors import CvitError
-    from .mini_model import REPORT_FILE, MiniRecipe, build_mini_base
+    from .common import console, stdout
+    from .progress import RichProgress
+    from ..errors import CvitError
+    from ..mini_model import REPORT_FILE, MiniRecipe, build_mini_base
 
     if out.exists() and any(out.iterdir()):
         raise CvitError(f"{out}: exists and is not empty; choose a new folder")
     recipe = MiniRecipe() if min_accuracy is None else replace(MiniRecipe(), min_accuracy=min_accuracy)
-    with RichProgress(console) as progress:
+    with RichProgress(console()) as progress:
         build_mini_base(out, seed=seed, steps=steps, recipe=recipe, progress=progress)
     report = json.loads((out / REPORT_FILE).read_text())
     acc = report["heldout_accuracy"]
-    stdout.print(f"held-out accuracy {acc['overall']:.1%} ("
+    stdout().print(f"held-out accuracy {acc['overall']:.1%} ("
                  + ", ".join(f"{k} {v:.1%}" for k, v in sorted(acc.items()) if k != "overall")
                  + f"); {report['parameters']:,} parameters; wrote {out}", highlight=False)
 
@@ -43,11 +43,11 @@ def build_command(out, steps, seed, min_accuracy) -> None:
 @click.argument("folder", type=click.Path(path_type=Path), required=False)
 def verify_command(folder) -> None:
     """Check every file of a base against its mini_base.json (default: the shipped base)."""
-    from .cli import stdout
-    from .mini_model import SHIPPED_DIR, verify_mini_base
+    from .common import stdout
+    from ..mini_model import SHIPPED_DIR, verify_mini_base
 
     folder = folder or SHIPPED_DIR
     report = verify_mini_base(folder)
-    stdout.print(f"{folder}: {len(report['files'])} files verified; held-out accuracy "
+    stdout().print(f"{folder}: {len(report['files'])} files verified; held-out accuracy "
                  f"{report['heldout_accuracy']['overall']:.1%} at build time (seed {report['seed']}, "
                  f"{report['environment'].get('cpu_capability', '?')} kernels)", highlight=False)

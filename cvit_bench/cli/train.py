@@ -13,8 +13,7 @@ from pathlib import Path
 
 import click
 
-from .cli_progress import RichProgress
-from .errors import CvitError
+from ..errors import CvitError
 
 
 def parse_options(values: tuple[str, ...]) -> dict[str, str]:
@@ -28,15 +27,9 @@ def parse_options(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _methods_help() -> str:
-    from .baselines import method_names
-
-    return ", ".join(method_names())
-
-
 @click.command("train")
-@click.option("--method", required=True, help="method name (seq-lora, dora, replay, ewc, lwf, multitask, dir-lora, "
-              "zero-shot, moe-lora, smolora, branchlora)")
+@click.option("--method", required=True, help="registered method name (README \"Train the reference methods\"; "
+              "plugins add theirs; an unknown name lists the valid ones)")
 @click.option("--show-options", is_flag=True, help="print the method's options with their defaults and exit")
 @click.option("--base-model", default=None, help="base model folder or hub id  [required]")
 @click.option("--data", type=click.Path(path_type=Path), default=None, help="prepared folder (prepare --out) or its benchmark subfolder  [required]")
@@ -74,8 +67,8 @@ def train_command(method, show_options, base_model, data, out, benchmark, tasks,
     """Train a continual-learning baseline, one checkpoint per stage, resuming a partial run in --out."""
     import dataclasses
 
-    from .baselines import get_method
-    from .baselines.trainer import train_run
+    from ..baselines import get_method
+    from ..baselines.trainer import train_run
 
     if show_options:
         for f in dataclasses.fields(get_method(method).config_cls):
@@ -94,9 +87,10 @@ def train_command(method, show_options, base_model, data, out, benchmark, tasks,
     if order and task_list:
         raise click.UsageError("give either --order or --tasks, not both")
     initial = [t.strip() for t in initial_tasks.split(",") if t.strip()] if initial_tasks else []
-    from .cli import console
+    from .common import console
+    from .progress import RichProgress
 
-    with RichProgress(console) as progress:
+    with RichProgress(console()) as progress:
         info = train_run(method, base_model, data, out, benchmark=benchmark, tasks=task_list, order=order,
                          initial_tasks=initial, epochs=epochs, lr=lr,
                          batch_size=batch_size, grad_accum=grad_accum, max_steps_per_task=max_steps_per_task,

@@ -1,6 +1,7 @@
 """``cvit-bench metrics --matrix FILE [--json OUT]``: every continual-learning aggregate of one matrix.
 
-Thin on purpose: reading is :func:`cvit_bench.continual.load_matrix`, the numbers are
+Thin on purpose: reading is :func:`cvit_bench.continual.load_matrix`, the ``--json`` layout is
+:func:`cvit_bench.metrics_report.metrics_report`, the numbers are
 :func:`~cvit_bench.continual.all_aggregates`, :func:`~cvit_bench.continual.summarize` and
 :func:`~cvit_bench.continual.identity_check`. Bad input raises :class:`~cvit_bench.errors.CvitError`, which
 the ``main`` group maps to exit code 2.
@@ -12,27 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
-from .continual import CL_METRICS, AccuracyMatrix, all_aggregates, identity_check, load_matrix, summarize
-from .files import atomic_write_json
-
-METRICS_JSON_VERSION = 1
-
-
-def metrics_report(matrix: AccuracyMatrix, source: str | None = None) -> dict[str, Any]:
-    """What ``--json`` writes: the matrix, every aggregate by formula id, the results.json summary block
-    and the identity residual MFN − MFT − ((T−1)/T)·BWT (≈ 0)."""
-    return {
-        "schema_version": METRICS_JSON_VERSION,
-        "source": source,
-        "matrix": matrix.to_dict(),
-        "aggregates": all_aggregates(matrix),
-        "summary": summarize(matrix),
-        "identity_residual": identity_check(matrix),
-    }
 
 
 def _fmt(value: float | None) -> str:
@@ -43,7 +23,12 @@ def _first_line(doc: str | None) -> str:
     return (doc or "").strip().splitlines()[0] if doc else ""
 
 
-def render_table(report: dict[str, Any]) -> Table:
+def render_table(report: dict[str, Any]) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    from ..continual import CL_METRICS
+
     m = report["matrix"]
     table = Table(title=f"Continual-learning aggregates (T = {len(m['tasks'])}; rows {', '.join(m['stages'])})")
     table.add_column("formula id", style="bold")
@@ -64,6 +49,12 @@ def render_table(report: dict[str, Any]) -> Table:
               help="Also write every aggregate to this JSON file (written atomically).")
 def metrics_command(matrix_path: Path, json_out: Path | None) -> None:
     """Print every continual-learning aggregate of an accuracy matrix ("—" = not computable)."""
+    from rich.console import Console
+
+    from ..continual import load_matrix
+    from ..files import atomic_write_json
+    from ..metrics_report import metrics_report
+
     matrix = load_matrix(matrix_path)
     report = metrics_report(matrix, source=str(matrix_path))
     # a wide console when not a terminal (pipes, CliRunner) so definitions are not wrapped into the values

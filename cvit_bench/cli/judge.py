@@ -29,18 +29,15 @@ console = Console(stderr=True)
 def judge_command(predictions, data, judge_model, out, benchmark, profile, cache, batch_size, sampling, seed, tasks,
                   dtype, device) -> None:
     """Rate predictions 0-10 with an LLM judge (CoIN's General Knowledge track); cached, never mixed with rule scores."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from .judge import JudgeSettings, run_judge
+    from ..judge import JudgeSettings, run_judge
+    from .progress import RichProgress
 
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    with Progress(TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
-                  transient=True) as bar:
-        job = bar.add_task("judging", total=None)
+    with RichProgress(console) as progress:
         run = run_judge(predictions, data, judge_model=judge_model, out=out, benchmark=benchmark, profile=profile,
                         cache=cache, batch_size=batch_size, settings=JudgeSettings(sampling=sampling, seed=seed),
                         dtype=dtype, device=device, tasks=task_list,
-                        progress=lambda done, total: bar.update(job, completed=done, total=total))
+                        progress=progress)
     r = run.results
     names = r.get("summary_names") or {}
     table = Table(title=f"General Knowledge ({r['metric']}) — {r['benchmark']['id']} / {r['benchmark']['template_set']}")
@@ -69,7 +66,7 @@ def judge_command(predictions, data, judge_model, out, benchmark, profile, cache
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 def leaderboard_judge_command(board, predictions, data, meta, judge_model, benchmark, profile, batch_size, device) -> None:
     """Judge a method's predictions on the board: a General Knowledge entry in its own table."""
-    from .leaderboard.judged import add_judged
+    from ..leaderboard.judged import add_judged
 
     entry = add_judged(board, predictions, data, judge_model=judge_model, meta=meta, benchmark=benchmark,
                        profile=profile, batch_size=batch_size, device=device)

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import click
 
-from .leaderboard.limits import MiB, Limits
+from ..leaderboard.limits import MiB, Limits
 
 
 def _config(board: Path, data: Path | None, db: str | None, **kw):
-    from .leaderboard.server.config import ServerConfig
+    from ..leaderboard.server.config import ServerConfig
 
     return ServerConfig(board=board, data=data, db_url=db, **kw)
 
 
 def _sessions(board: Path, db: str | None):
-    from .leaderboard.server.db import make_engine, make_sessions
+    from ..leaderboard.server.db import make_engine, make_sessions
 
     return make_sessions(make_engine(_config(board, None, db).database_url))
 
@@ -54,7 +54,7 @@ def serve_command(board: Path, data: Path | None, db: str | None, host: str, por
                   max_upload_mb: float, rate_limit: int, rate_window_s: int, lease_s: float, no_worker: bool,
                   proxy_headers: bool, secure_cookies: bool) -> None:
     """Serve the board pages plus Submit, status, moderation and the API (uvicorn; a worker thread by default)."""
-    from .leaderboard.server.app import serve
+    from ..leaderboard.server.app import serve
 
     mb = int(max_upload_mb * MiB)
     cfg = _config(board, data, db, site=site, title=title, max_upload_bytes=mb, rate_limit=rate_limit,
@@ -78,8 +78,8 @@ def worker_command(board: Path, data: Path | None, db: str | None, lease_s: floa
     """Take queued submissions (with a lease) and verify + re-score them, as many workers as you like."""
     import logging
 
-    from .leaderboard.server.db import make_engine, make_sessions
-    from .leaderboard.server.worker import run_worker
+    from ..leaderboard.server.db import make_engine, make_sessions
+    from ..leaderboard.server.worker import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = _config(board, data, db, lease_s=lease_s)
@@ -99,7 +99,7 @@ def token_group() -> None:
 @click.option("--maintainer", is_flag=True, default=False, help="a maintainer token (moderation) instead of a submitter's")
 def token_add(name_or_email: str, board: Path, db: str | None, maintainer: bool) -> None:
     """Issue a token for NAME_OR_EMAIL and print it once."""
-    from .leaderboard.server.tokens import add_token
+    from ..leaderboard.server.tokens import add_token
 
     info, token = add_token(_sessions(board, db), name_or_email, "maintainer" if maintainer else "submitter")
     click.echo(f"token #{info.id} for {info.name} ({info.role}); it is shown only now:", err=True)
@@ -112,7 +112,7 @@ def token_add(name_or_email: str, board: Path, db: str | None, maintainer: bool)
 @db_option
 def token_revoke(token_id: int, board: Path, db: str | None) -> None:
     """Revoke token TOKEN_ID (see `token list`); its submissions stay, it can no longer sign in or submit."""
-    from .leaderboard.server.tokens import revoke_token
+    from ..leaderboard.server.tokens import revoke_token
 
     info = revoke_token(_sessions(board, db), token_id)
     click.echo(f"token #{info.id} ({info.name}) revoked at {info.revoked_utc}")
@@ -123,7 +123,7 @@ def token_revoke(token_id: int, board: Path, db: str | None) -> None:
 @db_option
 def token_list(board: Path, db: str | None) -> None:
     """Every token: id, name, role, first characters, created, revoked."""
-    from .leaderboard.server.tokens import list_tokens
+    from ..leaderboard.server.tokens import list_tokens
 
     for t in list_tokens(_sessions(board, db)):
         click.echo(f"#{t.id}\t{t.role}\t{t.hint}…\t{t.created_utc}\t{'revoked ' + t.revoked_utc if t.revoked_utc else 'active'}\t{t.name}")

@@ -29,13 +29,13 @@ import click
 def import_run_command(fmt, model_base, projector, vision_tower, stages, stage_tasks, benchmark, template_set,
                        method_name, options, out) -> None:
     """Convert a LLaVA-layout run (base parts + stage folders) into a run directory for evaluate."""
-    from .cli import _csv, console
-    from .cli_train import parse_options
-    from .importers.run import ImportRequest, import_run
+    from .common import console, csv_list as _csv
+    from .train import parse_options
+    from ..importers.run import ImportRequest, import_run
 
     req = ImportRequest(format=fmt, model_base=model_base, vision_tower=vision_tower, stages=list(stages),
                         stage_tasks=_csv(stage_tasks) or [], benchmark=benchmark, out=out, projector=projector,
                         template_set=template_set, method_name=method_name,
                         options=parse_options(options))
-    run_dir = import_run(req, log=lambda m: console.print(m, highlight=False))
+    run_dir = import_run(req, log=lambda m: console().print(m, highlight=False))
     click.echo(f"wrote {run_dir / 'run.json'}")

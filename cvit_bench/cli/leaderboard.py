@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .leaderboard.limits import MiB, Limits
+from ..leaderboard.limits import MiB, Limits
 
 
 def _limits(max_bundle_mb: float, max_file_mb: float, max_total_mb: float, max_files: int) -> Limits:
@@ -33,7 +33,7 @@ def leaderboard_group() -> None:
               help="numbers only (results.json, no predictions): shown as 'reported', never re-scored")
 def pack_command(run_out: Path, meta: Path, out: Path, predictions: Path | None, reported: bool) -> None:
     """Put results.json, the prediction files and a manifest (sha256, rows) with META into one archive."""
-    from .leaderboard.bundle import pack
+    from ..leaderboard.bundle import pack
 
     path = pack(run_out, meta, out, reported=reported, predictions=predictions)
     click.echo(f"bundle: {path}")
@@ -53,11 +53,11 @@ def pack_command(run_out: Path, meta: Path, out: Path, predictions: Path | None,
 def submit_command(bundle: Path, board: Path, data: Path | None, max_bundle_mb: float, max_file_mb: float,
                    max_total_mb: float, max_files: int, force: bool) -> None:
     """Verify a bundle (schema, hashes, exact id coverage), re-score it and store the entry under BOARD/submissions/."""
-    from .cli import console
-    from .cli_progress import RichProgress
-    from .leaderboard.submit import submit
+    from ..leaderboard.submit import submit
+    from .common import console
+    from .progress import RichProgress
 
-    with RichProgress(console) as progress:
+    with RichProgress(console()) as progress:
         outcome = submit(bundle, board, data=data, limits=_limits(max_bundle_mb, max_file_mb, max_total_mb, max_files),
                          force=force, progress=progress)
     e = outcome.entry
@@ -73,7 +73,7 @@ def submit_command(bundle: Path, board: Path, data: Path | None, max_bundle_mb: 
 @click.option("--board", required=True, type=click.Path(file_okay=False, path_type=Path), help="board folder")
 def seed_command(board: Path) -> None:
     """Add the published results (spec/published_results.md) as 'reported' entries with their citations."""
-    from .leaderboard.seeds import seed_board
+    from ..leaderboard.seeds import seed_board
 
     entries = seed_board(board)
     click.echo(f"seeded {len(entries)} reported entries into {board}")
@@ -85,12 +85,22 @@ def seed_command(board: Path) -> None:
 @click.option("--title", default="cvit-bench leaderboard", show_default=True)
 def build_command(board: Path, out: Path, title: str) -> None:
     """Write the static site (index.html, one page per entry) for GitHub Pages / HF Spaces."""
-    from .leaderboard.site import build_site
+    from ..leaderboard.site import build_site
 
-    from .errors import escape_controls
+    from ..errors import escape_controls
 
     site = build_site(board, out, title=title)
     click.echo(f"site: {site.index} ({len(site.pages)} entry pages)")
     for eid, why in site.skipped:
         click.echo(escape_controls(f"warning: entry {eid} left out of the site, its page cannot be rendered: {why}"),
                    err=True)
+
+
+# The submission service's commands (serve, worker, token) belong to the same group.
+from .server import register as _register_server_commands  # noqa: E402
+
+_register_server_commands(leaderboard_group)
+
+from .judge import leaderboard_judge_command  # noqa: E402
+
+leaderboard_group.add_command(leaderboard_judge_command)
