@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(ALL_METHODS))
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--append", action="store_true", help="add to the cells already in --out")
     args = ap.parse_args()
     methods = [m for m in args.methods.split(",") if m]
     if args.worker is not None:
@@ -94,7 +95,7 @@ def main() -> None:
 
     import torch
 
-    cells = []
+    cells = json.loads(args.out.read_text())["cells"] if args.append and args.out.is_file() else []
     for kernel in args.kernels.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             env = {**os.environ, "ATEN_CPU_CAPABILITY": kernel}

@@ -36,8 +36,7 @@ TOP_KEYS = ("id", "version", "description", "paper", "base_model", "template_set
             "order", "orders", "initial_tasks", "aggregates",
             # the papers' names of the summary aggregates (CoIN: ACC, MAA)
             "summary_names")
-TASK_KEYS = ("kind", "family", "composition", "metrics", "if_check", "max_new_tokens", "image_mode",
-             "compat_join")   # compat_join: the reference script's join rule (cvit_bench.scoring.join)
+TASK_KEYS = ("kind", "family", "composition", "metrics", "if_check", "max_new_tokens", "image_mode")
 DOWNSTREAM_KEYS = ("task", "protocol", "shots", "epochs")
 
 #: Per-task settings blocks of task sources (block name → what it configures).
@@ -46,6 +45,7 @@ TASK_BLOCKS.add("cvit_files", "source cvit-files: folder and file per split of t
 TASK_BLOCKS.add("raw", "source raw: official splits of the raw dataset")
 TASK_BLOCKS.add("synthetic", "source synthetic: generator and split sizes of a cvit-mini task")
 TASK_BLOCKS.add("coin_files", "source coin-files: folder of the task in the Zacks-Chen/CoIN layout")
+TASK_BLOCKS.add("compat_join", "compat scoring: the reference script's join rule (cvit_bench.scoring.join)")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The cvit-bench leaderboard: submission bundles, verification by re-scoring, seed entries, the static site.
 
-Flow (one function per arrow, each with a CLI command in :mod:`cvit_bench.cli_leaderboard`)::
+Flow (one function per arrow, each with a CLI command in :mod:`cvit_bench.cli.leaderboard`)::
 
     RUN_OUT + meta.yaml ──pack──▶ bundle.tar.gz ──submit──▶ BOARD/submissions/<id>.json ──build──▶ SITE/
                                                    seed ──▶ (published results as "reported" entries)

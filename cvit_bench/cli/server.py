@@ -1,7 +1,7 @@
 """``cvit-bench leaderboard serve | worker | token add/revoke/list``: the submission server's commands (thin:
 options → :class:`~cvit_bench.leaderboard.server.config.ServerConfig` → library calls).
 
-Attached to the ``leaderboard`` group of :mod:`cvit_bench.cli_leaderboard` by :func:`register`.
+Attached to the ``leaderboard`` group of :mod:`cvit_bench.cli.leaderboard` by :func:`register`.
 """
 from __future__ import annotations
 

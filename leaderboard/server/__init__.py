@@ -6,5 +6,5 @@ Module map: :mod:`.config` (settings), :mod:`.db` (SQLAlchemy tables, states), :
 :mod:`.queue` (state changes, rate limit, leases), :mod:`.uploads` (streamed multipart with a size limit, safe
 meta read), :mod:`.worker` (verify → re-score → awaiting approval), :mod:`.moderation` (approve, reject, hide,
 unhide, withdraw), :mod:`.publish` (board writes under a file lock, site rebuild), :mod:`.app` (the Starlette
-app). The commands are in :mod:`cvit_bench.cli_server`.
+app). The commands are in :mod:`cvit_bench.cli.server`.
 """
