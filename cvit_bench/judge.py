@@ -198,17 +198,16 @@ def run_judge(
         rendered = {k: backend.render(judge_messages(i)) for k, i in pending.items()}
         order = sorted(rendered, key=lambda k: (backend.n_tokens(rendered[k]), k))
         done = 0
-        bar = as_progress(progress).steps("judging", len(order)).__enter__()
-        for b, start in enumerate(range(0, len(order), batch_size)):
-            keys = order[start:start + batch_size]
-            replies = backend.generate([rendered[k] for k in keys], max_new_tokens=settings.max_new_tokens,
-                                       sampling=settings.generation(), seed=settings.seed + b)
-            store.add(judge_id, list(zip(keys, replies)))
-            done += len(keys)
-            bar.advance(len(keys))
-            if after_batch:
-                after_batch(done)
-        bar.__exit__(None, None, None)
+        with as_progress(progress).steps("judging", len(order)) as bar:
+            for b, start in enumerate(range(0, len(order), batch_size)):
+                keys = order[start:start + batch_size]
+                replies = backend.generate([rendered[k] for k in keys], max_new_tokens=settings.max_new_tokens,
+                                           sampling=settings.generation(), seed=settings.seed + b)
+                store.add(judge_id, list(zip(keys, replies)))
+                done += len(keys)
+                bar.advance(len(keys))
+                if after_batch:
+                    after_batch(done)
 
     metric_id = PROFILE_METRICS[profile]
     judged: list[JudgedCell] = []

@@ -32,7 +32,7 @@ from .files import JsonlAppender, ensure_output_dir, read_json, write_if_changed
 from .manifest import image_root, read_manifest, resolve_prepared, verify_files
 from .predictions import PREDICTION_LINE_VERSION, iter_prediction_lines, read_prediction_file
 from .progress import SILENT, Progress, as_progress
-from .results import read_results, write_results
+from .results import write_results
 from .schedule import ZERO_SHOT_STAGE, Cell, RunShape, cells_for, run_kind
 from .sample import Sample, read_samples
 from .score import CellScore, assemble_results, score_cell, stage_sort_key, write_score_files
@@ -133,13 +133,12 @@ def is_image_failure(line: dict[str, Any]) -> bool:
     return str(line.get("error") or "").startswith("image:")
 
 
-def resumed_batch_size(out: Path, requested: int | str) -> int | None:
-    """The batch size to record before anything is generated: the one the earlier run of ``out`` recorded (a
-    resume with nothing left to generate keeps it), else the requested one; "auto" is decided on generation."""
-    try:
-        recorded = read_json(out / "results.json", "results.json").get("generation", {}).get("batch_size")
-    except (CvitError, AttributeError):
-        recorded = None
+def resumed_batch_size(previous: dict[str, Any] | None, requested: int | str) -> int | None:
+    """The batch size to record before anything is generated: the one the earlier run's results.json
+    (``previous``) recorded (a resume with nothing left to generate keeps it), else the requested one; "auto" is
+    decided on generation."""
+    generation = (previous or {}).get("generation")
+    recorded = generation.get("batch_size") if isinstance(generation, dict) else None
     if type(recorded) is int and recorded > 0:
         return recorded
     return requested if type(requested) is int else None
@@ -320,16 +319,11 @@ class Evaluation:
         if write_results:
             self.write_results()
 
-    def _previous(self, *keys: str) -> Any:
-        value: Any = self.previous or {}
-        for k in keys:
-            value = value.get(k) if isinstance(value, dict) else None
-        return value
-
     def _backend_description(self) -> dict[str, Any]:
         # A rerun that generated nothing keeps the description of the backend that made the predictions.
-        if self._backend is None and self._previous("provenance", "backend") is not None:
-            return self._previous("provenance", "backend")
+        provenance = (self.previous or {}).get("provenance")
+        if self._backend is None and isinstance(provenance, dict) and provenance.get("backend") is not None:
+            return provenance["backend"]
         return self.backend.describe() if hasattr(self.backend, "describe") else {}
 
     def write_results(self) -> dict[str, Any]:
@@ -420,17 +414,18 @@ def evaluate(
 
     fmt = prompt_format or (plan.prompt_format if plan.prompt_format else prompt_format_for(str(base), spec.prompt_format))
     out = Path(out)
-    previous = None
+    previous = None   # the earlier results.json of this --out (read once: batch size and backend of a resume)
     if (out / "results.json").is_file():
         with contextlib.suppress(CvitError):
-            previous = read_results(out / "results.json")
+            doc = read_json(out / "results.json", "results.json")
+            previous = doc if isinstance(doc, dict) else None
     ev = Evaluation(spec=spec, plan=plan, samples=samples, task_fps=task_fps, img_root=image_root(folder, manifest),
                     load_backend=lambda: load_backend(backend, base, dtype=dtype, device=device, prompt_format=fmt,
                                                       **(backend_options or {})),
                     out=out, opts=opts, dist=dist_info(), base_model=str(base), template_set=manifest["template_set"],
                     prompt_format=fmt, dtype=backend_class(backend).generation_dtype(dtype, device),
                     progress=as_progress(progress), previous=previous,
-                    batch_size_used=resumed_batch_size(out, opts.batch_size),
+                    batch_size_used=resumed_batch_size(previous, opts.batch_size),
                     # --limit scores a prefix: the official universe would count the rest as failed
                     task_notes={} if opts.limit else dict(manifest.get("notes") or {}))
     remaining: dict[str | None, int] = {}
