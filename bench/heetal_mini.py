@@ -1,11 +1,18 @@
-"""Qualitative He et al. reproduction on cit-mini (issue 18 d): forgetting of seq-lora vs replay, EProj, MAS and
-TIR+MAS, and the task-similarity ranking, over seeds. Prints one JSON line per seed and the margins.
+"""Qualitative He et al. reproduction on cit-mini (issue 18 d) on the shipped cvit-mini base, over seeds and orders.
 
-    python bench/heetal_mini.py --seeds 0,1,2 [--base DIR] [--steps 60]
+For each (order, seed) this trains and evaluates seq-lora, replay, EProj, MAS and TIR+MAS with the demo's recipe
+(:data:`cvit_bench.demo.MINI_TRAINING`: AdamW lr 2e-3, batch 32, 20-step warm-up then cosine; LoRA r 8 on every
+LLM linear; ``--steps`` per task, default the demo's) under He et al.'s current-next schedule, and reports:
 
-Forgetting of a task = its score right after learning it minus its final score (He et al.'s max-based rule
-restricted to the learned row). Run under ATEN_CPU_CAPABILITY=default and =avx2 to see kernel effects.
-Results: bench/results/heetal_mini.json (appended per run).
+    forgetting   mean over the tasks before the last of (score right after learning it − final score)
+    aa, bwt      He et al.'s aggregates (results.json ``protocol``: aa@he-code, bwt@he-code)
+
+and the margins the test (tests/test_heetal_mini.py) asserts: seq − replay, seq − EProj (forgetting), MAS − TIR+MAS
+(forgetting) and TIR+MAS − MAS (AA). Run it under ATEN_CPU_CAPABILITY=default, =avx2 and =avx512:
+
+    python bench/heetal_mini.py [--seeds 0,1] [--orders mini-shape,mini-mc] [--steps 200] [--methods ...]
+
+Results are appended to bench/results/heetal_mini.json.
 """
 from __future__ import annotations
 
@@ -21,68 +28,99 @@ import torch
 
 from cvit_bench.baselines.trainer import train_run
 from cvit_bench.checkpoints import load_run_dir
+from cvit_bench.demo import MINI_LORA, MINI_TRAINING
+from cvit_bench.mini_model import shipped_mini_base
 from cvit_bench.prepare import prepare
 from cvit_bench.runner import EvalOptions, evaluate
-from cvit_bench.tiny import build_tiny_llava
 
-ORDER = "mini-shape,mini-mc"
+ORDERS = ("mini-shape,mini-mc",)
 METHODS = {
     "seq-lora": {},
-    "replay": {"buffer_fraction": 0.2, "replay_ratio": 0.3},
+    "replay": {"buffer_fraction": 0.2, "replay_ratio": 0.3},          # the demo's replay
     "eproj": {"key_steps": 200, "key_samples": 64, "routing_samples": 16},
     "mas": {"importance_samples": 32, "reg_lambda": 1e4},
     "tir-mas": {"importance_samples": 32, "reg_lambda": 1e4, "similarity_samples": 64},
 }
-LORA = {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0}
 
 
 def forgetting(results: dict) -> float:
-    m = results["matrix"]
-    first = m["tasks"][0]
-    col = [row[m["tasks"].index(first)] for row in m["values"]]
-    stages = m["stages"]
-    return col[stages.index("1")] - col[stages.index(str(len(m["tasks"])))]
+    """Mean over tasks 1..T−1 of (score after learning it − final score), on the He et al. matrix (row 0 = base)."""
+    p = results["protocol"]
+    values, order = p["values"], p["order"]
+    drops = [values[i + 1][i] - values[-1][i] for i in range(len(order) - 1)]
+    return sum(drops) / len(drops)
 
 
-def run_seed(seed: int, root: Path, base: str, steps: int) -> dict:
+def method_options(method: str, extra: dict | None = None) -> dict:
+    opts = {**METHODS[method], **(extra or {})}
+    return opts if method == "eproj" else {**MINI_LORA, **opts}
+
+
+def run_order(order: str, seed: int, root: Path, base: str, steps: int, methods: list[str],
+              extra: dict | None = None) -> dict:
+    tasks = order.split(",")
     data = prepare("cit-mini", templates="single", source="synthetic", raw_root=root / "raw", out=root / "prep",
-                   limit_per_split=200, tasks=["mini-shape", "mini-mc"]).folder.parent
-    out = {"seed": seed}
-    for method, opts in METHODS.items():
-        o = dict(opts) if method == "eproj" else {**LORA, **opts}
-        run = root / f"run-{method}-{seed}"
-        train_run(method, base, data, run, order=ORDER, max_steps_per_task=steps, batch_size=16, grad_accum=1,
-                  lr=2e-3, warmup_steps=5, weight_decay=0.0, max_grad_norm=None, seed=seed, options=o, fewshot=False)
-        res = evaluate(load_run_dir(run), data=data, out=root / f"eval-{method}-{seed}", benchmark="cit-mini",
-                       opts=EvalOptions(num_workers=0, batch_size=32))
-        out[method] = {"forgetting": forgetting(res), "matrix": res["matrix"]["values"]}
+                   tasks=sorted(set(tasks)), seed=seed).folder.parent
+    recipe = {**MINI_TRAINING, "max_steps_per_task": steps}
+    tag = order.replace(",", "+")
+    out: dict = {"order": order, "seed": seed, "steps": steps}
+    for method in methods:
+        run = root / f"run-{tag}-{method}-{seed}"
+        t0 = time.perf_counter()
+        train_run(method, base, data, run, order=order, seed=seed, options=method_options(method, (extra or {}).get(method)),
+                  fewshot=False, **recipe)
+        res = evaluate(load_run_dir(run), data=data, out=root / f"eval-{tag}-{method}-{seed}", benchmark="cit-mini",
+                       opts=EvalOptions(num_workers=0, batch_size=100))
+        out[method] = {"forgetting": forgetting(res), "aa": res["protocol"]["aa@he-code"],
+                       "bwt": res["protocol"]["bwt@he-code"], "matrix": res["protocol"]["values"],
+                       "seconds": round(time.perf_counter() - t0, 1)}
     return out
 
 
+def margins(rows: list[dict]) -> dict[str, float]:
+    found: dict[str, list[float]] = {}
+
+    def add(name: str, a: str, b: str, key: str) -> None:
+        for r in rows:
+            if a in r and b in r:
+                found.setdefault(name, []).append(r[a][key] - r[b][key])
+
+    add("seq_minus_replay_forgetting", "seq-lora", "replay", "forgetting")
+    add("seq_minus_eproj_forgetting", "seq-lora", "eproj", "forgetting")
+    add("mas_minus_tir_mas_forgetting", "mas", "tir-mas", "forgetting")
+    add("tir_mas_minus_mas_aa", "tir-mas", "mas", "aa")
+    found["seq_forgetting"] = [r["seq-lora"]["forgetting"] for r in rows if "seq-lora" in r]
+    return {k: round(min(v), 2) for k, v in found.items() if v}
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--base", default=None)
-    ap.add_argument("--steps", type=int, default=60)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--orders", default=";".join(ORDERS), help="';'-separated orders, each t1,t2,...")
+    ap.add_argument("--base", default=None, help="default: the shipped cvit-mini base")
+    ap.add_argument("--steps", type=int, default=MINI_TRAINING["max_steps_per_task"])
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--options", default="{}", help='JSON {method: {option: value}} added to the defaults')
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "heetal_mini.json")
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    root = Path(tempfile.mkdtemp(prefix="heetal-mini-"))
-    base = args.base or str(build_tiny_llava(root / "base", seed=0))
+    base = args.base or str(shipped_mini_base())
+    methods = [m for m in args.methods.split(",") if m]
     rows = []
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        t = time.time()
-        row = run_seed(seed, root, base, args.steps)
-        row["seconds"] = round(time.time() - t, 1)
-        print(json.dumps({k: (v["forgetting"] if isinstance(v, dict) else v) for k, v in row.items()}), flush=True)
-        rows.append(row)
-    margins = {m: min(r["seq-lora"]["forgetting"] - r[m]["forgetting"] for r in rows) for m in ("replay", "eproj")}
-    margins["tir-mas_vs_mas"] = min(r["mas"]["forgetting"] - r["tir-mas"]["forgetting"] for r in rows)
-    summary = {"cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY", "(unset)"), "steps": args.steps,
-               "seeds": args.seeds, "margins_min_over_seeds": margins, "runs": rows}
-    print(json.dumps(summary["margins_min_over_seeds"]))
-    path = Path(__file__).parent / "results" / "heetal_mini.json"
-    old = json.loads(path.read_text()) if path.is_file() else []
-    path.write_text(json.dumps(old + [summary], indent=1) + "\n")
+    with tempfile.TemporaryDirectory(prefix="heetal-mini-") as tmp:
+        for order in args.orders.split(";"):
+            for seed in [int(s) for s in args.seeds.split(",")]:
+                row = run_order(order, seed, Path(tmp) / f"{len(rows)}", base, args.steps, methods,
+                                json.loads(args.options))
+                print(json.dumps({k: (round(v["forgetting"], 2), round(v["aa"], 2)) if isinstance(v, dict) else v
+                                  for k, v in row.items()}), flush=True)
+                rows.append(row)
+    summary = {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+               "requested": os.environ.get("ATEN_CPU_CAPABILITY", "(unset)"), "threads": torch.get_num_threads(),
+               "steps": args.steps, "options": json.loads(args.options), "margins_min": margins(rows), "runs": rows}
+    print(json.dumps(summary["margins_min"]))
+    old = json.loads(args.out.read_text()) if args.out.is_file() else []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(old + [summary], indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""Issue 18 (d): He et al.'s headline, qualitatively, on cit-mini with a tiny LLaVA (< 2 min on 2 cores).
+"""Issue 18 (d): He et al.'s headline, qualitatively, on cit-mini with the shipped cvit-mini base.
 
-Order mini-shape → mini-mc (the answer format changes from a shape word to a letter, so sequential LoRA
-forgets the first task). Forgetting = score of task 1 after stage 1 minus after stage 2. Margins measured with
-``bench/heetal_mini.py`` (seeds 0 and 1, ATEN_CPU_CAPABILITY=default and =avx2, identical; README "Qualitative reproduction"):
-seq − EProj 22 and 22 points, MAS − TIR+MAS 0 and 0 (equal), seq − replay 26 and 0 — the replay claim is not
-robust on this random tiny base, so it is asserted only in the bench, not here.
+Order ``near-duplicate`` (mini-color → mini-mc → mini-color-b; current-next schedule), the demo's recipe
+(:data:`cvit_bench.demo.MINI_TRAINING`), seed 0, one thread. Forgetting = mean over the first two tasks of
+(score right after learning it − final score). SeqLoRA forgets mini-mc when mini-color-b brings the colour-word
+format back; replay and EProj (one projector per task, routed by learned keys) do not; MAS nearly removes the
+forgetting and TIR+MAS (MAS with owner-relative relaxation: mini-color-b may reuse what mini-color owns) does
+no worse. Thresholds and their margins, measured with ``bench/heetal_mini.py`` over seeds 0 and 1 and the
+default, AVX2 and AVX-512 kernel sets (README "Qualitative reproduction", ``bench/results/heetal_mini.json``).
 """
 from __future__ import annotations
 
@@ -15,6 +17,10 @@ import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "heetal_mini.py"
+ORDER = "mini-color,mini-mc,mini-color-b"
+# A TIR+MAS run may forget up to this many points more than MAS: both sit near zero forgetting on this order
+# (measured MAS − TIR+MAS from 0.5 to 2 points), and one mini-mc test sample moves the mean by 0.5.
+TIR_TOLERANCE = 2.0
 
 
 def _bench():
@@ -25,18 +31,29 @@ def _bench():
 
 
 @pytest.fixture(scope="module")
-def outcome(tiny_llava_dir, tmp_path_factory, torch_one_thread):
-    return _bench().run_seed(0, tmp_path_factory.mktemp("heetal-mini"), str(tiny_llava_dir), steps=60)
+def outcome(mini_base_dir, tmp_path_factory, torch_one_thread):
+    from cvit_bench.demo import MINI_TRAINING
+
+    bench = _bench()
+    return bench.run_order(ORDER, 0, tmp_path_factory.mktemp("heetal-mini"), str(mini_base_dir),
+                           MINI_TRAINING["max_steps_per_task"], list(bench.METHODS))
 
 
-def test_eproj_forgets_less_than_sequential(outcome):
-    seq = outcome["seq-lora"]["forgetting"]
-    assert seq >= 10.0, "sequential LoRA must visibly forget the first task for the comparison to mean anything"
-    assert outcome["eproj"]["forgetting"] <= seq - 10.0
+@pytest.mark.slow
+def test_sequential_lora_forgets(outcome):
+    assert outcome["seq-lora"]["forgetting"] >= 15.0, outcome["seq-lora"]["matrix"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["replay", "eproj"])
+def test_replay_and_eproj_forget_less_than_sequential(outcome, method):
+    assert outcome[method]["forgetting"] <= outcome["seq-lora"]["forgetting"] - 15.0, outcome[method]["matrix"]
+
+
+@pytest.mark.slow
 def test_tir_mas_forgets_no_more_than_mas(outcome):
-    assert outcome["tir-mas"]["forgetting"] <= outcome["mas"]["forgetting"]
+    assert outcome["mas"]["forgetting"] <= outcome["seq-lora"]["forgetting"] - 15.0, "MAS must regularise at all"
+    assert outcome["tir-mas"]["forgetting"] <= outcome["mas"]["forgetting"] + TIR_TOLERANCE
 
 
 def test_similarity_ranks_the_near_duplicate_task_highest(tiny_llava_dir, tmp_path, torch_one_thread):
