@@ -43,7 +43,7 @@ from .judge_rules import (COIN_SAMPLING, MAX_NEW_TOKENS, SYSTEM_MESSAGE, JudgeCe
 from .manifest import read_manifest, resolve_prepared
 from .predictions import discover, read_prediction_file
 from .progress import Progress, as_progress
-from .score import load_eval_samples, stage_sort_key
+from .score import EvalSamples, stage_sort_key
 from .scoring.join import JoinReport, ReferenceJoin, compat_join, standard_join
 
 JUDGE_SCHEMA_VERSION = 1
@@ -133,15 +133,14 @@ class JudgeRun:
 
 
 def _plan(spec, folder, manifest, predictions, profile, tasks):
-    cache: dict[str, list] = {}
+    eval_samples = EvalSamples(folder, manifest, spec)
     planned = []
     for (stage, task), path in sorted(discover(predictions, spec).items(), key=lambda kv: (stage_sort_key(kv[0][0]), kv[0][1])):
         if tasks and task not in tasks:
             continue
-        if task not in cache:
-            cache[task] = load_eval_samples(folder, manifest, spec, task)
         pf = read_prediction_file(path)
-        joined = compat_join(cache[task], pf, JUDGE_JOIN) if profile == "compat" else standard_join(cache[task], pf, "samples")
+        task_samples = eval_samples[task]
+        joined = compat_join(task_samples, pf, JUDGE_JOIN) if profile == "compat" else standard_join(task_samples, pf, "samples")
         samples, preds, report = joined.samples, joined.texts, joined.report
         kind = spec.task(task).kind
         items = [None if p is None else judge_item(s, p, kind) for s, p in zip(samples, preds)]

@@ -35,7 +35,8 @@ from .progress import SILENT, Progress, as_progress
 from .results import write_results
 from .schedule import ZERO_SHOT_STAGE, Cell, RunShape, cells_for, run_kind
 from .sample import Sample, read_samples
-from .score import CellScore, assemble_results, score_cell, stage_sort_key, write_score_files
+from .provenance import collect_environment
+from .score import CellScore, assemble_results, score_cells, write_score_files
 
 BASE_ADAPTER = "base"
 
@@ -166,6 +167,8 @@ class Evaluation:
     batch_size_used: int | None = None
     previous: dict[str, Any] | None = None   # results.json of an earlier call on the same --out, if any
     task_notes: dict[str, dict] = field(default_factory=dict)  # manifest notes (the compat ScienceQA universe)
+    # git commit and library versions, collected once: results.json is rewritten after every cell
+    environment: dict[str, Any] = field(default_factory=collect_environment)
     _backend: Any = field(default=None, init=False, repr=False)
     _adapters: set[str] = field(default_factory=set, init=False, repr=False)
 
@@ -311,11 +314,9 @@ class Evaluation:
                           for o in lines.values() if o.get("error") or o.get("warning")]
 
     def score(self, cell: Cell, write_results: bool = True) -> None:
-        pf = read_prediction_file(self.pred_path(cell))
-        scored = score_cell(self.spec, cell.stage, cell.task, self.opts.profile, self.samples[cell.task], pf,
-                            task_notes=self.task_notes.get(cell.task))
-        write_score_files(self.out, scored)
-        self.scored[(cell.stage, cell.task)] = scored
+        self.scored.update(score_cells(self.spec, self.opts.profile, {(cell.stage, cell.task): self.pred_path(cell)},
+                                       self.samples, task_notes=self.task_notes,
+                                       on_cell=lambda scored: write_score_files(self.out, scored)))
         if write_results:
             self.write_results()
 
@@ -356,7 +357,7 @@ class Evaluation:
             self.scored, base_model=self.base_model, method=self.plan.method, stages=stages, generation=generation,
             provenance={"run": self.plan.source, "eval_adapter": self.plan.eval_adapter, "seed": None,
                         "backend": self._backend_description()},
-            warnings=warnings, extra={"run_kind": self.plan.kind, **extra})
+            warnings=warnings, extra={"run_kind": self.plan.kind, **extra}, environment=self.environment)
         write_results(self.out / "results.json", results)
         return results
 
