@@ -30,7 +30,7 @@ from .checkpoints import RunPlan, StageCheckpoint, check_sequence
 from .errors import CvitError
 from .files import JsonlAppender, ensure_output_dir, read_json, write_if_changed
 from .manifest import image_root, read_manifest, resolve_prepared, verify_files
-from .predictions import PREDICTION_LINE_VERSION, iter_prediction_lines, read_prediction_file
+from .predictions import PREDICTION_LINE_VERSION, read_prediction_file
 from .progress import SILENT, Progress, as_progress
 from .results import write_results
 from .schedule import ZERO_SHOT_STAGE, Cell, RunShape, cells_for, run_kind
@@ -119,15 +119,14 @@ def canonical_predictions(lines: dict[str, dict], uids: list[str]) -> str:
 
 def read_done(path: Path, fp: str) -> dict[str, dict]:
     """Finished lines of a (possibly interrupted) prediction file; a line of another fingerprint is an error."""
-    done: dict[str, dict] = {}
     if not path.exists():
-        return done
-    for line_no, obj in iter_prediction_lines(path, tolerate_truncated_tail=True):
+        return {}
+    pf = read_prediction_file(path, tolerate_truncated_tail=True)
+    for line_no, obj in zip(pf.lines, pf.records):
         if obj.get("fp") != fp:
             raise CvitError(f"{path}: line {line_no} was written under fingerprint {obj.get('fp')!r}, this run is {fp!r} "
                             "(different checkpoint, data or generation settings); use another --out or delete the file")
-        done[obj["uid"]] = obj
-    return done
+    return pf.by_key()
 
 
 def is_image_failure(line: dict[str, Any]) -> bool:
