@@ -34,7 +34,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from .benchmark import PROFILES, load_benchmark
+from .benchmark import load_benchmark
 from .continual import AccuracyMatrix, summarize
 from .errors import CvitError, DataError
 from .files import JsonlAppender, atomic_write_json, atomic_write_text, iter_jsonl, sha256_file
@@ -42,8 +42,10 @@ from .judge_rules import (COIN_SAMPLING, MAX_NEW_TOKENS, SYSTEM_MESSAGE, JudgeCe
                           judge_item, judge_messages)
 from .manifest import read_manifest, resolve_prepared
 from .predictions import discover, read_prediction_file
+from .profiles import PROFILES
 from .progress import Progress, as_progress
-from .score import EvalSamples, stage_sort_key
+from .schedule import matrix_rows, stage_sort_key
+from .score import EvalSamples
 from .scoring.join import JoinReport, ReferenceJoin, compat_join, standard_join
 
 JUDGE_SCHEMA_VERSION = 1
@@ -233,8 +235,7 @@ def assemble_judge_results(spec, profile: str, manifest: dict, judged: list[Judg
     """``judge.json``: the judged matrix (upstream tasks × stages), per-cell counts and the recomputed summary."""
     tasks = list(spec.upstream)
     cells = {(c.stage, c.task): c for c in judged}
-    stage_numbers = sorted({int(s) for s, t in cells if s.isdigit() and s != "0" and t in tasks})
-    rows = (["0"] if any(s == "0" for s, _ in cells) else []) + [str(t) for t in range(1, (max(stage_numbers) if stage_numbers else 0) + 1)]
+    rows = matrix_rows(cells, tasks)
     values = [[cells[(r, t)].cell.value if (r, t) in cells else None for t in tasks] for r in rows]
     summary = summarize(AccuracyMatrix(tasks=tasks, stages=rows, values=values))
     names = spec.extra.get("summary_names") or {}

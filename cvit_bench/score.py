@@ -16,15 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .benchmark import PROFILES, ZERO_SHOT_STAGE, BenchmarkSpec, TaskSpec, load_benchmark
+from .benchmark import BenchmarkSpec, TaskSpec, load_benchmark
 from .continual import AccuracyMatrix, mif, summarize, zero_shot_ap
 from .errors import CvitError, DataError
 from .files import sha256_file, write_if_changed
 from .provenance import collect_environment
 from .manifest import read_manifest, resolve_prepared
+from .profiles import PROFILES
 from .predictions import PredictionFile, discover, read_prediction_file
 from .results import write_results
 from .sample import Sample, read_samples
+from .schedule import matrix_rows, stage_sort_key
 from .scoring.base import Metric, resolve_metric
 from .scoring.instruction_following import IF_CHECKS, caption_follows, if_flags, if_rate, short_follows
 from .scoring.join import (JoinReport, Joined, ReferenceCrash, compat_if_items, compat_join, reference_join_for,
@@ -185,10 +187,6 @@ def _per_uid(cell: CellScore) -> dict[str, float]:
     return {u: v for u, v in zip(cell.uids, cell.per_sample) if v is not None}
 
 
-def stage_sort_key(label: str) -> tuple[int, str]:
-    return (int(label), "") if label.isdigit() else (10_000, label)
-
-
 def assemble_results(
     spec: BenchmarkSpec,
     profile: str,
@@ -210,9 +208,7 @@ def assemble_results(
     assembles results many times (the runner, after every cell); None collects it now.
     """
     T = spec.T
-    upstream_stage_numbers = sorted({int(s) for s, t in cells if s.isdigit() and s != ZERO_SHOT_STAGE and t in spec.upstream})
-    rows = ([ZERO_SHOT_STAGE] if any(s == ZERO_SHOT_STAGE for s, _ in cells) else [])
-    rows += [str(t) for t in range(1, (max(upstream_stage_numbers) if upstream_stage_numbers else 0) + 1)]
+    rows = matrix_rows(cells, spec.upstream)
     tasks = list(spec.upstream)
 
     def cell_value(stage: str, task: str, attr: str):

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from .run_file import ADAPTER_CONFIG
+
 __all__ = ["CORPUS", "build_tiny_chat_lm", "build_tiny_llava", "build_tiny_qwen2vl", "make_lora_adapter",
            "tiny_llava_parts"]
 
@@ -364,6 +366,6 @@ def make_lora_adapter(
     out = Path(out_dir)
     pm.save_pretrained(out)
     # peft writes the absolute base path; keep it (it documents provenance) but make the JSON stable.
-    cfg_path = out / "adapter_config.json"
+    cfg_path = out / ADAPTER_CONFIG
     cfg_path.write_text(json.dumps(json.loads(cfg_path.read_text()), indent=2, sort_keys=True) + "\n")
     return out
