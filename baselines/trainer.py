@@ -252,7 +252,7 @@ def _environment(device: Any, dtype: str, world: int) -> dict[str, Any]:
             "peft": peft.__version__, "device": str(device), "dtype": dtype, "num_processes": world}
 
 
-def _resolve_data(data: str | os.PathLike, benchmark: str | None) -> Path:
+def resolve_training_data(data: str | os.PathLike, benchmark: str | None) -> Path:
     """``resolve_prepared``, plus: without ``--benchmark`` a folder holding exactly one prepared benchmark is used."""
     if benchmark is None and not (Path(data) / "manifest.json").is_file():
         found = sorted(Path(data).glob("*/manifest.json"))
@@ -314,7 +314,7 @@ def train_run(
         raise UnknownNameError("dtype", dtype, list(DTYPES))
     if device not in ("auto", "cpu", "cuda"):
         raise UnknownNameError("device", device, ["auto", "cpu", "cuda"])
-    folder = _resolve_data(data, benchmark)
+    folder = resolve_training_data(data, benchmark)
     manifest = read_manifest(folder)
     bench_id = manifest.get("benchmark", {}).get("id")
     is_yaml = bool(benchmark) and Path(str(benchmark)).suffix in (".yaml", ".yml")

@@ -27,7 +27,7 @@ import torch
 from .run_file import ADAPTER_CONFIG
 
 __all__ = ["CORPUS", "build_tiny_chat_lm", "build_tiny_llava", "build_tiny_qwen2vl", "make_lora_adapter",
-           "tiny_llava_parts"]
+           "tiny_llava_parts", "train_bpe"]
 
 VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -128,7 +128,7 @@ _QWEN_CHAT_TEMPLATE = (
 )
 
 
-def _train_bpe(special_tokens: list[str], vocab_size: int, bos: str | None):
+def train_bpe(special_tokens: list[str], vocab_size: int, bos: str | None):
     """Byte-level BPE on :data:`CORPUS`; with ``bos`` a post-processor prepends it to every sequence."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -155,7 +155,7 @@ def _train_bpe(special_tokens: list[str], vocab_size: int, bos: str | None):
 def _llava_tokenizer(vocab_size: int = 500):
     from transformers import PreTrainedTokenizerFast
 
-    tok = _train_bpe(["<unk>", "<s>", "</s>", "<pad>", "<image>"], vocab_size, bos="<s>")
+    tok = train_bpe(["<unk>", "<s>", "</s>", "<pad>", "<image>"], vocab_size, bos="<s>")
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>",
         padding_side="left", extra_special_tokens={"image_token": "<image>"},
@@ -260,7 +260,7 @@ def _qwen_tokenizer(vocab_size: int = 500):
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>"]
-    tok = _train_bpe(specials, vocab_size, bos=None)
+    tok = train_bpe(specials, vocab_size, bos=None)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         padding_side="left",

@@ -244,11 +244,11 @@ def test_complete_last_line_without_newline_is_kept_on_resume(tmp_path):
 
 
 def test_train_accepts_a_benchmark_yaml_path_like_evaluate(prepared_all):
-    from cvit_bench.baselines.trainer import _resolve_data
+    from cvit_bench.baselines.trainer import resolve_training_data
     from cvit_bench.benchmark import load_benchmark
 
     yaml_path = load_benchmark("cvit").source_file
-    assert _resolve_data(prepared_all, str(yaml_path)) == prepared_all / "cvit"
+    assert resolve_training_data(prepared_all, str(yaml_path)) == prepared_all / "cvit"
 
 
 def test_a_write_failure_is_exit_2_naming_the_file_and_leaves_nothing_partial(results_json, tmp_path, monkeypatch):
