@@ -12,32 +12,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from cvit_bench.cli import main
 from cvit_bench.files import JsonlAppender, iter_jsonl
 from cvit_bench.manifest import read_manifest, verify_files
 from cvit_fixtures import make_cvit_files
+from cli_helpers import assert_refused, cli, snapshot
 from leaderboard_fixtures import write_predictions
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def snapshot(folder: Path) -> dict[str, bytes | None]:
-    if not folder.exists():
-        return {}
-    return {p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_refused(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in result.output, (needle, result.output)
 
 
 @pytest.fixture(scope="module")
