@@ -149,6 +149,21 @@ def test_resume_after_interrupt_generates_nothing_twice(baseline, run_dir, prepa
     assert results["matrix"] == results8["matrix"] and results["summary"] == results8["summary"]
 
 
+def test_provenance_is_collected_once_per_run(baseline, run_dir, prepared, bench_yaml, tmp_path, monkeypatch):
+    """results.json is rewritten after each of the 7 cells; the git commit in it is asked for once."""
+    import shutil
+
+    real_git, calls = shutil.which("git"), tmp_path / "git-calls"
+    shim = tmp_path / "bin" / "git"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\nexec "{real_git}" "$@"\n')
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}{os.pathsep}{os.environ['PATH']}")
+    results = _evaluate(run_dir, prepared, bench_yaml, tmp_path / "out", batch_size=8)
+    assert len(results["cells"]) == 7 and calls.read_text().splitlines() == ["rev-parse HEAD"]
+    assert results["provenance"]["git_commit"] == baseline[1]["provenance"]["git_commit"]
+
+
 def test_rerun_with_other_checkpoint_refuses_to_mix(baseline, run_dir, prepared, bench_yaml, tmp_path, tiny_llava_dir):
     import shutil
 
