@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from ..benchmark import BenchmarkSpec, load_benchmark
 from ..errors import CvitError, DataError, UnknownNameError
 from ..files import atomic_write_json, sha256_file
-from ..manifest import image_root, read_manifest, resolve_prepared
+from ..manifest import MANIFEST_NAME, image_root, read_manifest, resolve_prepared
 from ..progress import Progress, as_progress
 from ..sample import read_samples
 from . import make_method
@@ -254,8 +254,8 @@ def _environment(device: Any, dtype: str, world: int) -> dict[str, Any]:
 
 def resolve_training_data(data: str | os.PathLike, benchmark: str | None) -> Path:
     """``resolve_prepared``, plus: without ``--benchmark`` a folder holding exactly one prepared benchmark is used."""
-    if benchmark is None and not (Path(data) / "manifest.json").is_file():
-        found = sorted(Path(data).glob("*/manifest.json"))
+    if benchmark is None and not (Path(data) / MANIFEST_NAME).is_file():
+        found = sorted(Path(data).glob(f"*/{MANIFEST_NAME}"))
         if len(found) == 1:
             return found[0].parent
     is_yaml = bool(benchmark) and Path(str(benchmark)).suffix in (".yaml", ".yml")
@@ -397,7 +397,7 @@ def train_run(
             rel = f"{task}/{split}.parquet"
             meta = manifest.get("files", {}).get(rel)
             if meta is None:
-                raise DataError(f"split {split!r} of task {task!r} is not in the manifest", file=folder / "manifest.json")
+                raise DataError(f"split {split!r} of task {task!r} is not in the manifest", file=folder / MANIFEST_NAME)
             if sha256_file(folder / rel) != meta["sha256"]:
                 raise DataError("sha256 differs from the manifest (file changed after prepare)", file=folder / rel)
             sample_cache[key] = read_samples(folder / rel)

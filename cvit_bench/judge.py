@@ -40,7 +40,7 @@ from .errors import CvitError, DataError
 from .files import JsonlAppender, atomic_write_json, atomic_write_text, iter_jsonl, sha256_file
 from .judge_rules import (COIN_SAMPLING, MAX_NEW_TOKENS, SYSTEM_MESSAGE, JudgeCell, JudgeItem, aggregate,
                           judge_item, judge_messages)
-from .manifest import read_manifest, resolve_prepared
+from .manifest import MANIFEST_NAME, read_manifest, resolve_prepared
 from .predictions import discover, read_prediction_file
 from .profiles import PROFILES
 from .progress import Progress, as_progress
@@ -224,7 +224,7 @@ def run_judge(
         "model": str(judge_model), "model_sha256": model_sha, "identity": judge_id, "max_new_tokens": settings.max_new_tokens,
         "sampling": settings.sampling, "generation": settings.generation(), "seed": settings.seed,
         "batch_size": batch_size, "dtype": dtype})
-    results["provenance"] = {"data_manifest_sha256": sha256_file(folder / "manifest.json"),
+    results["provenance"] = {"data_manifest_sha256": sha256_file(folder / MANIFEST_NAME),
                              "predictions": str(Path(predictions).resolve()),
                              "judgments": {"asked": n_asked, "from_cache": n_total_keys - n_asked}}
     atomic_write_json(out / "judge.json", results)

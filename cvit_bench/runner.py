@@ -32,11 +32,12 @@ from .files import JsonlAppender, ensure_output_dir, read_json, write_if_changed
 from .manifest import image_root, read_manifest, resolve_prepared, verify_files
 from .predictions import PREDICTION_LINE_VERSION, read_prediction_file
 from .progress import SILENT, Progress, as_progress
-from .results import write_results
-from .schedule import ZERO_SHOT_STAGE, Cell, RunShape, cells_for, run_kind
-from .sample import Sample, read_samples
 from .provenance import collect_environment
+from .results import write_results
+from .sample import Sample, read_samples
+from .schedule import ZERO_SHOT_STAGE, Cell, RunShape, cells_for, run_kind
 from .score import CellScore, assemble_results, score_cells, write_score_files
+from .similarity import FILE_NAME as SIMILARITY_FILE, read_similarity
 
 BASE_ADAPTER = "base"
 
@@ -345,11 +346,9 @@ class Evaluation:
         # upstream stage's routing.json); see cvit_bench.backends.adapters "result_sections".
         extra = result_sections([s.path for s in self.plan.stages])
         # Task similarity of He et al. (cvit_bench.similarity), written by TIR into each stage folder.
-        similarity = next((s.path / "task_similarity.json" for s in reversed(self.plan.stages)
-                           if (s.path / "task_similarity.json").is_file()), None)
+        similarity = next((s.path / SIMILARITY_FILE for s in reversed(self.plan.stages)
+                           if (s.path / SIMILARITY_FILE).is_file()), None)
         if similarity is not None:
-            from .similarity import read_similarity
-
             extra["task_similarity"] = read_similarity(similarity)
         results = assemble_results(
             self.spec, self.opts.profile, self.template_set,

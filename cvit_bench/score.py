@@ -21,7 +21,7 @@ from .continual import AccuracyMatrix, mif, summarize, zero_shot_ap
 from .errors import CvitError, DataError
 from .files import sha256_file, write_if_changed
 from .provenance import collect_environment
-from .manifest import read_manifest, resolve_prepared
+from .manifest import MANIFEST_NAME, read_manifest, resolve_prepared
 from .profiles import PROFILES
 from .predictions import PredictionFile, discover, read_prediction_file
 from .results import write_results
@@ -371,7 +371,7 @@ def score_directory(
     cells = score_cells(spec, profile, discover(predictions, spec), EvalSamples(folder, manifest, spec),
                         task_notes=manifest.get("notes"), on_cell=lambda cell: write_score_files(out, cell))
     results = assemble_results(spec, profile, manifest["template_set"], cells,
-                               provenance={"data_manifest_sha256": sha256_file(folder / "manifest.json"),
+                               provenance={"data_manifest_sha256": sha256_file(folder / MANIFEST_NAME),
                                            "predictions": str(Path(predictions).resolve())})
     write_results(Path(out) / "results.json", results)
     return results

@@ -22,7 +22,7 @@ from typing import Any
 from cvit_bench.benchmark import BenchmarkSpec
 from cvit_bench.errors import DataError
 from cvit_bench.files import sha256_file
-from cvit_bench.manifest import read_manifest, resolve_prepared
+from cvit_bench.manifest import MANIFEST_NAME, read_manifest, resolve_prepared
 from cvit_bench.predictions import PredictionFile, discover
 from cvit_bench.sample import Sample
 from cvit_bench.schedule import RUN_KINDS, RunShape, cells_for
@@ -108,7 +108,7 @@ def rescore(pred_root: Path, submitted: dict[str, Any], spec: BenchmarkSpec, dat
     recomputed = assemble_results(
         spec, profile, template_set, cells, base_model=submitted.get("base_model"), method=submitted.get("method"),
         stages=submitted.get("stages") or [], generation=submitted.get("generation") or {},
-        provenance={"rescored_by": "cvit-bench leaderboard submit", "data_manifest_sha256": sha256_file(folder / "manifest.json"),
+        provenance={"rescored_by": "cvit-bench leaderboard submit", "data_manifest_sha256": sha256_file(folder / MANIFEST_NAME),
                     "submitted": submitted.get("provenance") or {}},
         extra={"run_kind": run_kind},
     )
