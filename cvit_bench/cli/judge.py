@@ -4,12 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from ..profiles import DEFAULT_PROFILE, PROFILES
-
-console = Console(stderr=True)
+from .common import console, stdout
 
 
 @click.command("judge")
@@ -31,11 +28,13 @@ console = Console(stderr=True)
 def judge_command(predictions, data, judge_model, out, benchmark, profile, cache, batch_size, sampling, seed, tasks,
                   dtype, device) -> None:
     """Rate predictions 0-10 with an LLM judge (CoIN's General Knowledge track); cached, never mixed with rule scores."""
+    from rich.table import Table
+
     from ..judge import JudgeSettings, run_judge
     from .progress import RichProgress
 
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    with RichProgress(console) as progress:
+    with RichProgress(console()) as progress:
         run = run_judge(predictions, data, judge_model=judge_model, out=out, benchmark=benchmark, profile=profile,
                         cache=cache, batch_size=batch_size, settings=JudgeSettings(sampling=sampling, seed=seed),
                         dtype=dtype, device=device, tasks=task_list,
@@ -48,10 +47,10 @@ def judge_command(predictions, data, judge_model, out, benchmark, profile, cache
         table.add_column(t, justify="right")
     for label, row in zip(r["matrix"]["stages"], r["matrix"]["values"]):
         table.add_row(label, *("" if v is None else f"{v:.2f}" for v in row))
-    Console().print(table)
-    console.print("  ".join(f"{names.get(k, k)} {'—' if v is None else f'{v:.2f}'}" for k, v in r["summary"].items()),
+    stdout().print(table)
+    console().print("  ".join(f"{names.get(k, k)} {'—' if v is None else f'{v:.2f}'}" for k, v in r["summary"].items()),
                   highlight=False)
-    console.print(f"judgments: {run.n_asked} asked, {run.n_cached} from the cache", highlight=False)
+    console().print(f"judgments: {run.n_asked} asked, {run.n_cached} from the cache", highlight=False)
     click.echo(f"wrote {Path(out) / 'judge.json'}")
 
 
