@@ -35,7 +35,7 @@ from .progress import SILENT, Progress, as_progress
 from .provenance import collect_environment
 from .results import write_results
 from .sample import Sample, read_samples
-from .schedule import ZERO_SHOT_STAGE, Cell, RunShape, cells_for, run_kind
+from .schedule import ZERO_SHOT_STAGE, Cell, RunKind, RunShape, cells_for, run_kind
 from .score import CellScore, assemble_results, score_cells, write_score_files
 from .similarity import FILE_NAME as SIMILARITY_FILE, read_similarity
 
@@ -383,7 +383,7 @@ def evaluate(
         raise CvitError(f"limit must be a positive number of samples, not {opts.limit!r}")
     ensure_output_dir(out, "evaluate --out folder")
     spec = load_benchmark(benchmark)
-    if spec.order_parameter and plan.kind != "zero-shot" and (plan.order or plan.stages):
+    if spec.order_parameter and plan.kind != RunKind.ZERO_SHOT and (plan.order or plan.stages):
         # The run's training order is the sequence (He et al.: the order is a parameter of each run).
         spec = spec.with_order(plan.order or [s.task for s in plan.stages], initial=plan.initial_tasks or None)
     if opts.schedule is None:

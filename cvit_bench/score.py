@@ -26,7 +26,7 @@ from .profiles import PROFILES
 from .predictions import PredictionFile, discover, read_prediction_file
 from .results import write_results
 from .sample import Sample, read_samples
-from .schedule import matrix_rows, stage_sort_key
+from .schedule import Protocol, matrix_rows, stage_sort_key
 from .scoring.base import Metric, resolve_metric
 from .scoring.instruction_following import IF_CHECKS, caption_follows, if_flags, if_rate, short_follows
 from .scoring.join import (JoinReport, Joined, ReferenceCrash, compat_if_items, compat_join, reference_join_for,
@@ -244,10 +244,10 @@ def assemble_results(
         labels = d.stage_labels() or [final]
         for label in labels:
             c = cells.get((label, d.task))
-            key = d.task if d.protocol != "few-shot" else f"{d.task}@{label}"
+            key = d.task if d.protocol != Protocol.FEW_SHOT else f"{d.task}@{label}"
             downstream[key] = {"value": c.value if c else None, "metric": c.metric_id if c else spec.task(d.task).metric(profile),
                                "if_rate": c.if_rate if c else None, "stage": label, "n": c.n if c else 0, "protocol": d.protocol}
-            if d.protocol == "zero-shot-final":
+            if d.protocol == Protocol.ZERO_SHOT_FINAL:
                 zs_values.append(c.value if c else None)
                 zs_if.append(c.if_rate if c else None)
     all_warnings = list(warnings or [])
