@@ -94,6 +94,21 @@ def test_three_stage_run_gives_lower_triangle_and_scorer_summary(baseline):
     assert (out / "scores" / "3" / "gqa.jsonl").is_file()
 
 
+def test_score_of_the_runs_predictions_gives_the_runs_numbers(baseline, prepared, bench_yaml, tmp_path):
+    """One scoring path: ``cvit-bench score`` on evaluate's prediction files writes the same score files and
+    the same cells, matrix and summary as evaluate did."""
+    from cvit_bench.score import score_directory
+
+    out, results = baseline
+    rescored = score_directory(out / "predictions", prepared, benchmark=str(bench_yaml), profile="compat",
+                               out=tmp_path)
+    for key in ("matrix", "if_rates", "cells", "summary", "downstream", "warnings"):
+        assert rescored[key] == results[key], key
+    ours = sorted(p.relative_to(out) for p in (out / "scores").rglob("*.jsonl"))
+    assert ours and ours == sorted(p.relative_to(tmp_path) for p in (tmp_path / "scores").rglob("*.jsonl"))
+    assert all((out / p).read_bytes() == (tmp_path / p).read_bytes() for p in ours)
+
+
 def test_batch_size_does_not_change_predictions(baseline, run_dir, prepared, bench_yaml, tmp_path):
     out8, _ = baseline
     _evaluate(run_dir, prepared, bench_yaml, tmp_path, batch_size=1)
