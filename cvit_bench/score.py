@@ -18,12 +18,12 @@ from typing import Any
 
 from .benchmark import BenchmarkSpec, TaskSpec, load_benchmark
 from .continual import AccuracyMatrix, mif, summarize, zero_shot_ap
-from .errors import CvitError, DataError
+from .errors import CvitError
 from .files import sha256_file, write_if_changed
-from .provenance import collect_environment
 from .manifest import MANIFEST_NAME, read_manifest, resolve_prepared
-from .profiles import PROFILES
 from .predictions import PredictionFile, discover, read_prediction_file
+from .profiles import PROFILES
+from .provenance import collect_environment
 from .results import write_results
 from .sample import Sample, read_samples
 from .schedule import Protocol, matrix_rows, stage_sort_key
