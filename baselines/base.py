@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import CvitError
+from ..schedule import fewshot_folder, stage_folder
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -125,8 +126,8 @@ class StagePlan:
     @property
     def folder(self) -> str:
         if self.kind == "fewshot":
-            return f"{self.name}-{self.label}"
-        return f"stage-{self.index:02d}-{self.label}"
+            return fewshot_folder(self.name, self.label)
+        return stage_folder(self.index, self.label)
 
 
 @dataclass

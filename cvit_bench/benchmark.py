@@ -21,12 +21,12 @@ from typing import Any
 import yaml
 
 from .errors import CvitError, DataError, UnknownNameError
+from .profiles import PROFILES
 from .registry import Registry
 # The schedule module owns stages and cells; these names stay importable from here.
-from .schedule import PROTOCOLS, SCHEDULES, ZERO_SHOT_STAGE, upstream_cells  # noqa: F401
+from .schedule import PROTOCOLS, SCHEDULES, ZERO_SHOT_STAGE, Protocol, fewshot_label, upstream_cells  # noqa: F401
 from .templates import COMPOSITIONS
 
-PROFILES = ("compat", "standard")
 TASK_KINDS = ("multiple_choice", "short_answer", "caption", "classification", "grounding")
 IMAGE_MODES = ("pad", "crop")
 DOWNSTREAM_PROTOCOLS = PROTOCOLS
@@ -77,8 +77,8 @@ class DownstreamSpec:
 
     def stage_labels(self) -> list[str]:
         """Where this task's cells live: the final upstream stage, or its own few-shot stages."""
-        if self.protocol == "few-shot":
-            return [f"fewshot-{k}" for k in self.shots]
+        if self.protocol == Protocol.FEW_SHOT:
+            return [fewshot_label(k) for k in self.shots]
         return []
 
 

@@ -25,7 +25,7 @@ from .errors import CvitError, MissingFileError
 from .backends.projector import PROJECTOR_FILE
 from .files import sha256_bytes, sha256_file
 from .run_file import ADAPTER_CONFIG, ADAPTER_WEIGHT_FILES, RUN_NAME, StageEntry, read_run
-from .schedule import RunKind
+from .schedule import RunKind, fewshot_label
 
 
 @dataclass
@@ -107,7 +107,7 @@ def plan_from_paths(paths: list[str], stage_tasks: list[str] | None, spec: Bench
 def with_fewshot(plan: RunPlan, spec: BenchmarkSpec, fewshot: dict[str, str]) -> RunPlan:
     """``plan`` with few-shot stage adapters given as ``{K or "fewshot-K": folder}`` (replacing run.json's)."""
     for k, path in fewshot.items():
-        label = k if k.startswith("fewshot-") else f"fewshot-{k}"
+        label = fewshot_label(k)
         task = next((t for lbl, t in spec.fewshot_stages() if lbl == label), None)
         if task is None:
             valid = ", ".join(lbl for lbl, _ in spec.fewshot_stages()) or "none"

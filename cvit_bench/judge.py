@@ -34,16 +34,18 @@ from typing import Any
 
 from filelock import FileLock
 
-from .benchmark import PROFILES, load_benchmark
+from .benchmark import load_benchmark
 from .continual import AccuracyMatrix, summarize
 from .errors import CvitError, DataError
 from .files import JsonlAppender, atomic_write_json, atomic_write_text, iter_jsonl, sha256_file
 from .judge_rules import (COIN_SAMPLING, MAX_NEW_TOKENS, SYSTEM_MESSAGE, JudgeCell, JudgeItem, aggregate,
                           judge_item, judge_messages)
-from .manifest import read_manifest, resolve_prepared
+from .manifest import MANIFEST_NAME, read_manifest, resolve_prepared
 from .predictions import discover, read_prediction_file
+from .profiles import PROFILES
 from .progress import Progress, as_progress
-from .score import load_eval_samples, stage_sort_key
+from .schedule import matrix_rows, stage_sort_key
+from .score import EvalSamples
 from .scoring.join import JoinReport, ReferenceJoin, compat_join, standard_join
 
 JUDGE_SCHEMA_VERSION = 1
@@ -133,15 +135,14 @@ class JudgeRun:
 
 
 def _plan(spec, folder, manifest, predictions, profile, tasks):
-    cache: dict[str, list] = {}
+    eval_samples = EvalSamples(folder, manifest, spec)
     planned = []
     for (stage, task), path in sorted(discover(predictions, spec).items(), key=lambda kv: (stage_sort_key(kv[0][0]), kv[0][1])):
         if tasks and task not in tasks:
             continue
-        if task not in cache:
-            cache[task] = load_eval_samples(folder, manifest, spec, task)
         pf = read_prediction_file(path)
-        joined = compat_join(cache[task], pf, JUDGE_JOIN) if profile == "compat" else standard_join(cache[task], pf, "samples")
+        task_samples = eval_samples[task]
+        joined = compat_join(task_samples, pf, JUDGE_JOIN) if profile == "compat" else standard_join(task_samples, pf, "samples")
         samples, preds, report = joined.samples, joined.texts, joined.report
         kind = spec.task(task).kind
         items = [None if p is None else judge_item(s, p, kind) for s, p in zip(samples, preds)]
@@ -223,7 +224,7 @@ def run_judge(
         "model": str(judge_model), "model_sha256": model_sha, "identity": judge_id, "max_new_tokens": settings.max_new_tokens,
         "sampling": settings.sampling, "generation": settings.generation(), "seed": settings.seed,
         "batch_size": batch_size, "dtype": dtype})
-    results["provenance"] = {"data_manifest_sha256": sha256_file(folder / "manifest.json"),
+    results["provenance"] = {"data_manifest_sha256": sha256_file(folder / MANIFEST_NAME),
                              "predictions": str(Path(predictions).resolve()),
                              "judgments": {"asked": n_asked, "from_cache": n_total_keys - n_asked}}
     atomic_write_json(out / "judge.json", results)
@@ -234,8 +235,7 @@ def assemble_judge_results(spec, profile: str, manifest: dict, judged: list[Judg
     """``judge.json``: the judged matrix (upstream tasks × stages), per-cell counts and the recomputed summary."""
     tasks = list(spec.upstream)
     cells = {(c.stage, c.task): c for c in judged}
-    stage_numbers = sorted({int(s) for s, t in cells if s.isdigit() and s != "0" and t in tasks})
-    rows = (["0"] if any(s == "0" for s, _ in cells) else []) + [str(t) for t in range(1, (max(stage_numbers) if stage_numbers else 0) + 1)]
+    rows = matrix_rows(cells, tasks)
     values = [[cells[(r, t)].cell.value if (r, t) in cells else None for t in tasks] for r in rows]
     summary = summarize(AccuracyMatrix(tasks=tasks, stages=rows, values=values))
     names = spec.extra.get("summary_names") or {}

@@ -23,12 +23,15 @@ KNOWN_PREDICTION_LINE_VERSIONS = (1,)
 
 @dataclass
 class PredictionFile:
+    """A prediction file as read: per line (in file order) its id, text, line number and the whole object."""
+
     path: Path
     key_kind: str                 # "uid" (ours) or "source_id" (reference format)
     keys: list[str]
     texts: list[str]
     lines: list[int]
-    meta: list[dict] = field(default_factory=list)
+    # Each line's object as written (the runner's resume rewrites finished lines from these).
+    records: list[dict] = field(default_factory=list)
     # The ids as JSON gave them (int, str, ...): the compat joins look them up type-sensitively, as the reference
     # scripts' dicts do; empty for a PredictionFile built in code, then ``keys`` stand for themselves.
     raw_keys: list = field(default_factory=list)
@@ -38,24 +41,30 @@ class PredictionFile:
     def __len__(self) -> int:
         return len(self.keys)
 
+    @property
+    def meta(self) -> list[dict]:
+        """Each line's fields other than the id, the text and the schema version (generation metadata, prompts)."""
+        text_field = "prediction" if self.key_kind == "uid" else "text"
+        return [{k: v for k, v in r.items() if k not in ("uid", "question_id", text_field, "schema_version")}
+                for r in self.records]
 
-def iter_prediction_lines(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False):
-    """``(line number, object)`` of every line, each validated against the prediction-line schema: the one
-    reader of prediction files (scoring reads them through :func:`read_prediction_file`, the runner's resume
-    through this)."""
+    def by_key(self) -> dict[str, dict]:
+        """Id → the last line's object with that id."""
+        return dict(zip(self.keys, self.records))
+
+
+def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False) -> PredictionFile:
+    """The one reader of prediction files (scoring, verification, the judge and the runner's resume): every line
+    validated against the prediction-line schema. ``tolerate_truncated_tail``: an interrupted writer's last,
+    partial line is dropped (the runner resumes such files)."""
+    path = Path(path)
+    kind = None
+    keys, texts, lines, records, raw_keys, null_lines = [], [], [], [], [], set()
     for line_no, obj in iter_jsonl(path, tolerate_truncated_tail=tolerate_truncated_tail):
         if isinstance(obj, dict) and "uid" not in obj and "question_id" not in obj:
             raise DataError("needs `uid` (cvit-bench) or `question_id` (reference format)", file=path,
                             record=f"line {line_no}", field="uid")
         check_line(obj, "prediction-line", path, line_no, KNOWN_PREDICTION_LINE_VERSIONS, "prediction line")
-        yield line_no, obj
-
-
-def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False) -> PredictionFile:
-    path = Path(path)
-    kind = None
-    keys, texts, lines, metas, raw_keys, null_lines = [], [], [], [], [], set()
-    for line_no, obj in iter_prediction_lines(path, tolerate_truncated_tail=tolerate_truncated_tail):
         if "uid" in obj:
             this, key, text_field = "uid", obj["uid"], "prediction"
         elif "question_id" in obj:
@@ -80,8 +89,8 @@ def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bo
         raw_keys.append(key)
         texts.append(text)
         lines.append(line_no)
-        metas.append({k: v for k, v in obj.items() if k not in ("uid", "question_id", text_field, "schema_version")})
-    return PredictionFile(path=path, key_kind=kind or "uid", keys=keys, texts=texts, lines=lines, meta=metas,
+        records.append(obj)
+    return PredictionFile(path=path, key_kind=kind or "uid", keys=keys, texts=texts, lines=lines, records=records,
                           raw_keys=raw_keys, null_lines=null_lines)
 
 

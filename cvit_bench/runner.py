@@ -30,12 +30,14 @@ from .checkpoints import RunPlan, StageCheckpoint, check_sequence
 from .errors import CvitError
 from .files import JsonlAppender, ensure_output_dir, read_json, write_if_changed
 from .manifest import image_root, read_manifest, resolve_prepared, verify_files
-from .predictions import PREDICTION_LINE_VERSION, iter_prediction_lines, read_prediction_file
+from .predictions import PREDICTION_LINE_VERSION, read_prediction_file
 from .progress import SILENT, Progress, as_progress
+from .provenance import collect_environment
 from .results import write_results
-from .schedule import ZERO_SHOT_STAGE, Cell, RunShape, cells_for, run_kind
 from .sample import Sample, read_samples
-from .score import CellScore, assemble_results, score_cell, stage_sort_key, write_score_files
+from .schedule import ZERO_SHOT_STAGE, Cell, RunKind, RunShape, cells_for, run_kind
+from .score import CellScore, assemble_results, score_cells, write_score_files
+from .similarity import FILE_NAME as SIMILARITY_FILE, read_similarity
 
 BASE_ADAPTER = "base"
 
@@ -118,15 +120,14 @@ def canonical_predictions(lines: dict[str, dict], uids: list[str]) -> str:
 
 def read_done(path: Path, fp: str) -> dict[str, dict]:
     """Finished lines of a (possibly interrupted) prediction file; a line of another fingerprint is an error."""
-    done: dict[str, dict] = {}
     if not path.exists():
-        return done
-    for line_no, obj in iter_prediction_lines(path, tolerate_truncated_tail=True):
+        return {}
+    pf = read_prediction_file(path, tolerate_truncated_tail=True)
+    for line_no, obj in zip(pf.lines, pf.records):
         if obj.get("fp") != fp:
             raise CvitError(f"{path}: line {line_no} was written under fingerprint {obj.get('fp')!r}, this run is {fp!r} "
                             "(different checkpoint, data or generation settings); use another --out or delete the file")
-        done[obj["uid"]] = obj
-    return done
+    return pf.by_key()
 
 
 def is_image_failure(line: dict[str, Any]) -> bool:
@@ -166,6 +167,8 @@ class Evaluation:
     batch_size_used: int | None = None
     previous: dict[str, Any] | None = None   # results.json of an earlier call on the same --out, if any
     task_notes: dict[str, dict] = field(default_factory=dict)  # manifest notes (the compat ScienceQA universe)
+    # git commit and library versions, collected once: results.json is rewritten after every cell
+    environment: dict[str, Any] = field(default_factory=collect_environment)
     _backend: Any = field(default=None, init=False, repr=False)
     _adapters: set[str] = field(default_factory=set, init=False, repr=False)
 
@@ -311,11 +314,9 @@ class Evaluation:
                           for o in lines.values() if o.get("error") or o.get("warning")]
 
     def score(self, cell: Cell, write_results: bool = True) -> None:
-        pf = read_prediction_file(self.pred_path(cell))
-        scored = score_cell(self.spec, cell.stage, cell.task, self.opts.profile, self.samples[cell.task], pf,
-                            task_notes=self.task_notes.get(cell.task))
-        write_score_files(self.out, scored)
-        self.scored[(cell.stage, cell.task)] = scored
+        self.scored.update(score_cells(self.spec, self.opts.profile, {(cell.stage, cell.task): self.pred_path(cell)},
+                                       self.samples, task_notes=self.task_notes,
+                                       on_cell=lambda scored: write_score_files(self.out, scored)))
         if write_results:
             self.write_results()
 
@@ -345,18 +346,16 @@ class Evaluation:
         # upstream stage's routing.json); see cvit_bench.backends.adapters "result_sections".
         extra = result_sections([s.path for s in self.plan.stages])
         # Task similarity of He et al. (cvit_bench.similarity), written by TIR into each stage folder.
-        similarity = next((s.path / "task_similarity.json" for s in reversed(self.plan.stages)
-                           if (s.path / "task_similarity.json").is_file()), None)
+        similarity = next((s.path / SIMILARITY_FILE for s in reversed(self.plan.stages)
+                           if (s.path / SIMILARITY_FILE).is_file()), None)
         if similarity is not None:
-            from .similarity import read_similarity
-
             extra["task_similarity"] = read_similarity(similarity)
         results = assemble_results(
             self.spec, self.opts.profile, self.template_set,
             self.scored, base_model=self.base_model, method=self.plan.method, stages=stages, generation=generation,
             provenance={"run": self.plan.source, "eval_adapter": self.plan.eval_adapter, "seed": None,
                         "backend": self._backend_description()},
-            warnings=warnings, extra={"run_kind": self.plan.kind, **extra})
+            warnings=warnings, extra={"run_kind": self.plan.kind, **extra}, environment=self.environment)
         write_results(self.out / "results.json", results)
         return results
 
@@ -384,7 +383,7 @@ def evaluate(
         raise CvitError(f"limit must be a positive number of samples, not {opts.limit!r}")
     ensure_output_dir(out, "evaluate --out folder")
     spec = load_benchmark(benchmark)
-    if spec.order_parameter and plan.kind != "zero-shot" and (plan.order or plan.stages):
+    if spec.order_parameter and plan.kind != RunKind.ZERO_SHOT and (plan.order or plan.stages):
         # The run's training order is the sequence (He et al.: the order is a parameter of each run).
         spec = spec.with_order(plan.order or [s.task for s in plan.stages], initial=plan.initial_tasks or None)
     if opts.schedule is None:

@@ -23,6 +23,39 @@ from typing import Any
 from .errors import CvitError
 
 ZERO_SHOT_STAGE = "0"
+FEWSHOT_PREFIX = "fewshot-"
+
+
+# --- stage labels and folders: the one copy of the naming rules (DESIGN.md "run.json", "Prediction layout") ---
+
+def fewshot_label(shots: int | str) -> str:
+    """The row label of a few-shot stage, ``fewshot-<k>``, from ``k`` or from the label itself."""
+    text = str(shots)
+    return text if text.startswith(FEWSHOT_PREFIX) else f"{FEWSHOT_PREFIX}{text}"
+
+
+def stage_folder(index: int, task: str) -> str:
+    """The run-directory folder of upstream stage ``index`` (1-based): ``stage-<NN>-<task>``."""
+    return f"stage-{index:02d}-{task}"
+
+
+def fewshot_folder(label: str, task: str) -> str:
+    """The run-directory folder of a few-shot stage: ``fewshot-<k>-<task>``."""
+    return f"{label}-{task}"
+
+
+def stage_sort_key(label: str) -> tuple[int, str]:
+    """Row order: ``0``, ``1``…``T`` by number, then the few-shot stages by name."""
+    return (int(label), "") if label.isdigit() else (10_000, label)
+
+
+def matrix_rows(stage_labels: Any, upstream: Any) -> list[str]:
+    """The accuracy matrix's rows for cells at ``stage_labels`` (paired with their task, as ``(stage, task)``):
+    ``0`` when the zero-shot row has a cell, then ``1``…t up to the last upstream stage with an upstream cell."""
+    cells = list(stage_labels)
+    numbers = [int(s) for s, t in cells if s.isdigit() and s != ZERO_SHOT_STAGE and t in upstream]
+    rows = [ZERO_SHOT_STAGE] if any(s == ZERO_SHOT_STAGE for s, _ in cells) else []
+    return rows + [str(t) for t in range(1, (max(numbers) if numbers else 0) + 1)]
 
 
 class RunKind(str, Enum):

@@ -5,34 +5,37 @@ compat scorers count prediction lines and two of them align by position; standar
 whole split), score with the task's metric for the profile, compute instruction-following flags, a standard
 error clustered by image and, for earlier tasks, a paired test of the learned stage against the final stage.
 :func:`assemble_results` turns scored cells into the accuracy matrix and recomputes every summary from it.
-The runner uses the same two functions after every finished cell.
+:func:`score_cells` is the one loop over cells, used by ``score``, the runner (after every finished cell) and
+leaderboard verification, with hooks for what each adds (score files, id coverage, refusals).
 """
 from __future__ import annotations
 
 import os
-import subprocess
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .benchmark import PROFILES, ZERO_SHOT_STAGE, BenchmarkSpec, TaskSpec, load_benchmark
+from .benchmark import BenchmarkSpec, TaskSpec, load_benchmark
 from .continual import AccuracyMatrix, mif, summarize, zero_shot_ap
-from .errors import CvitError, DataError
+from .errors import CvitError
 from .files import sha256_file, write_if_changed
-from .manifest import read_manifest, resolve_prepared
+from .manifest import MANIFEST_NAME, read_manifest, resolve_prepared
 from .predictions import PredictionFile, discover, read_prediction_file
+from .profiles import PROFILES
+from .provenance import collect_environment
 from .results import write_results
 from .sample import Sample, read_samples
-from .scoring.base import Metric, get_metric
+from .schedule import Protocol, matrix_rows, stage_sort_key
+from .scoring.base import Metric, resolve_metric
 from .scoring.instruction_following import IF_CHECKS, caption_follows, if_flags, if_rate, short_follows
 from .scoring.join import (JoinReport, Joined, ReferenceCrash, compat_if_items, compat_join, reference_join_for,
                            standard_join)
 from .stats import clustered_se, paired_test
 
 N_EXAMPLES = 5
-__all__ = ["JoinReport", "CellScore", "score_cell", "join_cell", "assemble_results", "score_directory"]
+__all__ = ["JoinReport", "CellScore", "EvalSamples", "score_cell", "score_cells", "join_cell", "assemble_results",
+           "score_directory"]
 
 
 @dataclass
@@ -65,24 +68,6 @@ class CellScore:
         if self.if_refused:
             out["if_refused"] = self.if_refused
         return out
-
-
-def resolve_metric(task: TaskSpec, profile: str, samples: list[Sample]) -> tuple[str, list[str]]:
-    """The metric id a cell is scored with, and why it differs from the benchmark's (never a silent swap)."""
-    metric_id = task.metric(profile)
-    notes = []
-    if metric_id == "vqa_soft@m4c" and any(len(s.references) < 2 for s in samples):
-        # spec metrics.md 3: without the 10 official answers, fall back to exact@m4c and label the cell so.
-        notes.append(f"{task.id}: the prepared data has no 10 human answers; scored with exact@m4c instead of vqa_soft@m4c")
-        metric_id = "exact@m4c"
-    if metric_id.startswith("cider_d@ptb"):
-        from .scoring.cider_d import resolve_metric_id
-
-        resolved = resolve_metric_id(metric_id)
-        if resolved != metric_id:
-            notes.append(f"{task.id}: Java PTB tokenizer unavailable; scored with {resolved} instead of {metric_id}")
-            metric_id = resolved
-    return metric_id, notes
 
 
 def latest_by_sample(samples: list[Sample], pf: PredictionFile) -> list[str | None]:
@@ -153,8 +138,8 @@ def score_cell(spec: BenchmarkSpec, stage: str, task_id: str, profile: str, samp
     if profile not in PROFILES:
         raise CvitError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     task = spec.task(task_id)
-    metric_id, notes = resolve_metric(task, profile, samples)
-    metric = get_metric(metric_id)
+    metric, fallbacks = resolve_metric(task.metric(profile), samples)
+    metric_id, notes = metric.id, [f"{task.id}: {note}" for note in fallbacks]
     universe, first = compat_universe(task_id, samples, task_notes) if profile == "compat" else (None, None)
     refused = if_refused = None
     try:
@@ -202,28 +187,6 @@ def _per_uid(cell: CellScore) -> dict[str, float]:
     return {u: v for u, v in zip(cell.uids, cell.per_sample) if v is not None}
 
 
-def _library_versions() -> dict[str, str]:
-    out = {}
-    for name in ("torch", "transformers", "peft", "datasets", "pyarrow", "numpy"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                              text=True, timeout=5, check=True).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def stage_sort_key(label: str) -> tuple[int, str]:
-    return (int(label), "") if label.isdigit() else (10_000, label)
-
-
 def assemble_results(
     spec: BenchmarkSpec,
     profile: str,
@@ -237,12 +200,15 @@ def assemble_results(
     provenance: dict | None = None,
     warnings: list[str] | None = None,
     extra: dict | None = None,
+    environment: dict | None = None,
 ) -> dict[str, Any]:
-    """Build the results.json dict from scored cells; the summary is always recomputed from the matrix."""
+    """Build the results.json dict from scored cells; the summary is always recomputed from the matrix.
+
+    ``environment``: the run's :func:`cvit_bench.provenance.collect_environment`, collected once by a caller that
+    assembles results many times (the runner, after every cell); None collects it now.
+    """
     T = spec.T
-    upstream_stage_numbers = sorted({int(s) for s, t in cells if s.isdigit() and s != ZERO_SHOT_STAGE and t in spec.upstream})
-    rows = ([ZERO_SHOT_STAGE] if any(s == ZERO_SHOT_STAGE for s, _ in cells) else [])
-    rows += [str(t) for t in range(1, (max(upstream_stage_numbers) if upstream_stage_numbers else 0) + 1)]
+    rows = matrix_rows(cells, spec.upstream)
     tasks = list(spec.upstream)
 
     def cell_value(stage: str, task: str, attr: str):
@@ -278,10 +244,10 @@ def assemble_results(
         labels = d.stage_labels() or [final]
         for label in labels:
             c = cells.get((label, d.task))
-            key = d.task if d.protocol != "few-shot" else f"{d.task}@{label}"
+            key = d.task if d.protocol != Protocol.FEW_SHOT else f"{d.task}@{label}"
             downstream[key] = {"value": c.value if c else None, "metric": c.metric_id if c else spec.task(d.task).metric(profile),
                                "if_rate": c.if_rate if c else None, "stage": label, "n": c.n if c else 0, "protocol": d.protocol}
-            if d.protocol == "zero-shot-final":
+            if d.protocol == Protocol.ZERO_SHOT_FINAL:
                 zs_values.append(c.value if c else None)
                 zs_if.append(c.if_rate if c else None)
     all_warnings = list(warnings or [])
@@ -296,8 +262,7 @@ def assemble_results(
         "downstream_summary": {"zero_shot_AP": zero_shot_ap(zs_values) if spec.downstream and zs_values else None,
                                "zero_shot_MIF": mif(zs_if) if zs_if else None},
         "generation": generation or {},
-        "provenance": {"cvit_bench_version": __version__, "git_commit": git_commit(), "libraries": _library_versions(),
-                       **(provenance or {})},
+        "provenance": {**(environment if environment is not None else collect_environment()), **(provenance or {})},
         "warnings": all_warnings,
     }
     if spec.aggregates or spec.initial_tasks:
@@ -333,6 +298,62 @@ def load_eval_samples(folder: Path, manifest: dict, spec: BenchmarkSpec, task: s
     return read_samples(folder / rel)
 
 
+class EvalSamples(Mapping[str, list[Sample]]):
+    """Task → the prepared eval split's samples, each task read on first use and then kept (a task is scored at
+    many stages)."""
+
+    def __init__(self, folder: Path, manifest: dict, spec: BenchmarkSpec) -> None:
+        self.folder, self.manifest, self.spec = folder, manifest, spec
+        self._loaded: dict[str, list[Sample]] = {}
+
+    def __getitem__(self, task: str) -> list[Sample]:
+        if task not in self._loaded:
+            self._loaded[task] = load_eval_samples(self.folder, self.manifest, self.spec, task)
+        return self._loaded[task]
+
+    def __iter__(self) -> Iterator[str]:
+        split = self.spec.eval_split
+        return iter(dict.fromkeys(info["task"] for info in self.manifest.get("files", {}).values()
+                                  if info.get("split") == split))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+#: Called with (stage, task, prediction file, eval samples) before a cell is scored; raises to refuse it.
+CellCheck = Callable[[str, str, PredictionFile, list[Sample]], None]
+#: Called with each scored cell, in order (write its score file, refuse a compat-refused cell, ...).
+CellHook = Callable[[CellScore], None]
+
+
+def score_cells(
+    spec: BenchmarkSpec,
+    profile: str,
+    predictions: Mapping[tuple[str, str], str | os.PathLike | PredictionFile],
+    samples: Mapping[str, list[Sample]],
+    *,
+    task_notes: Mapping[str, dict] | None = None,
+    check: CellCheck | None = None,
+    on_cell: CellHook | None = None,
+) -> dict[tuple[str, str], CellScore]:
+    """Score every (stage, task) cell of ``predictions`` (a prediction file's path, or the file already read) in
+    stage order: the one scoring loop of ``score``, the runner (one finished cell at a time) and leaderboard
+    verification. ``samples`` maps a task to its eval samples (:class:`EvalSamples` reads prepared data lazily);
+    ``task_notes`` are the manifest's ``notes`` (the compat ScienceQA universe)."""
+    notes = task_notes or {}
+    cells: dict[tuple[str, str], CellScore] = {}
+    for (stage, task), source in sorted(predictions.items(), key=lambda kv: (stage_sort_key(kv[0][0]), kv[0][1])):
+        pf = source if isinstance(source, PredictionFile) else read_prediction_file(source)
+        task_samples = samples[task]
+        if check is not None:
+            check(stage, task, pf, task_samples)
+        cell = score_cell(spec, stage, task, profile, task_samples, pf, task_notes=notes.get(task))
+        if on_cell is not None:
+            on_cell(cell)
+        cells[(stage, task)] = cell
+    return cells
+
+
 def score_directory(
     predictions: str | os.PathLike,
     data: str | os.PathLike,
@@ -347,18 +368,10 @@ def score_directory(
     manifest = read_manifest(folder)
     if manifest["benchmark"]["id"] != spec.id:
         raise CvitError(f"{folder} holds benchmark {manifest['benchmark']['id']!r}, not {spec.id!r}")
-    files = discover(predictions, spec)
-    cells: dict[tuple[str, str], CellScore] = {}
-    cache: dict[str, list[Sample]] = {}
-    for (stage, task), path in sorted(files.items(), key=lambda kv: (stage_sort_key(kv[0][0]), kv[0][1])):
-        if task not in cache:
-            cache[task] = load_eval_samples(folder, manifest, spec, task)
-        cell = score_cell(spec, stage, task, profile, cache[task], read_prediction_file(path),
-                          task_notes=(manifest.get("notes") or {}).get(task))
-        write_score_files(out, cell)
-        cells[(stage, task)] = cell
+    cells = score_cells(spec, profile, discover(predictions, spec), EvalSamples(folder, manifest, spec),
+                        task_notes=manifest.get("notes"), on_cell=lambda cell: write_score_files(out, cell))
     results = assemble_results(spec, profile, manifest["template_set"], cells,
-                               provenance={"data_manifest_sha256": sha256_file(folder / "manifest.json"),
+                               provenance={"data_manifest_sha256": sha256_file(folder / MANIFEST_NAME),
                                            "predictions": str(Path(predictions).resolve())})
     write_results(Path(out) / "results.json", results)
     return results

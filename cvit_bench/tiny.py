@@ -24,8 +24,10 @@ from pathlib import Path
 
 import torch
 
+from .run_file import ADAPTER_CONFIG
+
 __all__ = ["CORPUS", "build_tiny_chat_lm", "build_tiny_llava", "build_tiny_qwen2vl", "make_lora_adapter",
-           "tiny_llava_parts"]
+           "tiny_llava_parts", "train_bpe"]
 
 VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -126,7 +128,7 @@ _QWEN_CHAT_TEMPLATE = (
 )
 
 
-def _train_bpe(special_tokens: list[str], vocab_size: int, bos: str | None):
+def train_bpe(special_tokens: list[str], vocab_size: int, bos: str | None):
     """Byte-level BPE on :data:`CORPUS`; with ``bos`` a post-processor prepends it to every sequence."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -153,7 +155,7 @@ def _train_bpe(special_tokens: list[str], vocab_size: int, bos: str | None):
 def _llava_tokenizer(vocab_size: int = 500):
     from transformers import PreTrainedTokenizerFast
 
-    tok = _train_bpe(["<unk>", "<s>", "</s>", "<pad>", "<image>"], vocab_size, bos="<s>")
+    tok = train_bpe(["<unk>", "<s>", "</s>", "<pad>", "<image>"], vocab_size, bos="<s>")
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>",
         padding_side="left", extra_special_tokens={"image_token": "<image>"},
@@ -258,7 +260,7 @@ def _qwen_tokenizer(vocab_size: int = 500):
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>"]
-    tok = _train_bpe(specials, vocab_size, bos=None)
+    tok = train_bpe(specials, vocab_size, bos=None)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         padding_side="left",
@@ -364,6 +366,6 @@ def make_lora_adapter(
     out = Path(out_dir)
     pm.save_pretrained(out)
     # peft writes the absolute base path; keep it (it documents provenance) but make the JSON stable.
-    cfg_path = out / "adapter_config.json"
+    cfg_path = out / ADAPTER_CONFIG
     cfg_path.write_text(json.dumps(json.loads(cfg_path.read_text()), indent=2, sort_keys=True) + "\n")
     return out

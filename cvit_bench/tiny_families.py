@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .tiny import _QWEN_CHAT_TEMPLATE, _qwen_tokenizer, _train_bpe
+from .tiny import _QWEN_CHAT_TEMPLATE, _qwen_tokenizer, train_bpe
 
 QUERY_TOKENS = 4
 
@@ -27,7 +27,7 @@ QUERY_TOKENS = 4
 def _blip_tokenizer(vocab_size: int = 500):
     from transformers import PreTrainedTokenizerFast
 
-    tok = _train_bpe(["<unk>", "<s>", "</s>", "<pad>", "<image>"], vocab_size, bos="<s>")
+    tok = train_bpe(["<unk>", "<s>", "</s>", "<pad>", "<image>"], vocab_size, bos="<s>")
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
                                    pad_token="<pad>", padding_side="left")
 

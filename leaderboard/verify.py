@@ -9,7 +9,7 @@ Coverage is exact: each prediction file must hold every eval sample of its task 
 are uids, or ``question_id`` = source ids for files in the reference format). Missing, extra and duplicate ids
 are refused with counts and examples, so a board never ranks a run scored on a subset.
 
-Re-scoring uses :func:`cvit_bench.score.score_cell` with the board's prepared references and the pinned metric
+Re-scoring uses :func:`cvit_bench.score.score_cells` (id coverage checked before each cell) with the board's prepared references and the pinned metric
 of the submission's profile, then :func:`cvit_bench.score.assemble_results`, which recomputes every summary
 from the matrix. The submitted results.json contributes only descriptions (method, base model, stages and
 checkpoint hashes, generation settings, provenance); its numbers are compared, never trusted.
@@ -22,11 +22,11 @@ from typing import Any
 from cvit_bench.benchmark import BenchmarkSpec
 from cvit_bench.errors import DataError
 from cvit_bench.files import sha256_file
-from cvit_bench.manifest import read_manifest, resolve_prepared
-from cvit_bench.predictions import PredictionFile, discover, read_prediction_file
+from cvit_bench.manifest import MANIFEST_NAME, read_manifest, resolve_prepared
+from cvit_bench.predictions import PredictionFile, discover
 from cvit_bench.sample import Sample
 from cvit_bench.schedule import RUN_KINDS, RunShape, cells_for
-from cvit_bench.score import CellScore, assemble_results, load_eval_samples, score_cell, stage_sort_key
+from cvit_bench.score import CellScore, EvalSamples, assemble_results, score_cells
 
 from .board import flag_differences
 
@@ -93,21 +93,22 @@ def rescore(pred_root: Path, submitted: dict[str, Any], spec: BenchmarkSpec, dat
     files = discover(pred_root, spec)
     run_kind = submitted.get("run_kind", "sequential")
     check_required(set(files), spec, where, run_kind)
-    cache: dict[str, list[Sample]] = {}
-    cells: dict[tuple[str, str], CellScore] = {}
-    for (stage, task), path in sorted(files.items(), key=lambda kv: (stage_sort_key(kv[0][0]), kv[0][1])):
-        if task not in cache:
-            cache[task] = load_eval_samples(folder, manifest, spec, task)
-        pf = read_prediction_file(path)
-        check_ids(pf, cache[task], f"{where}:predictions/{path.parent.name}/{path.name}")
-        cell = score_cell(spec, stage, task, profile, cache[task], pf, task_notes=(manifest.get("notes") or {}).get(task))
+
+    def file_of(stage: str, task: str) -> str:
+        path = files[(stage, task)]
+        return f"{where}:predictions/{path.parent.name}/{path.name}"
+
+    def refuse_refused(cell: CellScore) -> None:
         if cell.refused or cell.if_refused:   # e.g. re-typed ids pass check_ids but crash the reference script
-            raise DataError(cell.refused or cell.if_refused, file=f"{where}:predictions/{path.parent.name}/{path.name}")
-        cells[(stage, task)] = cell
+            raise DataError(cell.refused or cell.if_refused, file=file_of(cell.stage, cell.task))
+
+    cells = score_cells(spec, profile, files, EvalSamples(folder, manifest, spec), task_notes=manifest.get("notes"),
+                        check=lambda stage, task, pf, samples: check_ids(pf, samples, file_of(stage, task)),
+                        on_cell=refuse_refused)
     recomputed = assemble_results(
         spec, profile, template_set, cells, base_model=submitted.get("base_model"), method=submitted.get("method"),
         stages=submitted.get("stages") or [], generation=submitted.get("generation") or {},
-        provenance={"rescored_by": "cvit-bench leaderboard submit", "data_manifest_sha256": sha256_file(folder / "manifest.json"),
+        provenance={"rescored_by": "cvit-bench leaderboard submit", "data_manifest_sha256": sha256_file(folder / MANIFEST_NAME),
                     "submitted": submitted.get("provenance") or {}},
         extra={"run_kind": run_kind},
     )

@@ -79,3 +79,32 @@ def tiny_llava_processor(tiny_llava_dir):
     from cvit_bench.backends.processors import load_processor
 
     return load_processor(tiny_llava_dir, "llava")
+
+
+# --- the leaderboard tests' submission (test_leaderboard.py, test_board_integrity.py): built once, read-only ---
+
+@pytest.fixture(scope="session")
+def board_prepared(tmp_path_factory):
+    """Prepared CVIT references a board re-scores against (the folder given to ``--data``)."""
+    from leaderboard_fixtures import make_prepared
+
+    return make_prepared(tmp_path_factory.mktemp("board-prep"))
+
+
+@pytest.fixture(scope="session")
+def run_out(board_prepared, tmp_path_factory):
+    """A run output folder as ``evaluate --out`` leaves it (predictions/, scores/, results.json)."""
+    from leaderboard_fixtures import make_run_out
+
+    out = tmp_path_factory.mktemp("board-run") / "run"
+    make_run_out(board_prepared, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def bundle(run_out, tmp_path_factory):
+    """``run_out`` packed as a submission bundle with the tests' meta.yaml."""
+    from cvit_bench.leaderboard.bundle import pack
+    from leaderboard_fixtures import META
+
+    return pack(run_out, META, tmp_path_factory.mktemp("board-bundle") / "bundle.tar.gz")

@@ -305,7 +305,7 @@ def test_tiny_llava_is_deterministic_and_has_16_image_tokens(tiny_llava_dir, tmp
     cfg = json.loads((tiny_llava_dir / "config.json").read_text())
     assert cfg["image_seq_length"] == 16 and cfg["vision_feature_layer"] == -2
     backend = _load(tiny_llava_dir)
-    enc = backend._encode([GenerationRequest("u", "Q", "x", 1)], _images(1))
+    enc = backend.encode([GenerationRequest("u", "Q", "x", 1)], _images(1))
     assert int((enc["input_ids"] == cfg["image_token_index"]).sum()) == 16
 
 
@@ -337,11 +337,18 @@ def test_llava7b_shaped_config_has_real_shapes_without_building_weights():
 
 @pytest.mark.parametrize("fixture,fmt", [("tiny_llava_dir", "vicuna_v1"), ("tiny_qwen2vl_dir", "chat-template")])
 def test_memory_probe_runs_prompt_plus_budget_positions(fixture, fmt, request):
-    """The forward pass auto_batch_size uses on CUDA also runs on CPU (both model families)."""
+    """The forward pass auto_batch_size sizes batches with (on CUDA) also runs on CPU, for both model families,
+    over the batch's encoded prompt plus every position greedy generation may add."""
+    import dataclasses
+
     backend = _load(request.getfixturevalue(fixture), prompt_format=fmt)
     reqs, imgs = _mixed_batch(3)
-    backend._probe(reqs[2], imgs[2], 2)
-    backend._probe(reqs[0], imgs[0], 2)  # text-only
+    for req, im in ((reqs[2], imgs[2]), (reqs[0], imgs[0])):   # with an image, text-only
+        prompt_positions = backend.encode([req], [im])["input_ids"].shape[1]
+        assert backend.probe_peak(req, im, 2) == (2, prompt_positions + req.max_new_tokens)
+        # The budget is what the probe adds: a longer budget, more positions; the prompt alone with none.
+        longer = dataclasses.replace(req, max_new_tokens=req.max_new_tokens + 5)
+        assert backend.probe_peak(longer, im, 1) == (1, prompt_positions + req.max_new_tokens + 5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

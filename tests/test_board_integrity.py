@@ -16,47 +16,18 @@ from typing import Any, Callable
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from cvit_bench.cli import main
 from cvit_bench.leaderboard.board import Submitter, read_entries
 from cvit_bench.leaderboard.bundle import count_rows, pack
-from leaderboard_fixtures import META, make_prepared, make_run_out, read_tar, write_tar, zero_file_tar_gz
+from cli_helpers import assert_refused, cli, snapshot
+from leaderboard_fixtures import META, read_tar, write_tar, zero_file_tar_gz
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    return make_prepared(tmp_path_factory.mktemp("bi-prep"))
-
-
-@pytest.fixture(scope="module")
-def run_out(prepared, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bi-run") / "run"
-    make_run_out(prepared, out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def bundle(run_out, tmp_path_factory) -> Path:
-    return pack(run_out, META, tmp_path_factory.mktemp("bi-bundle") / "bundle.tar.gz")
-
-
-@pytest.fixture(scope="module")
 def reported(run_out, tmp_path_factory) -> Path:
     return pack(run_out, META, tmp_path_factory.mktemp("bi-rep") / "reported.tar.gz", reported=True)
-
-
-def snapshot(folder: Path) -> dict[str, bytes | None]:
-    """Every path under ``folder`` with its bytes (None for a folder): equal snapshots = byte-identical trees."""
-    if not folder.exists():
-        return {}
-    return {p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def rebundle(src: Path, dst: Path, *, results: Callable[[dict], Any] | None = None, raw_results: bytes | None = None,
@@ -86,36 +57,29 @@ def rebundle(src: Path, dst: Path, *, results: Callable[[dict], Any] | None = No
     return write_tar(dst, ordered)
 
 
-def submit_cli(bundle_path: Path, board: Path, prepared: Path | None = None, *extra: str):
+def submit_cli(bundle_path: Path, board: Path, board_prepared: Path | None = None, *extra: str):
     args = ["leaderboard", "submit", bundle_path, "--board", board]
-    if prepared is not None:
-        args += ["--data", prepared]
+    if board_prepared is not None:
+        args += ["--data", board_prepared]
     return cli(*args, *extra)
-
-
-def assert_refused(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in result.output, (needle, result.output)
 
 
 # ------------------------------------------------------------------------------------ 1: refusal writes nothing
 @pytest.mark.parametrize("where", ["provenance", "method", "generation"])
-def test_nan_in_results_is_refused_and_the_stored_bundle_is_untouched(bundle, prepared, tmp_path, where):
+def test_nan_in_results_is_refused_and_the_stored_bundle_is_untouched(bundle, board_prepared, tmp_path, where):
     board = tmp_path / "board"
-    assert submit_cli(bundle, board, prepared).exit_code == 0
+    assert submit_cli(bundle, board, board_prepared).exit_code == 0
     before = snapshot(board)
 
     def add_nan(doc):
         doc[where] = {**(doc.get(where) or {}), "x": float("nan")}
     hostile = rebundle(bundle, tmp_path / "nan.tar.gz", results=add_nan)
-    r = submit_cli(hostile, board, prepared)
+    r = submit_cli(hostile, board, board_prepared)
     assert_refused(r, f"{hostile}:results.json", "NaN is not a finite number")
     assert snapshot(board) == before
     # a new method name: still nothing written (no orphan bundle)
     renamed = rebundle(hostile, tmp_path / "nan2.tar.gz", meta={**META, "method": {**META["method"], "name": "Other"}})
-    assert_refused(submit_cli(renamed, board, prepared), "NaN is not a finite number")
+    assert_refused(submit_cli(renamed, board, board_prepared), "NaN is not a finite number")
     assert snapshot(board) == before
 
 
@@ -131,9 +95,9 @@ def test_overflowing_number_and_schema_version_true_are_refused(reported, tmp_pa
 
 
 # ------------------------------------------------------------------------------------ 2: ownership and history
-def test_an_entry_belongs_to_its_submitter_and_force_keeps_history(bundle, prepared, run_out, tmp_path):
+def test_an_entry_belongs_to_its_submitter_and_force_keeps_history(bundle, board_prepared, run_out, tmp_path):
     board = tmp_path / "board"
-    assert submit_cli(bundle, board, prepared).exit_code == 0
+    assert submit_cli(bundle, board, board_prepared).exit_code == 0
     victim = read_entries(board)[0]
     assert victim.submitter == Submitter("contact", META["contact"])
     before = snapshot(board)
@@ -142,11 +106,11 @@ def test_an_entry_belongs_to_its_submitter_and_force_keeps_history(bundle, prepa
         m["predictions/6/vqav2.jsonl"] = m["predictions/6/vqav2.jsonl"].replace(b'"prediction": "', b'"prediction": "no', 1)
     attacker_meta = {**META, "contact": "attacker@example.org"}
     hostile = rebundle(bundle, tmp_path / "a.tar.gz", meta=attacker_meta, members=worse)
-    r = submit_cli(hostile, board, prepared)
+    r = submit_cli(hostile, board, board_prepared)
     assert_refused(r, f"entry {victim.id}", "belongs to contact someone@example.org", "--force")
     assert snapshot(board) == before
     # the maintainer forces it: the victim's version stays in the history with its bundle and dates
-    r = submit_cli(hostile, board, prepared, "--force")
+    r = submit_cli(hostile, board, board_prepared, "--force")
     assert r.exit_code == 0, r.output
     [entry] = read_entries(board)
     assert entry.submitter == Submitter("contact", "attacker@example.org")
@@ -158,17 +122,17 @@ def test_an_entry_belongs_to_its_submitter_and_force_keeps_history(bundle, prepa
     assert (board / "submissions/bundles" / f"{victim.bundle_sha256}.tar.gz").read_bytes() == bundle.read_bytes()
 
 
-def test_submitter_tokens_are_distinct_owners(bundle, prepared, tmp_path):
+def test_submitter_tokens_are_distinct_owners(bundle, board_prepared, tmp_path):
     from cvit_bench.errors import CvitError
     from cvit_bench.leaderboard.board import OwnershipError
     from cvit_bench.leaderboard.submit import submit
 
     board = tmp_path / "board"
-    submit(bundle, board, data=prepared, submitter=Submitter("token", "tok-1"))
+    submit(bundle, board, data=board_prepared, submitter=Submitter("token", "tok-1"))
     with pytest.raises(OwnershipError, match="belongs to token tok-1"):
-        submit(bundle, board, data=prepared)                      # the same contact is not the token's owner
+        submit(bundle, board, data=board_prepared)                      # the same contact is not the token's owner
     assert issubclass(OwnershipError, CvitError)
-    again = submit(bundle, board, data=prepared, submitter=Submitter("token", "tok-1"))
+    again = submit(bundle, board, data=board_prepared, submitter=Submitter("token", "tok-1"))
     assert again.replaced and len(again.entry.history) == 1
 
 
@@ -191,11 +155,11 @@ RESULT_VARIANTS = [
 
 @pytest.mark.parametrize("tier", ["reported", "rescored"])
 @pytest.mark.parametrize("name, edit, needle", RESULT_VARIANTS, ids=[v[0] for v in RESULT_VARIANTS])
-def test_every_results_field_is_validated_at_submit(bundle, reported, prepared, tmp_path, tier, name, edit, needle):
+def test_every_results_field_is_validated_at_submit(bundle, reported, board_prepared, tmp_path, tier, name, edit, needle):
     board = tmp_path / "board"
     src = bundle if tier == "rescored" else reported
     hostile = rebundle(src, tmp_path / f"{name}.tar.gz", results=edit)
-    r = submit_cli(hostile, board, prepared if tier == "rescored" else None)
+    r = submit_cli(hostile, board, board_prepared if tier == "rescored" else None)
     assert_refused(r, f"{hostile}:results.json", needle)
     assert snapshot(board) == {}
 
@@ -222,23 +186,23 @@ def _with_member(name: str, data: bytes = b"{}\n") -> Callable[[dict[str, bytes]
     ("long-name", _with_member("predictions/6/" + "a" * 300 + ".jsonl"), ["is not listed in submission.json"]),
     ("control-chars", _with_member("predictions/6/\x1b[31mred\nline.jsonl"), ["\\x1b[31mred\\nline.jsonl"]),
 ])
-def test_unlisted_members_are_refused_at_their_header(bundle, prepared, tmp_path, label, edit, needles):
+def test_unlisted_members_are_refused_at_their_header(bundle, board_prepared, tmp_path, label, edit, needles):
     board = tmp_path / "board"
-    r = submit_cli(rebundle(bundle, tmp_path / f"{label}.tar.gz", members=edit), board, prepared)
+    r = submit_cli(rebundle(bundle, tmp_path / f"{label}.tar.gz", members=edit), board, board_prepared)
     assert_refused(r, *needles)
     assert "\x1b" not in r.output and snapshot(board) == {}
 
 
-def test_folder_named_like_a_file_and_submission_not_first_are_refused(bundle, prepared, tmp_path):
+def test_folder_named_like_a_file_and_submission_not_first_are_refused(bundle, board_prepared, tmp_path):
     board = tmp_path / "board"
     members = read_tar(bundle)
     folder = tarfile.TarInfo("results.json")
     folder.type = tarfile.DIRTYPE
     hostile = write_tar(tmp_path / "d.tar.gz", {}, extra=[folder])
-    assert_refused(submit_cli(hostile, board, prepared), "no submission.json in the bundle")
+    assert_refused(submit_cli(hostile, board, board_prepared), "no submission.json in the bundle")
     first = dict(members)
     late = write_tar(tmp_path / "late.tar.gz", {"results.json": first.pop("results.json"), **first})
-    assert_refused(submit_cli(late, board, prepared), "submission.json must be the first file", "'results.json'")
+    assert_refused(submit_cli(late, board, board_prepared), "submission.json must be the first file", "'results.json'")
     assert snapshot(board) == {}
 
 
@@ -254,12 +218,12 @@ def test_deeply_nested_json_is_refused_with_a_message(bundle, reported, tmp_path
     assert snapshot(board) == {}
 
 
-def test_non_utf8_predictions_name_the_bundle_and_member(bundle, prepared, tmp_path):
+def test_non_utf8_predictions_name_the_bundle_and_member(bundle, board_prepared, tmp_path):
     board = tmp_path / "board"
     def latin1(m):
         m["predictions/6/vqav2.jsonl"] = m["predictions/6/vqav2.jsonl"].replace(b'"prediction": "', b'"prediction": "\xff\xfe', 1)
     hostile = rebundle(bundle, tmp_path / "u.tar.gz", members=latin1)
-    r = submit_cli(hostile, board, prepared)
+    r = submit_cli(hostile, board, board_prepared)
     assert_refused(r, f"{hostile}:predictions/6/vqav2.jsonl", "record line 1", "not UTF-8")
     assert "cvit-bundle-" not in r.output                       # never the deleted temporary folder
     assert snapshot(board) == {}
@@ -300,14 +264,14 @@ def test_inflating_bundle_is_refused_fast_with_bounded_memory(reported, tmp_path
     assert list(scratch.iterdir()) == [] and not (tmp_path / "board").exists()
 
 
-def test_listed_files_over_the_limits_are_refused_before_extraction(bundle, prepared, tmp_path):
+def test_listed_files_over_the_limits_are_refused_before_extraction(bundle, board_prepared, tmp_path):
     def huge(sub):
         sub["files"][0]["bytes"] = 300 << 20
     m = read_tar(bundle)
     sub = json.loads(m["submission.json"])
     huge(sub)
     m["submission.json"] = json.dumps(sub).encode()
-    r = submit_cli(write_tar(tmp_path / "h.tar.gz", m), tmp_path / "board", prepared)
+    r = submit_cli(write_tar(tmp_path / "h.tar.gz", m), tmp_path / "board", board_prepared)
     assert_refused(r, "h.tar.gz:submission.json", "more than the per-file limit")
 
 

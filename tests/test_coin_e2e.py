@@ -13,6 +13,7 @@ import yaml
 from coin_fixtures import make_coin_files
 from cvit_bench.baselines import method_names
 from cvit_bench.baselines.run_dir import read_run
+from cvit_bench.benchmark import load_benchmark
 
 ORDER = ["scienceqa", "textvqa", "imagenet", "gqa", "vizwiz", "grounding", "vqav2", "ocrvqa"]
 META = {"method": {"name": "SeqLoRA-tiny", "family": "sequential", "description": "tiny"},
@@ -30,7 +31,7 @@ def cli(*args, ok=True):
 @pytest.fixture(scope="module")
 def coin_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("coin-e2e")
-    spec = yaml.safe_load(open(__import__("cvit_bench.benchmark", fromlist=["x"])._benchmarks_dir() / "coin.yaml"))
+    spec = yaml.safe_load(open(load_benchmark("coin").source_file))
     for t in spec["tasks"].values():
         t["max_new_tokens"] = 4
     bench = root / "coin.yaml"

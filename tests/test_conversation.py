@@ -102,3 +102,30 @@ def test_unknown_format_lists_the_valid_ones():
     assert {"vicuna_v1", "chat-template"} <= set(PROMPT_FORMATS.names())
     with pytest.raises(UnknownNameError, match="vicuna_v1"):
         get_prompt_format("alpaca")
+
+
+def test_mini_prompt_format_round_trips_on_the_shipped_base(mini_base_dir):
+    """The ``mini`` prompt format with the shipped cvit-mini base's own processor (what ``evaluate`` loads)."""
+    from cvit_bench.backends.processors import load_processor
+
+    proc = load_processor(mini_base_dir, "llava")
+    tok = proc.tokenizer
+    fmt = get_prompt_format("mini", proc)
+    prompt = "What color is the shape?\nAnswer the question using a single word or phrase."
+    prefix, answer = fmt.render_train(prompt, "red", True)
+    assert prefix == fmt.render_eval(prompt, True)
+    assert prefix.split() == ["USER:", "<image>", *prompt.split(), "ASSISTANT:"]
+    full_ids = tok(prefix + answer)["input_ids"]
+    prefix_ids = tok(prefix)["input_ids"]
+    answer_ids = tok(answer, add_special_tokens=False)["input_ids"]
+    assert full_ids == prefix_ids + answer_ids                       # word level: tokenisation is additive
+    assert tok.convert_ids_to_tokens(answer_ids) == ["red", "</s>"]
+    assert tok.decode(answer_ids, skip_special_tokens=True) == "red"
+    assert tok.decode(tok("a red circle on the left", add_special_tokens=False)["input_ids"]) == "a red circle on the left"
+    # The processor expands the one <image> into the 16 image tokens the vision tower produces.
+    from PIL import Image
+
+    batch = proc(images=[Image.new("RGB", (32, 32))], text=[prefix], return_tensors="pt")
+    assert int((batch["input_ids"] == tok.image_token_id).sum()) == 16
+    assert batch["input_ids"][0, 0].item() == tok.bos_token_id
+    assert fmt.render_eval(prompt, False) == f" USER: {prompt} ASSISTANT:"

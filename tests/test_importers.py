@@ -147,7 +147,7 @@ def _wrap(model, hf_dir) -> HFBackend:
 
 
 def _logits(backend: HFBackend, reqs, images):
-    inputs = backend._encode(reqs, images)
+    inputs = backend.encode(reqs, images)
     with torch.no_grad(), backend.generation_scope(reqs):
         return inputs, backend.model(**inputs).logits
 
@@ -159,7 +159,7 @@ def assert_same_as_native(backend: HFBackend, stage: str, native, hf_dir, ins_ty
     backend.activate(stage)
     inputs, got = _logits(backend, reqs, images)
     native_backend = _wrap(native, hf_dir)
-    assert torch.equal(native_backend._encode(reqs, images)["input_ids"], inputs["input_ids"])
+    assert torch.equal(native_backend.encode(reqs, images)["input_ids"], inputs["input_ids"])
     set_request_info(native, ins_type=[r.ins_type for r in reqs])
     with torch.no_grad():
         want = native(**inputs).logits
@@ -350,9 +350,9 @@ def test_image_token_is_added_and_embeddings_padded_to_64(tmp_path):
     from transformers import PreTrainedTokenizerFast
 
     from cvit_bench.importers.llava_layout import LlavaSettings, assemble_base
-    from cvit_bench.tiny import _train_bpe
+    from cvit_bench.tiny import train_bpe
 
-    tok = PreTrainedTokenizerFast(tokenizer_object=_train_bpe(["<unk>", "<s>", "</s>"], 300, bos="<s>"),
+    tok = PreTrainedTokenizerFast(tokenizer_object=train_bpe(["<unk>", "<s>", "</s>"], 300, bos="<s>"),
                                   unk_token="<unk>", bos_token="<s>", eos_token="</s>")
     vocab = len(tok)
     llm = LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,

@@ -25,24 +25,7 @@ from cvit_bench.leaderboard.site import build_site
 from cvit_bench.leaderboard.submit import submit
 from cvit_bench.leaderboard.verify import required_cells
 from cvit_bench.benchmark import load_benchmark
-from leaderboard_fixtures import META, make_prepared, make_run_out, read_tar, write_tar
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    return make_prepared(tmp_path_factory.mktemp("lb-prep"))
-
-
-@pytest.fixture(scope="module")
-def run_out(prepared, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("lb-run") / "run"
-    make_run_out(prepared, out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def bundle(run_out, tmp_path_factory) -> Path:
-    return pack(run_out, META, tmp_path_factory.mktemp("lb-bundle") / "bundle.tar.gz")
+from leaderboard_fixtures import META, make_prepared, read_tar, write_tar
 
 
 def _board_files(board: Path) -> list[str]:
@@ -94,9 +77,9 @@ def test_https_rule():
 
 
 # ------------------------------------------------------------------------------------------------ submit
-def test_submit_rescores_and_resubmission_replaces(bundle, prepared, run_out, tmp_path):
+def test_submit_rescores_and_resubmission_replaces(bundle, board_prepared, run_out, tmp_path):
     board = tmp_path / "board"
-    first = submit(bundle, board, data=prepared)
+    first = submit(bundle, board, data=board_prepared)
     e = first.entry
     assert not first.replaced and e.tier == "rescored" and e.flags == []
     results = json.loads((run_out / "results.json").read_text())
@@ -105,7 +88,7 @@ def test_submit_rescores_and_resubmission_replaces(bundle, prepared, run_out, tm
     assert e.checkpoints == [f"{t:064x}" for t in range(1, 7)]
     assert set(e.summary_status.values()) == {"recomputed"}
     assert e.results["provenance"]["rescored_by"].startswith("cvit-bench")
-    second = submit(bundle, board, data=prepared)
+    second = submit(bundle, board, data=board_prepared)
     assert second.replaced and second.entry.id == e.id
     assert [x.id for x in read_entries(board)] == [e.id]
     assert _board_files(board) == ["submissions", "submissions/.lock", "submissions/bundles",
@@ -117,14 +100,14 @@ def test_submit_rescores_and_resubmission_replaces(bundle, prepared, run_out, tm
     assert second.entry.history[0]["submitted_utc"] and second.entry.history[0]["replaced_utc"]
 
 
-def test_claimed_ap_that_differs_from_the_predictions_is_flagged(run_out, prepared, tmp_path):
+def test_claimed_ap_that_differs_from_the_predictions_is_flagged(run_out, board_prepared, tmp_path):
     inflated = tmp_path / "run"
     inflated.mkdir()
     results = json.loads((run_out / "results.json").read_text())
     results["summary"]["AP"] += 5.0
     results["matrix"]["values"][0][0] = 99.0
     (inflated / "results.json").write_text(json.dumps(results))
-    out = submit(pack(inflated, META, tmp_path / "b.tar.gz", predictions=run_out / "predictions"), tmp_path / "board", data=prepared)
+    out = submit(pack(inflated, META, tmp_path / "b.tar.gz", predictions=run_out / "predictions"), tmp_path / "board", data=board_prepared)
     flags = {f["field"]: f for f in out.entry.flags}
     assert set(flags) == {"summary.AP", "matrix.1/scienceqa"}
     assert flags["summary.AP"]["recomputed"] == pytest.approx(flags["summary.AP"]["submitted"] - 5.0)
@@ -135,15 +118,15 @@ def test_claimed_ap_that_differs_from_the_predictions_is_flagged(run_out, prepar
     results["summary"]["AP"] -= 5.0 - 0.009
     results["matrix"]["values"][0][0] = 100.0
     (inflated / "results.json").write_text(json.dumps(results))
-    assert submit(pack(inflated, META, tmp_path / "c.tar.gz", predictions=run_out / "predictions"), tmp_path / "board", data=prepared).entry.flags == []
+    assert submit(pack(inflated, META, tmp_path / "c.tar.gz", predictions=run_out / "predictions"), tmp_path / "board", data=board_prepared).entry.flags == []
 
 
-def test_tampered_predictions_are_refused_and_nothing_is_written(bundle, prepared, tmp_path):
+def test_tampered_predictions_are_refused_and_nothing_is_written(bundle, board_prepared, tmp_path):
     def edit(m):
         m["predictions/6/vqav2.jsonl"] = m["predictions/6/vqav2.jsonl"].replace(b'"prediction": "', b'"prediction":"x', 1)   # same size
     board = tmp_path / "board"
     with pytest.raises(DataError, match="hash mismatch") as exc:
-        submit(_repack(bundle, tmp_path / "t.tar.gz", edit), board, data=prepared)
+        submit(_repack(bundle, tmp_path / "t.tar.gz", edit), board, data=board_prepared)
     assert exc.value.record == "predictions/6/vqav2.jsonl" and exc.value.field == "sha256"
     assert _board_files(board) == []
 
@@ -153,35 +136,35 @@ def test_tampered_predictions_are_refused_and_nothing_is_written(bundle, prepare
     ("predictions/../../escape.txt", "'..' in path"),
     ("/tmp/escape.txt", "absolute path"),
 ])
-def test_archive_with_unsafe_paths_is_refused_before_extraction(bundle, prepared, tmp_path, name, problem):
+def test_archive_with_unsafe_paths_is_refused_before_extraction(bundle, board_prepared, tmp_path, name, problem):
     members = read_tar(bundle)
     members[name] = b"pwned"
     hostile = write_tar(tmp_path / "evil.tar.gz", members)
     board = tmp_path / "board"
     with pytest.raises(DataError, match=re.escape(problem)):
-        submit(hostile, board, data=prepared)
+        submit(hostile, board, data=board_prepared)
     assert _board_files(board) == []
     assert not (tmp_path / "escape.txt").exists() and not Path("/tmp/escape.txt").exists()
 
 
 @pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE, tarfile.FIFOTYPE])
-def test_links_and_devices_are_refused(bundle, prepared, tmp_path, kind):
+def test_links_and_devices_are_refused(bundle, board_prepared, tmp_path, kind):
     info = tarfile.TarInfo("predictions/6/link.jsonl")
     info.type = kind
     info.linkname = "/etc/passwd"
     hostile = write_tar(tmp_path / "evil.tar.gz", read_tar(bundle), extra=[info])
     with pytest.raises(DataError, match="refused: (link|device)"):
-        submit(hostile, tmp_path / "board", data=prepared)
+        submit(hostile, tmp_path / "board", data=board_prepared)
     assert _board_files(tmp_path / "board") == []
 
 
-def test_size_limits_are_enforced(bundle, prepared, tmp_path):
+def test_size_limits_are_enforced(bundle, board_prepared, tmp_path):
     with pytest.raises(DataError, match="per-file limit of 100"):
-        submit(bundle, tmp_path / "board", data=prepared, limits=Limits(max_file_bytes=100))
+        submit(bundle, tmp_path / "board", data=board_prepared, limits=Limits(max_file_bytes=100))
     with pytest.raises(DataError, match="more than 10 archive members"):
-        submit(bundle, tmp_path / "board", data=prepared, limits=Limits(max_files=10))
+        submit(bundle, tmp_path / "board", data=board_prepared, limits=Limits(max_files=10))
     with pytest.raises(DataError, match="the bundle has .* bytes, more than the limit"):
-        submit(bundle, tmp_path / "board", data=prepared, limits=Limits(max_bundle_bytes=1000))
+        submit(bundle, tmp_path / "board", data=board_prepared, limits=Limits(max_bundle_bytes=1000))
     assert _board_files(tmp_path / "board") == []
 
 
@@ -202,42 +185,42 @@ def _edit_jsonl(m, name, fn):
     (lambda lines: lines + lines[:1], "1 duplicate id(s)"),
     (lambda lines: [{**lines[0], "prediction": None}] + lines[1:], "`text` is null"),   # compat refuses the cell
 ])
-def test_missing_extra_or_duplicate_ids_are_refused(bundle, prepared, tmp_path, fn, message):
+def test_missing_extra_or_duplicate_ids_are_refused(bundle, board_prepared, tmp_path, fn, message):
     bad = _repack(bundle, tmp_path / "b.tar.gz", lambda m: _edit_jsonl(m, "predictions/5/gqa.jsonl", fn))
     with pytest.raises(DataError, match=re.escape(message)) as exc:
-        submit(bad, tmp_path / "board", data=prepared)
+        submit(bad, tmp_path / "board", data=board_prepared)
     assert "predictions/5/gqa.jsonl" in str(exc.value)
     assert _board_files(tmp_path / "board") == []
 
 
-def test_missing_required_cell_and_unlisted_file_are_refused(bundle, prepared, tmp_path):
+def test_missing_required_cell_and_unlisted_file_are_refused(bundle, board_prepared, tmp_path):
     def drop(m):
         del m["predictions/6/vizwiz.jsonl"]
         sub = json.loads(m["submission.json"])
         sub["files"] = [f for f in sub["files"] if f["path"] != "predictions/6/vizwiz.jsonl"]
         m["submission.json"] = json.dumps(sub).encode()
     with pytest.raises(DataError, match=r"1 prediction file\(s\) .* missing: predictions/6/vizwiz.jsonl"):
-        submit(_repack(bundle, tmp_path / "a.tar.gz", drop), tmp_path / "board", data=prepared)
+        submit(_repack(bundle, tmp_path / "a.tar.gz", drop), tmp_path / "board", data=board_prepared)
     with pytest.raises(DataError, match="member 'predictions/6/extra.jsonl' is not listed in submission.json"):
         submit(_repack(bundle, tmp_path / "b.tar.gz", lambda m: m.update({"predictions/6/extra.jsonl": b"{}\n"})),
-               tmp_path / "board", data=prepared)
+               tmp_path / "board", data=board_prepared)
     assert _board_files(tmp_path / "board") == []
 
 
-def test_unknown_schema_version_and_unsafe_links_are_refused(bundle, prepared, tmp_path):
+def test_unknown_schema_version_and_unsafe_links_are_refused(bundle, board_prepared, tmp_path):
     def version(m):
         sub = json.loads(m["submission.json"])
         sub["schema_version"] = 99
         m["submission.json"] = json.dumps(sub).encode()
     with pytest.raises(SchemaVersionError, match="unknown submission schema_version 99"):
-        submit(_repack(bundle, tmp_path / "v.tar.gz", version), tmp_path / "board", data=prepared)
+        submit(_repack(bundle, tmp_path / "v.tar.gz", version), tmp_path / "board", data=board_prepared)
 
     def js_link(m):
         sub = json.loads(m["submission.json"])
         sub["meta"]["links"]["paper"] = "javascript:alert(1)"
         m["submission.json"] = json.dumps(sub).encode()
     with pytest.raises(DataError) as exc:
-        submit(_repack(bundle, tmp_path / "j.tar.gz", js_link), tmp_path / "board", data=prepared)
+        submit(_repack(bundle, tmp_path / "j.tar.gz", js_link), tmp_path / "board", data=board_prepared)
     assert exc.value.field == "meta.links.paper"
     assert _board_files(tmp_path / "board") == []
 
@@ -296,9 +279,9 @@ def _evil_entry() -> Entry:
                  links={"paper": "javascript:alert(2)", "code": "https://example.org/code"}, contact="<img src=x>")
 
 
-def test_site_tables_never_mix_boards_and_escape_everything(bundle, prepared, tmp_path):
+def test_site_tables_never_mix_boards_and_escape_everything(bundle, board_prepared, tmp_path):
     board = tmp_path / "board"
-    submit(bundle, board, data=prepared)
+    submit(bundle, board, data=board_prepared)
     seed_board(board)
     write_entry(board, _evil_entry())             # a board file edited by hand: the site must still be inert
     site = build_site(board, tmp_path / "site")
@@ -330,7 +313,7 @@ def test_site_tables_never_mix_boards_and_escape_everything(bundle, prepared, tm
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def test_cli_pack_submit_seed_build(run_out, prepared, tmp_path):
+def test_cli_pack_submit_seed_build(run_out, board_prepared, tmp_path):
     import yaml
     (tmp_path / "meta.yaml").write_text(yaml.safe_dump(META))
     runner = CliRunner()
@@ -339,10 +322,10 @@ def test_cli_pack_submit_seed_build(run_out, prepared, tmp_path):
     assert r.exit_code == 0, r.output
     board = tmp_path / "board"
     r = runner.invoke(main, ["leaderboard", "submit", str(tmp_path / "b.tar.gz"), "--board", str(board),
-                             "--data", str(prepared)])
+                             "--data", str(board_prepared)])
     assert r.exit_code == 0 and "added rescored entry" in r.output, r.output
     r = runner.invoke(main, ["leaderboard", "submit", str(tmp_path / "b.tar.gz"), "--board", str(board),
-                             "--data", str(prepared), "--max-file-mb", "0.00001"])
+                             "--data", str(board_prepared), "--max-file-mb", "0.00001"])
     assert r.exit_code == 2 and "per-file limit" in r.output
     assert runner.invoke(main, ["leaderboard", "seed", "--board", str(board)]).exit_code == 0
     r = runner.invoke(main, ["leaderboard", "build", "--board", str(board), "--out", str(tmp_path / "site")])
@@ -353,7 +336,7 @@ def test_cli_pack_submit_seed_build(run_out, prepared, tmp_path):
     assert r.exit_code == 2 and "links.paper" in r.output and not (tmp_path / "x.tar.gz").exists()
 
 
-def test_results_naming_a_benchmark_path_or_a_broken_matrix_are_refused(bundle, run_out, prepared, tmp_path):
+def test_results_naming_a_benchmark_path_or_a_broken_matrix_are_refused(bundle, run_out, board_prepared, tmp_path):
     def path_id(m):
         results = json.loads(m["results.json"])
         results["benchmark"]["id"] = str(tmp_path / "evil.yaml")
@@ -365,7 +348,7 @@ def test_results_naming_a_benchmark_path_or_a_broken_matrix_are_refused(bundle, 
                 f.update(sha256=hashlib.sha256(m["results.json"]).hexdigest(), bytes=len(m["results.json"]))
         m["submission.json"] = json.dumps(sub).encode()
     with pytest.raises(DataError, match="does not match the results.json schema") as exc:
-        submit(_repack(bundle, tmp_path / "p.tar.gz", path_id), tmp_path / "board", data=prepared)
+        submit(_repack(bundle, tmp_path / "p.tar.gz", path_id), tmp_path / "board", data=board_prepared)
     assert exc.value.field == "benchmark.id" and exc.value.file == f"{tmp_path / 'p.tar.gz'}:results.json"
     broken = tmp_path / "broken"
     broken.mkdir()

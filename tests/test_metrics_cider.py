@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from cvit_bench.errors import CvitError
 from cvit_bench.sample import Sample
-from cvit_bench.scoring.base import get_metric
-from cvit_bench.scoring.cider_d import cider_d, cider_d_bestref, cider_d_scores, resolve_metric_id
+from cvit_bench.scoring.base import get_metric, resolve_metric
+from cvit_bench.scoring.cider_d import cider_d, cider_d_bestref, cider_d_scores
 from cvit_bench.scoring.normalize import java_ptb_available
 
 IMG1 = ("a man riding a horse", ["a man riding a horse", "a man riding a horse"])
@@ -166,14 +166,17 @@ def test_ptb_java_metric_matches_ptb_py_on_plain_captions():
     java = get_metric("cider_d@ptb").score(samples, FLICKR_PRED)
     py = get_metric("cider_d@ptb-py").score(samples, FLICKR_PRED)
     assert java.per_sample == pytest.approx(py.per_sample, abs=1e-9)
-    assert resolve_metric_id("cider_d@ptb") == "cider_d@ptb"
+    metric, notes = resolve_metric("cider_d@ptb", samples)
+    assert metric.id == "cider_d@ptb" and notes == []
 
 
 def test_ptb_java_refuses_and_resolves_to_py_without_java(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert resolve_metric_id("cider_d@ptb") == "cider_d@ptb-py"
-    assert resolve_metric_id("cider_d@whitespace") == "cider_d@whitespace"
     samples = [caption_sample(i, refs) for i, refs in enumerate(FLICKR_REFS)]
+    metric, notes = resolve_metric("cider_d@ptb", samples)
+    assert metric.id == "cider_d@ptb-py" and notes == [
+        "Java PTB tokenizer unavailable; scored with cider_d@ptb-py instead of cider_d@ptb"]
+    assert resolve_metric("cider_d@whitespace", samples) == (get_metric("cider_d@whitespace"), [])
     with pytest.raises(CvitError, match="cider_d@ptb-py"):
         get_metric("cider_d@ptb").score(samples, FLICKR_PRED)
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from cvit_bench.errors import DataError
 from cvit_bench.sample import Sample
-from cvit_bench.scoring.base import get_metric, metric_ids
+from cvit_bench.scoring.base import get_metric, metric_ids, resolve_metric
 from cvit_bench.scoring.iou50 import iou, parse_coin_box, parse_robust_box
 from cvit_bench.scoring.mc_letter import parse_llava_letter
 from cvit_bench.scoring.vqa_soft import soft_accuracy
@@ -286,3 +286,17 @@ def test_every_metric_scores_in_range_without_nan(preds):
             assert v is None or (math.isfinite(v) and -1e-9 <= v <= top + 1e-9)
         assert res.value is None or (math.isfinite(res.value) and 0 <= res.value <= top + 1e-9)
         assert res.n == sum(1 for v in res.per_sample if v is not None)
+
+
+def test_a_metric_names_its_own_fallback():
+    """vqa_soft@m4c without the human answers is scored as exact@m4c, with a note; every other metric (and
+    vqa_soft@m4c on 10 answers) is scored as itself."""
+    ten = [sample(["stop"] * 7 + ["go"] * 3) for _ in range(3)]
+    one = ten + [sample(["stop"])]
+    assert resolve_metric("vqa_soft@m4c", ten) == (get_metric("vqa_soft@m4c"), [])
+    metric, notes = resolve_metric("vqa_soft@m4c", one)
+    assert metric.id == "exact@m4c" and notes == [
+        "the prepared data has no 10 human answers; scored with exact@m4c instead of vqa_soft@m4c"]
+    assert metric.score(one, ["stop"] * 4).value == 100.0
+    for metric_id in ("exact@m4c", "mc_letter@llava", "substring@smolora", "iou50@robust", "cider_d@whitespace"):
+        assert resolve_metric(metric_id, one) == (get_metric(metric_id), [])

@@ -172,32 +172,6 @@ def test_vocabulary_covers_every_prompt_and_target(tmp_path):
                 assert len(ids) == 1 + len((prefix + answer).replace("</s>", " </s>").split())
 
 
-def test_mini_prompt_format_round_trips():
-    from cvit_bench.mini_model import MiniRecipe, _build_processor, build_word_tokenizer, mini_vocabulary
-
-    tok = build_word_tokenizer(mini_vocabulary())
-    proc = _build_processor(MiniRecipe(), tok)
-    fmt = get_prompt_format("mini", proc)
-    prompt = "What color is the shape?\nAnswer the question using a single word or phrase."
-    prefix, answer = fmt.render_train(prompt, "red", True)
-    assert prefix == fmt.render_eval(prompt, True)
-    assert prefix.split() == ["USER:", "<image>", *prompt.split(), "ASSISTANT:"]
-    full_ids = tok(prefix + answer)["input_ids"]
-    prefix_ids = tok(prefix)["input_ids"]
-    answer_ids = tok(answer, add_special_tokens=False)["input_ids"]
-    assert full_ids == prefix_ids + answer_ids                       # word level: tokenisation is additive
-    assert tok.convert_ids_to_tokens(answer_ids) == ["red", "</s>"]
-    assert tok.decode(answer_ids, skip_special_tokens=True) == "red"
-    assert tok.decode(tok("a red circle on the left", add_special_tokens=False)["input_ids"]) == "a red circle on the left"
-    # The processor expands the one <image> into the 16 image tokens the vision tower produces.
-    from PIL import Image
-
-    batch = proc(images=[Image.new("RGB", (32, 32))], text=[prefix], return_tensors="pt")
-    assert int((batch["input_ids"] == tok.image_token_id).sum()) == 16
-    assert batch["input_ids"][0, 0].item() == tok.bos_token_id
-    assert fmt.render_eval(prompt, False) == f" USER: {prompt} ASSISTANT:"
-
-
 # ----------------------------------------------------------------------------------------------- base model
 
 def test_shipped_mini_base_loads_offline_and_passes_its_heldout_check(mini_base_dir):

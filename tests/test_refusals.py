@@ -12,32 +12,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from cvit_bench.cli import main
 from cvit_bench.files import JsonlAppender, iter_jsonl
 from cvit_bench.manifest import read_manifest, verify_files
 from cvit_fixtures import make_cvit_files
+from cli_helpers import assert_refused, cli, snapshot
 from leaderboard_fixtures import write_predictions
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def snapshot(folder: Path) -> dict[str, bytes | None]:
-    if not folder.exists():
-        return {}
-    return {p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_refused(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in result.output, (needle, result.output)
 
 
 @pytest.fixture(scope="module")
@@ -244,11 +226,11 @@ def test_complete_last_line_without_newline_is_kept_on_resume(tmp_path):
 
 
 def test_train_accepts_a_benchmark_yaml_path_like_evaluate(prepared_all):
-    from cvit_bench.baselines.trainer import _resolve_data
+    from cvit_bench.baselines.trainer import resolve_training_data
     from cvit_bench.benchmark import load_benchmark
 
     yaml_path = load_benchmark("cvit").source_file
-    assert _resolve_data(prepared_all, str(yaml_path)) == prepared_all / "cvit"
+    assert resolve_training_data(prepared_all, str(yaml_path)) == prepared_all / "cvit"
 
 
 def test_a_write_failure_is_exit_2_naming_the_file_and_leaves_nothing_partial(results_json, tmp_path, monkeypatch):

@@ -94,6 +94,21 @@ def test_three_stage_run_gives_lower_triangle_and_scorer_summary(baseline):
     assert (out / "scores" / "3" / "gqa.jsonl").is_file()
 
 
+def test_score_of_the_runs_predictions_gives_the_runs_numbers(baseline, prepared, bench_yaml, tmp_path):
+    """One scoring path: ``cvit-bench score`` on evaluate's prediction files writes the same score files and
+    the same cells, matrix and summary as evaluate did."""
+    from cvit_bench.score import score_directory
+
+    out, results = baseline
+    rescored = score_directory(out / "predictions", prepared, benchmark=str(bench_yaml), profile="compat",
+                               out=tmp_path)
+    for key in ("matrix", "if_rates", "cells", "summary", "downstream", "warnings"):
+        assert rescored[key] == results[key], key
+    ours = sorted(p.relative_to(out) for p in (out / "scores").rglob("*.jsonl"))
+    assert ours and ours == sorted(p.relative_to(tmp_path) for p in (tmp_path / "scores").rglob("*.jsonl"))
+    assert all((out / p).read_bytes() == (tmp_path / p).read_bytes() for p in ours)
+
+
 def test_batch_size_does_not_change_predictions(baseline, run_dir, prepared, bench_yaml, tmp_path):
     out8, _ = baseline
     _evaluate(run_dir, prepared, bench_yaml, tmp_path, batch_size=1)
@@ -147,6 +162,21 @@ def test_resume_after_interrupt_generates_nothing_twice(baseline, run_dir, prepa
     assert len(seen) == total_requests            # every sample generated exactly once over both runs
     assert _preds(tmp_path) == _preds(out8)
     assert results["matrix"] == results8["matrix"] and results["summary"] == results8["summary"]
+
+
+def test_provenance_is_collected_once_per_run(baseline, run_dir, prepared, bench_yaml, tmp_path, monkeypatch):
+    """results.json is rewritten after each of the 7 cells; the git commit in it is asked for once."""
+    import shutil
+
+    real_git, calls = shutil.which("git"), tmp_path / "git-calls"
+    shim = tmp_path / "bin" / "git"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\nexec "{real_git}" "$@"\n')
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}{os.pathsep}{os.environ['PATH']}")
+    results = _evaluate(run_dir, prepared, bench_yaml, tmp_path / "out", batch_size=8)
+    assert len(results["cells"]) == 7 and calls.read_text().splitlines() == ["rev-parse HEAD"]
+    assert results["provenance"]["git_commit"] == baseline[1]["provenance"]["git_commit"]
 
 
 def test_rerun_with_other_checkpoint_refuses_to_mix(baseline, run_dir, prepared, bench_yaml, tmp_path, tiny_llava_dir):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 
@@ -15,7 +16,7 @@ from cvit_bench.baselines import get_method, load_for_eval, make_method, method_
 from cvit_bench.baselines.data import IGNORE_INDEX, Collator, encode_samples, select_by_hash
 from cvit_bench.baselines.replay import ReplayOptions, draw_replay
 from cvit_bench.run_file import read_run
-from cvit_bench.baselines.trainer import answer_loss, lr_factor, step_plan, train_run, warmup_count
+from cvit_bench.baselines.trainer import answer_loss, stage_schedule, step_plan, train_run, warmup_count
 from cvit_bench.cli.train import train_command
 from cvit_bench.conversation import get_prompt_format
 from cvit_bench.errors import CvitError, UnknownNameError
@@ -288,11 +289,40 @@ def test_replay_buffer_and_draw_are_deterministic():
     assert ReplayOptions(buffer_size=50).buffer_share(20) == 20
 
 
+def _stage_lrs(schedule_for, lr: float, total: int) -> list[float]:
+    """The lr each of ``total`` optimizer steps uses under the schedule ``schedule_for(optimizer)`` builds."""
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=lr)
+    schedule = schedule_for(optimizer)
+    lrs = []
+    for _ in range(total):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return lrs
+
+
+def test_stage_schedule_is_the_documented_sequence_and_the_library_cosine():
+    """The demo recipe (cvit_bench/demo.py MINI_TRAINING): the shipped runs depend on this exact lr sequence."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    from cvit_bench.demo import MINI_TRAINING
+
+    lr, total, warm = MINI_TRAINING["lr"], MINI_TRAINING["max_steps_per_task"], MINI_TRAINING["warmup_steps"]
+    documented = [lr * (s + 1) / warm if s < warm else lr * 0.5 * (1 + math.cos(math.pi * (s - warm) / (total - warm)))
+                  for s in range(total)]
+    ours = _stage_lrs(lambda opt: stage_schedule(opt, total, warm), lr, total)
+    library = _stage_lrs(lambda opt: get_cosine_schedule_with_warmup(opt, warm, total), lr, total)
+    assert ours == pytest.approx(documented, rel=1e-9, abs=0)
+    # The decay is the library's to the bit; its warm-up starts at lr 0, one step behind the trainer's.
+    assert ours[warm:] == library[warm:]
+    assert library[0] == 0.0 and ours[0] == lr / warm and ours[warm - 1] == lr
+
+
 def test_schedule_and_step_plan():
     total, warm = 10, warmup_count(10, 0.03, None)
     assert warm == 1
-    factors = [lr_factor(s, total, 2) for s in range(total)]
-    assert factors[:2] == [0.5, 1.0] and factors[2] == 1.0
+    factors = [v / 1e-3 for v in _stage_lrs(lambda opt: stage_schedule(opt, total, 2), 1e-3, total)]
+    assert factors[:3] == pytest.approx([0.5, 1.0, 1.0], rel=1e-12)
     assert all(a >= b for a, b in zip(factors[2:], factors[3:])) and factors[-1] > 0
     plan = step_plan(10, batch_size=3, grad_accum=2, epochs=2, max_steps=None, seed=0)
     assert len(plan) == 4 and sorted(i for step in plan[:2] for b in step for i in b) == list(range(10))

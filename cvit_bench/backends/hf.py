@@ -194,7 +194,9 @@ class HFBackend:
         return self._set.generation_context(requests)
 
     # ------------------------------------------------------------------ generation
-    def _encode(self, requests: list[GenerationRequest], images: list[Image.Image | None]):
+    def encode(self, requests: list[GenerationRequest], images: list[Image.Image | None]) -> dict[str, Any]:
+        """The model inputs of one batch, as :meth:`generate` feeds them (prompt format, image tokens, left
+        padding, device and dtype); for callers that run their own forward pass in :meth:`generation_scope`."""
         if len(requests) != len(images):
             raise ValueError(f"{len(requests)} requests but {len(images)} images")
         for r, im in zip(requests, images):
@@ -220,7 +222,7 @@ class HFBackend:
 
         if not requests:
             return []
-        inputs = self._encode(requests, images)
+        inputs = self.encode(requests, images)
         tok = self.processor.tokenizer
         eos = self._eos_ids()
         gen_cfg = GenerationConfig(
@@ -259,12 +261,12 @@ class HFBackend:
             return CPU_BATCH_SIZE
         if not requests:
             raise ValueError("auto_batch_size needs at least one request to size the probe")
-        lengths = [len(self._encode([r], [im])["input_ids"][0]) for r, im in zip(requests, images)]
+        lengths = [len(self.encode([r], [im])["input_ids"][0]) for r, im in zip(requests, images)]
         i = max(range(len(requests)), key=lambda k: lengths[k] + requests[k].max_new_tokens)
         fits, n = 0, 1
         while n <= max_batch_size:
             try:
-                self._probe(requests[i], images[i], n)
+                self.probe_peak(requests[i], images[i], n)
             except torch.OutOfMemoryError:
                 break
             finally:
@@ -275,8 +277,11 @@ class HFBackend:
                             f" {requests[i].max_new_tokens} new tokens does not fit in GPU memory")
         return fits
 
-    def _probe(self, req: GenerationRequest, image: Image.Image | None, n: int) -> None:
-        inputs = self._encode([req] * n, [image] * n)
+    def probe_peak(self, req: GenerationRequest, image: Image.Image | None, n: int) -> tuple[int, int]:
+        """The forward pass :meth:`auto_batch_size` sizes batches with: ``req`` repeated ``n`` times over its
+        prompt plus ``max_new_tokens`` positions, KV cache on, logits of the last position only. Returns the
+        (batch, positions) it ran; raises ``torch.OutOfMemoryError`` when it does not fit."""
+        inputs = self.encode([req] * n, [image] * n)
         extra = torch.full((n, req.max_new_tokens), self.processor.tokenizer.pad_token_id or 0,
                            dtype=inputs["input_ids"].dtype, device=self.device)
         inputs["input_ids"] = torch.cat([inputs["input_ids"], extra], dim=1)
@@ -288,6 +293,7 @@ class HFBackend:
             self.model(**inputs, use_cache=True, logits_to_keep=1)
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
+        return n, int(inputs["input_ids"].shape[1])
 
     # ------------------------------------------------------------------ provenance
     def describe(self) -> dict[str, Any]:

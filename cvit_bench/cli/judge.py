@@ -4,10 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-console = Console(stderr=True)
+from ..profiles import DEFAULT_PROFILE, PROFILES
+from .common import console, stdout
 
 
 @click.command("judge")
@@ -16,7 +15,7 @@ console = Console(stderr=True)
 @click.option("--judge", "judge_model", required=True, help="judge model: a folder or a locally cached hub id (causal LM with a chat template)")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="writes OUT/judge.json and OUT/judgments/")
 @click.option("--benchmark", default="coin", show_default=True)
-@click.option("--profile", type=click.Choice(["compat", "standard"]), default="compat", show_default=True,
+@click.option("--profile", type=click.Choice(PROFILES), default=DEFAULT_PROFILE, show_default=True,
               help="compat: CoIN's reply parser and rounding (gk_judge@coin); standard: gk_judge@robust")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="judgment cache file (default OUT/judgments.jsonl)")
 @click.option("--batch-size", type=int, default=8, show_default=True)
@@ -29,11 +28,13 @@ console = Console(stderr=True)
 def judge_command(predictions, data, judge_model, out, benchmark, profile, cache, batch_size, sampling, seed, tasks,
                   dtype, device) -> None:
     """Rate predictions 0-10 with an LLM judge (CoIN's General Knowledge track); cached, never mixed with rule scores."""
+    from rich.table import Table
+
     from ..judge import JudgeSettings, run_judge
     from .progress import RichProgress
 
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    with RichProgress(console) as progress:
+    with RichProgress(console()) as progress:
         run = run_judge(predictions, data, judge_model=judge_model, out=out, benchmark=benchmark, profile=profile,
                         cache=cache, batch_size=batch_size, settings=JudgeSettings(sampling=sampling, seed=seed),
                         dtype=dtype, device=device, tasks=task_list,
@@ -46,10 +47,10 @@ def judge_command(predictions, data, judge_model, out, benchmark, profile, cache
         table.add_column(t, justify="right")
     for label, row in zip(r["matrix"]["stages"], r["matrix"]["values"]):
         table.add_row(label, *("" if v is None else f"{v:.2f}" for v in row))
-    Console().print(table)
-    console.print("  ".join(f"{names.get(k, k)} {'—' if v is None else f'{v:.2f}'}" for k, v in r["summary"].items()),
+    stdout().print(table)
+    console().print("  ".join(f"{names.get(k, k)} {'—' if v is None else f'{v:.2f}'}" for k, v in r["summary"].items()),
                   highlight=False)
-    console.print(f"judgments: {run.n_asked} asked, {run.n_cached} from the cache", highlight=False)
+    console().print(f"judgments: {run.n_asked} asked, {run.n_cached} from the cache", highlight=False)
     click.echo(f"wrote {Path(out) / 'judge.json'}")
 
 
@@ -61,7 +62,7 @@ def judge_command(predictions, data, judge_model, out, benchmark, profile, cache
 @click.option("--meta", required=True, type=click.Path(dir_okay=False, path_type=Path), help="meta.yaml of the method")
 @click.option("--judge", "judge_model", required=True, help="the board's pinned judge model")
 @click.option("--benchmark", default="coin", show_default=True)
-@click.option("--profile", type=click.Choice(["compat", "standard"]), default="compat", show_default=True)
+@click.option("--profile", type=click.Choice(PROFILES), default=DEFAULT_PROFILE, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 def leaderboard_judge_command(board, predictions, data, meta, judge_model, benchmark, profile, batch_size, device) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import DataError
+from ..run_file import ADAPTER_CONFIG, DEFAULT_WEIGHTS
 from . import StageFormat, register_format
 from .fork_experts import read_fork_layers, require_other, write_moe_stage
 from .llava import adapter_weights_file, read_adapter_config, refuse_options
@@ -42,7 +43,7 @@ class CoinMoeLora(StageFormat):
 
     def convert(self, stage_dir: Path, base: nn.Module, out: Path,
                 options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        cfg_path = stage_dir / "adapter_config.json"
+        cfg_path = stage_dir / ADAPTER_CONFIG
         cfg = read_adapter_config(stage_dir)
         refuse_options(cfg, cfg_path, "moe-lora")
         r, experts = positive_int(cfg, "r", cfg_path), positive_int(cfg, "expert_num", cfg_path, 4)
@@ -60,7 +61,7 @@ class CoinMoeLora(StageFormat):
                    "lora_dropout": float(cfg.get("lora_dropout", 0.0))}
         write_moe_stage(base, "moe-lora", options, {"tasks": []}, sorted(layers), tensors, out, file=weights_path)
         return {"method": "moe-lora", "config": {**options, "task_embedding_dim": cfg.get("task_embedding_dim")},
-                "weights": "adapter_model.safetensors", "sources": [weights_path, cfg_path]}
+                "weights": DEFAULT_WEIGHTS, "sources": [weights_path, cfg_path]}
 
 
 register_format(CoinMoeLora())

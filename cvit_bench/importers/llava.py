@@ -28,16 +28,16 @@ from torch import nn
 
 from ..errors import DataError
 from ..files import read_json
+from ..run_file import ADAPTER_CONFIG, ADAPTER_WEIGHT_FILES, DEFAULT_WEIGHTS
 from . import StageFormat, register_format
 from .llava_layout import hf_key, linear_of, strip_peft_prefix
-from .weights import check_state_dict, load_weights_file
+from .weights import MODEL_WEIGHT_FILES, MODEL_WEIGHT_INDEXES, check_state_dict, load_weights_file
 
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _LORA_KEY = re.compile(r"(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_magnitude_vector)(?:\.weight)?$")
 
 
 def read_adapter_config(stage_dir: Path) -> dict[str, Any]:
-    path = stage_dir / "adapter_config.json"
+    path = stage_dir / ADAPTER_CONFIG
     cfg = read_json(path, "adapter config of a LLaVA stage")
     if not isinstance(cfg, dict):
         raise DataError("not a JSON object", file=path)
@@ -45,10 +45,10 @@ def read_adapter_config(stage_dir: Path) -> dict[str, Any]:
 
 
 def adapter_weights_file(stage_dir: Path) -> Path:
-    for name in ADAPTER_FILES:
+    for name in ADAPTER_WEIGHT_FILES:
         if (stage_dir / name).is_file():
             return stage_dir / name
-    raise DataError(f"stage folder has no {' or '.join(ADAPTER_FILES)}", file=stage_dir)
+    raise DataError(f"stage folder has no {' or '.join(ADAPTER_WEIGHT_FILES)}", file=stage_dir)
 
 
 def refuse_options(cfg: Mapping[str, Any], path: Path, method: str) -> None:
@@ -74,11 +74,11 @@ class LlavaLora(StageFormat):
 
     def convert(self, stage_dir: Path, base: nn.Module, out: Path,
                 options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        if not (stage_dir / "adapter_config.json").is_file() and is_merged_stage(stage_dir):
+        if not (stage_dir / ADAPTER_CONFIG).is_file() and is_merged_stage(stage_dir):
             from .llava_merged import convert_merged
 
             return convert_merged(stage_dir, base, out, options or {})
-        cfg_path = stage_dir / "adapter_config.json"
+        cfg_path = stage_dir / ADAPTER_CONFIG
         cfg = read_adapter_config(stage_dir)
         if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
             raise DataError(f"peft_type {cfg.get('peft_type')!r} is not a plain LoRA stage (--format llava); "
@@ -132,15 +132,14 @@ def write_lora(out: Path, modules: Mapping[str, nn.Linear], tensors: dict[str, t
     check_state_dict(tensors, expected, file=file, what="a LoRA adapter for this base")
     out.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(str(out))
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "adapter_model.safetensors"))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / DEFAULT_WEIGHTS))
     return {"method": "lora", "config": {"r": lora.r, "lora_alpha": lora.alpha, "target_modules": len(modules)},
-            "weights": "adapter_model.safetensors"}
+            "weights": DEFAULT_WEIGHTS}
 
 
 def is_merged_stage(stage_dir: Path) -> bool:
     """A merged full LLaVA checkpoint (LLaVA's merge_lora_weights.py): model weights, no adapter."""
-    return any((stage_dir / n).is_file() for n in ("model.safetensors", "pytorch_model.bin",
-                                                    "model.safetensors.index.json", "pytorch_model.bin.index.json"))
+    return any((stage_dir / n).is_file() for n in MODEL_WEIGHT_FILES + MODEL_WEIGHT_INDEXES)
 
 
 register_format(LlavaLora())

@@ -27,6 +27,8 @@ import torch
 
 from ..errors import CvitError, DataError, MissingFileError
 from ..files import atomic_write_json, read_json, sha256_file
+from ..run_file import ADAPTER_CONFIG
+from ..schedule import stage_folder
 from . import get_format
 from .llava_layout import (LlavaSettings, assemble_base, complete_projector, projector_tensors, read_base_projector,
                            read_llava_settings)
@@ -173,7 +175,7 @@ def import_run(req: ImportRequest, *, log: Callable[[str], None] = lambda m: Non
     stages, provenance = [], list(base_info["provenance"])
     method = None
     for index, (stage_dir, task) in enumerate(zip(req.stages, req.stage_tasks), 1):
-        folder = out / f"stage-{index:02d}-{task}"
+        folder = out / stage_folder(index, task)
         stage_files = _files_of(stage_dir)
 
         def make_stage(tmp: Path, stage_dir=stage_dir) -> dict[str, Any]:
@@ -223,7 +225,7 @@ def llava_stage_format(folder: str | os.PathLike) -> str | None:
     from .llava import is_merged_stage
 
     folder = Path(folder)
-    cfg, adapter = folder / "config.json", folder / "adapter_config.json"
+    cfg, adapter = folder / "config.json", folder / ADAPTER_CONFIG
     if not cfg.is_file():
         return None
     try:

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from ..errors import DataError
+from ..run_file import ADAPTER_CONFIG, DEFAULT_WEIGHTS
 from . import StageFormat, register_format
 from .coin_moelora import positive_int
 from .fork_experts import read_fork_layers, require_other, write_moe_stage
@@ -71,7 +72,7 @@ class SmoLoraFork(StageFormat):
 
     def convert(self, stage_dir: Path, base: nn.Module, out: Path,
                 options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        cfg_path = stage_dir / "adapter_config.json"
+        cfg_path = stage_dir / ADAPTER_CONFIG
         cfg = read_adapter_config(stage_dir)
         refuse_options(cfg, cfg_path, "smolora")
         r, experts = positive_int(cfg, "r", cfg_path), positive_int(cfg, "expert_num", cfg_path, 4)
@@ -108,7 +109,7 @@ class SmoLoraFork(StageFormat):
                      "instruction_encoder": ENCODER, "template_set": None}
         write_moe_stage(base, "smolora", options, structure, sorted(layers), tensors, out, file=weights_path)
         return {"method": "smolora", "config": {**options, "ins_type": cfg.get("ins_type")},
-                "weights": "adapter_model.safetensors", "sources": [weights_path, cfg_path]}
+                "weights": DEFAULT_WEIGHTS, "sources": [weights_path, cfg_path]}
 
 
 register_format(SmoLoraFork())

@@ -60,17 +60,22 @@ def _torch_load(path: Path):
     return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
 
 
+#: A ``save_pretrained`` model folder's weights: a sharded index, else one file (safetensors before pickle).
+MODEL_WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+MODEL_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
 def model_weight_files(folder: str | os.PathLike) -> list[Path]:
     """The weight files of a ``save_pretrained`` folder: the sharded index's files, or the single file."""
     folder = Path(folder)
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+    for index_name in MODEL_WEIGHT_INDEXES:
         index = folder / index_name
         if index.is_file():
             data = read_json(index, "sharded weights index")
             if not isinstance(data, dict) or not isinstance(data.get("weight_map"), dict):
                 raise DataError("no weight_map", file=index, field="weight_map")
             return [folder / name for name in sorted(set(data["weight_map"].values()))]
-    for name in ("model.safetensors", "pytorch_model.bin"):
+    for name in MODEL_WEIGHT_FILES:
         if (folder / name).is_file():
             return [folder / name]
     raise DataError("no model weights (model.safetensors, pytorch_model.bin or a sharded index)", file=folder)

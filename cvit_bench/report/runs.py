@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ZERO_SHOT_LABEL = "0"
+from ..schedule import ZERO_SHOT_STAGE as ZERO_SHOT_LABEL  # noqa: F401  (the report's name for row 0)
+from ..schedule import stage_sort_key
 
 
 @dataclass(frozen=True)
@@ -116,14 +117,10 @@ def final_row_label(results: dict[str, Any]) -> str:
     stages = results["matrix"]["stages"]
     upstream = upstream_row_labels(results)
     if upstream:
-        return max(upstream, key=_stage_order)
+        return max(upstream, key=stage_sort_key)
     if stages:
         return stages[-1]
     raise ValueError("results matrix has no rows")
-
-
-def _stage_order(label: str) -> tuple[int, str]:
-    return (int(label), "") if label.isdigit() else (10**9, label)
 
 
 def final_row(results: dict[str, Any]) -> dict[str, float | None]:
@@ -187,7 +184,7 @@ def collect_warnings(results: dict[str, Any]) -> list[str]:
 def _cell_order(key: str, results: dict[str, Any]) -> tuple[tuple[int, str], int, str]:
     stage, _, task = key.partition("/")
     tasks = results["matrix"]["tasks"]
-    return (_stage_order(stage), tasks.index(task) if task in tasks else len(tasks), task)
+    return (stage_sort_key(stage), tasks.index(task) if task in tasks else len(tasks), task)
 
 
 def sorted_cells(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

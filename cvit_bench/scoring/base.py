@@ -17,6 +17,11 @@ Metric ids are ``<rule>@<variant>`` (``spec/metrics.md`` §1) and are looked up 
 the module implementing id ``rule@variant`` is ``cvit_bench/scoring/<rule>.py`` (found by package
 discovery: a new rule is a new module); two rules live beside their base rule: ``cider_d_bestref`` in ``cider_d.py`` and
 ``exact_any`` in ``exact.py``.
+
+A metric that cannot run on some data names its fallback itself (:meth:`Metric.resolve_for`: ``vqa_soft@m4c``
+without the human answers, ``cider_d@ptb`` without Java); the caller records the id actually used and the note.
+Metrics subclass :class:`Metric` to inherit the default (no fallback); a plugin metric that does not, and has no
+``resolve_for`` of its own, has no fallback either (:func:`resolve_metric`).
 """
 from __future__ import annotations
 
@@ -49,6 +54,13 @@ class Metric(Protocol):
 
     def score(self, samples: Sequence[Sample], predictions: Sequence[str | None]) -> MetricResult: ...
 
+    def resolve_for(self, samples: Sequence[Sample]) -> tuple[str, list[str]]:
+        """The id a cell of these samples is scored with, and one note per substitution (never a silent swap).
+
+        Default: this metric itself. Overridden by metrics that need something the data or machine may lack.
+        """
+        return self.id, []
+
 
 #: metric id → Metric. Members: every module of this package (one module per rule registers its ids on
 #: import; package discovery) plus entry points ``cvit_bench.metrics`` of other packages.
@@ -58,6 +70,17 @@ METRICS: Registry[Metric] = Registry("metric", entry_points="cvit_bench.metrics"
 
 def get_metric(metric_id: str) -> Metric:
     return METRICS.get(metric_id)
+
+
+def resolve_metric(metric_id: str, samples: Sequence[Sample]) -> tuple[Metric, list[str]]:
+    """The metric a cell named ``metric_id`` is scored with on ``samples`` (its :meth:`Metric.resolve_for`), and
+    the notes saying why it differs."""
+    metric = get_metric(metric_id)
+    resolve_for = getattr(metric, "resolve_for", None)   # plugins need not subclass Metric
+    if resolve_for is None:
+        return metric, []
+    used, notes = resolve_for(samples)
+    return (metric if used == metric_id else get_metric(used)), list(notes)
 
 
 def metric_ids() -> list[str]:

@@ -18,7 +18,7 @@ can be scored in one call (``groups``): df and ℓ are then per corpus (used by 
 
 Metric ids: ``cider_d@whitespace`` (compat TextCaps), ``cider_d_bestref@whitespace`` (compat Flickr30k, §2.7),
 ``cider_d@ptb`` (standard, Java PTB tokeniser) and ``cider_d@ptb-py`` (standard, pure-Python PTB
-approximation). Use :func:`resolve_metric_id` before scoring: it maps ``cider_d@ptb`` to ``cider_d@ptb-py``
+approximation). Use :meth:`CiderDPtbJava.resolve_for` before scoring: it maps ``cider_d@ptb`` to ``cider_d@ptb-py``
 when Java is unavailable, so the caller can record the id actually used together with a warning.
 All values are reported × 100 (an exact caption scores 1000).
 
@@ -36,7 +36,7 @@ import pandas as pd
 
 from ..errors import CvitError, DataError
 from ..sample import Sample
-from .base import METRICS, MetricResult, Scale, Universe
+from .base import METRICS, Metric, MetricResult, Scale, Universe
 from .common import compat_texts, result, standard_texts
 from .normalize import java_ptb_available, ptb_java_tokenize, ptb_py_tokenize, whitespace_tokenize
 
@@ -309,7 +309,7 @@ def _small_corpus_extras(n: int) -> dict[str, str]:
     return {}
 
 
-class _CiderMetric:
+class _CiderMetric(Metric):
     id: ClassVar[str]
     scale: ClassVar[Scale] = "cider_x100"
     universe: ClassVar[Universe]
@@ -358,11 +358,17 @@ class CiderDPtbJava(_CiderMetric):
     id = "cider_d@ptb"
     universe = "samples"
 
+    def resolve_for(self, samples: Sequence[Sample]) -> tuple[str, list[str]]:
+        # Without Java, the pure-Python PTB approximation (its own id: numbers may differ slightly).
+        if not java_ptb_available():
+            return CiderDPtbPy.id, [f"Java PTB tokenizer unavailable; scored with {CiderDPtbPy.id} instead of {self.id}"]
+        return self.id, []
+
     def tokenize(self, texts: list[str]) -> list[str]:
         if not java_ptb_available():
             raise CvitError(
                 "cider_d@ptb needs a Java runtime and pycocoevalcap's Stanford PTBTokenizer jar, which are not "
-                "available; score with cider_d@ptb-py instead (resolve_metric_id('cider_d@ptb') does this and the "
+                "available; score with cider_d@ptb-py instead (its resolve_for does this and the "
                 "caller records the substitution)"
             )
         return ptb_java_tokenize(texts)
@@ -376,16 +382,6 @@ class CiderDPtbPy(_CiderMetric):
 
     def tokenize(self, texts: list[str]) -> list[str]:
         return [ptb_py_tokenize(t) for t in texts]
-
-
-def resolve_metric_id(metric_id: str) -> str:
-    """The id that will actually be computed: ``cider_d@ptb`` becomes ``cider_d@ptb-py`` without Java.
-
-    The caller must record the returned id (and warn when it differs); nothing is substituted silently.
-    """
-    if metric_id == CiderDPtbJava.id and not java_ptb_available():
-        return CiderDPtbPy.id
-    return metric_id
 
 
 for _cls in (CiderDWhitespace, CiderDBestRefWhitespace, CiderDPtbJava, CiderDPtbPy):

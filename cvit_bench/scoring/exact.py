@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from ..sample import Sample
-from .base import METRICS, MetricResult, Scale, Universe
+from .base import METRICS, Metric, MetricResult, Scale, Universe
 from .common import compat_texts, first_reference, mean, meta_of, result, standard_texts
 from .normalize import M4CCache
 
@@ -58,7 +58,7 @@ def gqa_breakdowns(samples: Sequence[Sample], per_sample: Sequence[float | None]
     return out
 
 
-class _Exact:
+class _Exact(Metric):
     id: ClassVar[str]
     scale: ClassVar[Scale] = "percent"
     universe: ClassVar[Universe]

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import Callable, Literal
 
 from ..errors import DataError
+from ..profiles import PROFILES
 from ..registry import Registry
 from ..sample import Sample
 from .common import check_aligned, meta_of
 
 Profile = Literal["compat", "standard"]
-PROFILES: tuple[str, ...] = ("compat", "standard")
 
 
 def follows_choice(sample: Sample, text: str, profile: Profile) -> bool:

@@ -24,7 +24,7 @@ from typing import ClassVar
 
 from ..errors import DataError
 from ..sample import Sample
-from .base import METRICS, MetricResult, Scale, Universe
+from .base import METRICS, Metric, MetricResult, Scale, Universe
 from .common import compat_texts, meta_of, result, standard_texts
 
 Box = tuple[float, float, float, float]
@@ -96,7 +96,7 @@ def _scaled(box: Box, k: float) -> Box:
     return box[0] * k, box[1] * k, box[2] * k, box[3] * k
 
 
-class IoU50Coin:
+class IoU50Coin(Metric):
     id: ClassVar[str] = "iou50@coin"
     scale: ClassVar[Scale] = "percent"
     universe: ClassVar[Universe] = "predictions"
@@ -119,7 +119,7 @@ class IoU50Coin:
         return result(self.id, per, self.scale, {"n_unparsed": n_unparsed})
 
 
-class IoU50Robust:
+class IoU50Robust(Metric):
     id: ClassVar[str] = "iou50@robust"
     scale: ClassVar[Scale] = "percent"
     universe: ClassVar[Universe] = "samples"

@@ -362,7 +362,7 @@ def _scienceqa_prompts(img_accuracy: bool) -> Check:
     def check(joined: Joined, pf: PredictionFile) -> None:
         if pf.key_kind != "source_id":
             return
-        by_line = dict(zip(pf.lines, pf.meta or [{}] * len(pf)))
+        by_line = dict(zip(pf.lines, pf.records or [{}] * len(pf)))
         multimodal = 0
         for s, line in zip(joined.samples, joined.lines):
             if line is None:
@@ -480,7 +480,7 @@ def compat_if_items(check_id: str, samples: list[Sample], pf: PredictionFile,
                                      "reads pred['prompt'])")
         if pf.key_kind == "source_id":
             for uid, i in hit.items():
-                if "prompt" not in (pf.meta[i] if i < len(pf.meta) else {}):
+                if "prompt" not in (pf.records[i] if i < len(pf.records) else {}):
                     raise ReferenceCrash(f"{_line_ref(pf, i)}: no `prompt` field; eval_scienceqa_instruction.py "
                                          "would raise KeyError reading pred['prompt']")
         _refuse_null_texts(pf, [pf.lines[i] for i in hit.values()], "eval_scienceqa_instruction.py")

@@ -24,7 +24,7 @@ from typing import ClassVar
 
 from ..errors import DataError
 from ..sample import Sample
-from .base import METRICS, MetricResult, Scale, Universe
+from .base import METRICS, Metric, MetricResult, Scale, Universe
 from .common import result, standard_texts
 
 OPTION_LETTERS = "ABCDE"
@@ -74,7 +74,7 @@ def parse_strict_index(text: str, choices: Sequence[str]) -> int:
     return matches[0] if len(matches) == 1 else -1
 
 
-class McLetterLlava:
+class McLetterLlava(Metric):
     id: ClassVar[str] = "mc_letter@llava"
     scale: ClassVar[Scale] = "percent"
     universe: ClassVar[Universe] = "samples"
@@ -89,7 +89,7 @@ class McLetterLlava:
         return result(self.id, per, self.scale, extras)
 
 
-class McLetterStrict:
+class McLetterStrict(Metric):
     id: ClassVar[str] = "mc_letter@strict"
     scale: ClassVar[Scale] = "percent"
     universe: ClassVar[Universe] = "samples"

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from ..sample import Sample
-from .base import METRICS, MetricResult, Scale, Universe
+from .base import METRICS, Metric, MetricResult, Scale, Universe
 from .common import compat_texts, first_reference, result
 
 
@@ -22,7 +22,7 @@ def substring_match(prediction: str, gold: str) -> bool:
     return gold in prediction or prediction in gold
 
 
-class _Substring:
+class _Substring(Metric):
     id: ClassVar[str]
     scale: ClassVar[Scale] = "percent"
     universe: ClassVar[Universe] = "predictions"

@@ -12,7 +12,7 @@ Per-sample values are acc × 100. The same id serves both profiles, so the unive
 ``n_missing``. In the compat profile the join passes one entry per prediction line (duplicates included), as
 ``eval_textvqa.py`` does, so the denominator is the prediction lines.
 A sample needs at least 2 human answers (with one answer leave-one-out always gives 0); cells that only have
-the single eval-file answer use ``exact@m4c`` instead (``spec/metrics.md`` §3).
+the single eval-file answer use ``exact@m4c`` instead (``spec/metrics.md`` §3; :meth:`VqaSoftM4C.resolve_for`).
 Normalised strings are memoised per call, so scoring runs at millions of predictions per minute.
 """
 from __future__ import annotations
@@ -22,9 +22,13 @@ from typing import ClassVar
 
 from ..errors import DataError
 from ..sample import Sample
-from .base import METRICS, MetricResult, Scale, Universe
+from .base import METRICS, Metric, MetricResult, Scale, Universe
 from .common import result, standard_texts
 from .normalize import M4CCache
+
+
+#: What a cell without the human answers is scored with (:meth:`VqaSoftM4C.resolve_for`).
+FALLBACK = "exact@m4c"
 
 
 def soft_accuracy(k: int, n: int) -> float:
@@ -32,11 +36,17 @@ def soft_accuracy(k: int, n: int) -> float:
     return ((n - k) * min(1.0, k / 3.0) + k * min(1.0, (k - 1) / 3.0)) / n if k > 0 else 0.0
 
 
-class VqaSoftM4C:
+class VqaSoftM4C(Metric):
     id: ClassVar[str] = "vqa_soft@m4c"
     scale: ClassVar[Scale] = "percent"
     universe: ClassVar[Universe] = "samples"
     positional: ClassVar[bool] = False
+
+    def resolve_for(self, samples: Sequence[Sample]) -> tuple[str, list[str]]:
+        # spec metrics.md 3: without the 10 official answers, fall back to exact@m4c and label the cell so.
+        if any(len(s.references) < 2 for s in samples):
+            return FALLBACK, [f"the prepared data has no 10 human answers; scored with {FALLBACK} instead of {self.id}"]
+        return self.id, []
 
     def score(self, samples: Sequence[Sample], predictions: Sequence[str | None]) -> MetricResult:
         texts, extras = standard_texts(self.id, samples, predictions)
