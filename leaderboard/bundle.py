@@ -50,7 +50,7 @@ import yaml
 
 from cvit_bench import __version__
 from cvit_bench.errors import CvitError, DataError, MissingFileError
-from cvit_bench.files import NonFiniteNumber, atomic_write_bytes, dumps_json, read_json, sha256_bytes, sha256_file
+from cvit_bench.files import NonFiniteNumber, atomic_write_bytes, dumps_json, read_json, sha256_bytes
 
 from .limits import MiB, Limits
 from .schema import (RESULTS_NAME, SUBMISSION_NAME, SUBMISSION_SCHEMA_VERSION, validate_meta, validate_results,

@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-from cvit_fixtures import make_cvit_files
 from safetensors.torch import load_file
 from torch import nn
 
@@ -40,7 +39,6 @@ from cvit_bench.baselines.trainer import train_run
 from cvit_bench.benchmark import load_benchmark
 from cvit_bench.checkpoints import load_run_dir
 from cvit_bench.errors import CvitError
-from cvit_bench.prepare import prepare
 from cvit_bench.runner import EvalOptions, evaluate
 from cvit_bench.templates import load_template_set
 
