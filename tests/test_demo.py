@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cvit_bench.demo import MINI_TRAINING
 from cvit_bench.results import read_results
 
 METHODS = ("seq-lora", "replay", "dir-lora", "multitask")
@@ -110,8 +111,8 @@ def test_evaluate_and_train_on_a_finished_run_do_nothing(demo, demo_env):
     cells = json.loads((root / "eval" / "seq-lora" / "results.json").read_text())["cells"]
     assert f"{len(cells)} of {len(cells)} cells were already complete and were skipped" in ev.stderr
     tr = _cli(["train", "--method", "seq-lora", "--base-model", str(root / "base-model"), "--data", str(root / "data"),
-               "--benchmark", "cvit-mini", "--out", str(root / "runs" / "seq-lora"), "--lr", "2e-3", "--batch-size", "32",
-               "--grad-accum", "1", "--max-steps-per-task", "300", "--warmup-steps", "20", "--weight-decay", "0", "--max-grad-norm", "0",
+               "--benchmark", "cvit-mini", "--out", str(root / "runs" / "seq-lora"), "--lr", str(MINI_TRAINING["lr"]), "--batch-size", "32",
+               "--grad-accum", "1", "--max-steps-per-task", str(MINI_TRAINING["max_steps_per_task"]), "--warmup-steps", "20", "--weight-decay", "0", "--max-grad-norm", "0",
                "--option", "lora_r=8", "--option", "lora_alpha=16", "--option", "lora_dropout=0.0"], demo_env)
     assert tr.returncode == 0, tr.stdout + tr.stderr
     assert "nothing to do: all 4 stages are complete" in tr.stdout
