@@ -11,12 +11,11 @@ from __future__ import annotations
 import pytest
 
 from cvit_bench.leaderboard.board import BoardKey, Entry, read_entries, write_entry
-from cvit_bench.leaderboard.bundle import pack
 from cvit_bench.leaderboard.seeds import seed_board
 from cvit_bench.leaderboard.site import build_site
 from cvit_bench.leaderboard.submit import submit
 from browser import open_page, screenshot
-from leaderboard_fixtures import META, make_prepared, make_run_out
+from leaderboard_fixtures import META
 
 pytestmark = pytest.mark.browser
 EVIL_NAME = "<script>alert(1)</script>"
@@ -24,12 +23,10 @@ SINGLE = "cvit-single--vicuna7b-pretrain--compat"
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(tmp_path_factory, board_prepared, bundle):
     root = tmp_path_factory.mktemp("lb-browser")
-    prepared = make_prepared(root)
-    make_run_out(prepared, root / "run")
     board = root / "board"
-    submit(pack(root / "run", META, root / "bundle.tar.gz"), board, data=prepared)
+    submit(bundle, board, data=board_prepared)
     seed_board(board)
     write_entry(board, Entry(
         id="evil-0001", tier="reported", kind="method", board=BoardKey("cvit", "single", "vicuna7b-pretrain", "compat"),

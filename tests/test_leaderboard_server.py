@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from cvit_bench.cli import main
 from cvit_bench.leaderboard.board import read_entries
 from cvit_bench.leaderboard.bundle import pack
-from leaderboard_fixtures import META, make_prepared, make_run_out, read_tar, write_tar
+from leaderboard_fixtures import META, make_run_out, read_tar, write_tar
 from server_fixtures import CLI, add_token, run_server, server_env, wait_until
 
 FINAL = ("published", "rejected", "withdrawn")
@@ -34,12 +34,10 @@ CHECKED = ("awaiting approval", "rejected")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lb-server")
-    prepared = make_prepared(root)
-    make_run_out(prepared, root / "run")
-    return {"root": root, "prepared": prepared, "run": root / "run",
-            "bundle": pack(root / "run", META, root / "bundle.tar.gz")}
+def world(tmp_path_factory, board_prepared, run_out, bundle):
+    """The shared references, run output and bundle (conftest, read-only) and a folder of this module's own."""
+    return {"root": tmp_path_factory.mktemp("lb-server"), "prepared": board_prepared, "run": run_out,
+            "bundle": bundle}
 
 
 def _bundle(world, name: str, meta_edit=None) -> bytes:

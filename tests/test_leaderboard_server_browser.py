@@ -14,7 +14,7 @@ import pytest
 from cvit_bench.leaderboard.board import read_entries
 from cvit_bench.leaderboard.bundle import pack
 from browser import open_page, screenshot
-from leaderboard_fixtures import META, make_prepared, make_run_out, read_tar, write_tar
+from leaderboard_fixtures import META, read_tar, write_tar
 from server_fixtures import add_token, run_server
 
 pytestmark = pytest.mark.browser
@@ -22,18 +22,15 @@ XSS = '<script>alert("x")</script><img src=x onerror=alert(2)>'
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, board_prepared, run_out, bundle):
     root = tmp_path_factory.mktemp("lb-server-browser")
-    prepared = make_prepared(root)
-    make_run_out(prepared, root / "run")
     evil = copy.deepcopy(META)
     evil["method"].update(name="Evil " + XSS, description=XSS)
     evil["base_model"].update(revision=XSS)
     evil.update(contact=XSS, extra_data={"used": True, "description": XSS})
-    good = pack(root / "run", META, root / "bundle.tar.gz")
-    members = read_tar(good)
-    return {"root": root, "prepared": prepared, "bundle": good,
-            "evil": pack(root / "run", evil, root / "evil.tar.gz"),
+    members = read_tar(bundle)
+    return {"root": root, "prepared": board_prepared, "bundle": bundle,
+            "evil": pack(run_out, evil, root / "evil.tar.gz"),
             "traversal": write_tar(root / "traversal.tar.gz", {**members, "../../escape.txt": b"x"})}
 
 

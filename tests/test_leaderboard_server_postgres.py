@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from cvit_bench.leaderboard.bundle import pack
-from leaderboard_fixtures import META, make_prepared, make_run_out
 from server_fixtures import free_port
 from test_leaderboard_server import concurrent_round
 
@@ -57,11 +55,8 @@ def postgres():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_concurrent_submissions_on_postgresql(postgres, tmp_path):
-    prepared = make_prepared(tmp_path)
-    make_run_out(prepared, tmp_path / "run")
-    world = {"root": tmp_path, "prepared": prepared, "run": tmp_path / "run",
-             "bundle": pack(tmp_path / "run", META, tmp_path / "bundle.tar.gz")}
+def test_concurrent_submissions_on_postgresql(postgres, tmp_path, board_prepared, run_out, bundle):
+    world = {"root": tmp_path, "prepared": board_prepared, "run": run_out, "bundle": bundle}
     board = tmp_path / "board"
     concurrent_round(world, board, 3, 1, 1, postgres)             # 3 + 2·1 + 1 + 2 broken = 8 submissions
     assert not (board / "server" / "submissions.sqlite3").exists()   # everything went to PostgreSQL
