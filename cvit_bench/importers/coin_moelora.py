@@ -37,16 +37,22 @@ def positive_int(cfg: dict[str, Any], key: str, path: Path, default: int | None 
     return value
 
 
+def read_expert_config(stage_dir: Path, method: str) -> tuple[dict[str, Any], Path, int, int]:
+    """A PEFT-fork adapter_config.json with experts: (config, its path, ``r``, ``expert_num`` (default 4)), after
+    refusing the options cvit-bench cannot reproduce for ``method``."""
+    cfg_path = stage_dir / ADAPTER_CONFIG
+    cfg = read_adapter_config(stage_dir)
+    refuse_options(cfg, cfg_path, method)
+    return cfg, cfg_path, positive_int(cfg, "r", cfg_path), positive_int(cfg, "expert_num", cfg_path, 4)
+
+
 class CoinMoeLora(StageFormat):
     name = "coin-moelora"
     peft_types = ("MOE_LORA_COIN",)
 
     def convert(self, stage_dir: Path, base: nn.Module, out: Path,
                 options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        cfg_path = stage_dir / ADAPTER_CONFIG
-        cfg = read_adapter_config(stage_dir)
-        refuse_options(cfg, cfg_path, "moe-lora")
-        r, experts = positive_int(cfg, "r", cfg_path), positive_int(cfg, "expert_num", cfg_path, 4)
+        cfg, cfg_path, r, experts = read_expert_config(stage_dir, "moe-lora")
         if r % experts:
             raise DataError(f"r {r} is not divisible by expert_num {experts}", file=cfg_path, field="r")
         weights_path = adapter_weights_file(stage_dir)

@@ -42,11 +42,11 @@ import torch
 from torch import nn
 
 from ..errors import DataError
-from ..run_file import ADAPTER_CONFIG, DEFAULT_WEIGHTS
+from ..run_file import DEFAULT_WEIGHTS
 from . import StageFormat, register_format
-from .coin_moelora import positive_int
+from .coin_moelora import read_expert_config
 from .fork_experts import read_fork_layers, require_other, write_moe_stage
-from .llava import adapter_weights_file, read_adapter_config, refuse_options
+from .llava import adapter_weights_file
 from .weights import load_weights_file
 
 TABLE = "cvit_instruction_table"   # the model-level module name of our smolora's instruction table
@@ -72,10 +72,7 @@ class SmoLoraFork(StageFormat):
 
     def convert(self, stage_dir: Path, base: nn.Module, out: Path,
                 options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        cfg_path = stage_dir / ADAPTER_CONFIG
-        cfg = read_adapter_config(stage_dir)
-        refuse_options(cfg, cfg_path, "smolora")
-        r, experts = positive_int(cfg, "r", cfg_path), positive_int(cfg, "expert_num", cfg_path, 4)
+        cfg, cfg_path, r, experts = read_expert_config(stage_dir, "smolora")
         if experts % 2:
             raise DataError(f"expert_num {experts} is odd; SMoLoRA splits its blocks in two halves (VU, IF)",
                             file=cfg_path, field="expert_num")
