@@ -26,7 +26,7 @@ from .progress import Progress, as_progress
 DEMO_METHODS = ("seq-lora", "replay", "dir-lora")
 MINI_BENCHMARK = "cvit-mini"
 
-# spec/mini_benchmark_notes.md: the settings that produced real forgetting in minutes on 2 CPU threads.
+# spec/mini_benchmark_notes.md's recipe, shortened to 200 steps at lr 3e-3 (module docstring; margins: bench/margins.py).
 MINI_TRAINING: dict[str, Any] = dict(lr=3e-3, batch_size=32, grad_accum=1, max_steps_per_task=200, warmup_steps=20,
                                      weight_decay=0.0, max_grad_norm=None)
 MINI_LORA: dict[str, Any] = {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0}
