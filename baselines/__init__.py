@@ -45,7 +45,7 @@ def load_for_eval(base_model: Any, stage_dir: str | Path, *, method: str | None 
     adapter folder written elsewhere).
     """
     from .moe_layers import is_custom_adapter, read_adapter_config
-    from ..run_file import read_stage_marker
+    from ..formats.run_file import read_stage_marker
 
     stage_dir = Path(stage_dir)
     marker = read_stage_marker(stage_dir)

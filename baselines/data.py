@@ -15,7 +15,7 @@ Rules (why in brackets):
   to the ids on the answer tokens + EOS: the loss is on the answer only.
 * **Length.** Sequences longer than ``max_length`` lose answer tokens from the right; a sample whose prefix
   alone reaches ``max_length`` (nothing left to learn) is dropped and reported.
-* **Images** are decoded once with :func:`cvit_bench.images.load_image` in the task's preprocessing mode
+* **Images** are decoded once with :func:`cvit_bench.data.images.load_image` in the task's preprocessing mode
   (``pad``/``crop``) and run through the processor once (pitfall 6 of the mini-benchmark notes: calling the
   processor per step dominates CPU time). When the features of a task would exceed ``cache_bytes`` they are
   not kept: examples hold an :class:`ImageRef` and the collator re-processes the batch's images.
@@ -33,8 +33,8 @@ import torch
 
 from ..backends.families import pack_padding
 from ..errors import CvitError, DataError
-from ..images import load_image
-from ..sample import Sample
+from ..data.images import load_image
+from ..formats.sample import Sample
 
 IGNORE_INDEX = -100
 _TEXT_KEYS = ("input_ids", "attention_mask")

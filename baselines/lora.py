@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..errors import CvitError, DataError
-from ..run_file import ADAPTER_CONFIG, DEFAULT_WEIGHTS
+from ..formats.run_file import ADAPTER_CONFIG, DEFAULT_WEIGHTS
 from .base import LLM_TARGET_MODULES, Method, MethodConfig
 
 WEIGHTS_NAME = DEFAULT_WEIGHTS

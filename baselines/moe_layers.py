@@ -49,7 +49,7 @@ from torch import nn
 
 from ..errors import CvitError, DataError
 from ..files import atomic_write_json, read_json
-from ..run_file import ADAPTER_CONFIG, DEFAULT_WEIGHTS
+from ..formats.run_file import ADAPTER_CONFIG, DEFAULT_WEIGHTS
 from .base import Method, MethodConfig, StageContext, StagePlan
 from .data import Example, select_by_hash
 

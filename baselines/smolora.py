@@ -184,7 +184,7 @@ class SmoLoraLinear(AdapterLayer):
 
 def instruction_texts(template_set: Any) -> dict[int, tuple[str, ...]]:
     """Family → templates of a template set id, or of a TemplateSet (a published set read from the files)."""
-    from ..templates import load_template_set
+    from ..data.templates import load_template_set
 
     ts = load_template_set(template_set) if isinstance(template_set, str) else template_set
     return dict(sorted(ts.families.items()))

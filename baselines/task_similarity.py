@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from ..errors import CvitError, DataError
-from ..similarity import FILE_NAME, read_similarity, write_similarity  # noqa: F401  (the file format)
+from ..formats.similarity import FILE_NAME, read_similarity, write_similarity  # noqa: F401  (the file format)
 
 MODALITIES = ("image", "instruction", "output")
 TINY = "tiny-bert"

@@ -43,13 +43,13 @@ import torch.nn.functional as F
 from ..benchmark import BenchmarkSpec, load_benchmark
 from ..errors import CvitError, DataError, UnknownNameError
 from ..files import atomic_write_json, sha256_file
-from ..manifest import MANIFEST_NAME, image_root, read_manifest, resolve_prepared
+from ..formats.manifest import MANIFEST_NAME, image_root, read_manifest, resolve_prepared
 from ..progress import Progress, as_progress
-from ..sample import read_samples
+from ..formats.sample import read_samples
 from . import make_method
 from .base import Method, MethodEnv, StageContext, StagePlan
 from .data import IGNORE_INDEX, Collator, Example, encode_samples
-from ..run_file import STAGE_MARKER, RunRecord, StageEntry, read_run, write_run
+from ..formats.run_file import STAGE_MARKER, RunRecord, StageEntry, read_run, write_run
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _MIXED = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
@@ -382,7 +382,7 @@ def train_run(
     acc = Accelerator(cpu=use_cpu, mixed_precision="no" if use_cpu else _MIXED[dtype_name])
     torch_dtype = DTYPES[dtype_name]
     model, processor = _load_model(base_model, torch_dtype)
-    from ..conversation import get_prompt_format
+    from ..data.conversation import get_prompt_format
 
     fmt = get_prompt_format(fmt_name, processor)
     collate = Collator(processor)
@@ -413,7 +413,7 @@ def train_run(
             cache[key] = enc.examples
         return cache[key]
 
-    from ..templates import template_set_of
+    from ..data.templates import template_set_of
 
     m.bind(MethodEnv(spec=spec, template_set=manifest.get("template_set"), processor=processor,
                      initial_tasks=tuple(initial), data=data_fn, samples=samples_fn,

@@ -2,9 +2,9 @@
 
 Runs the SMoLoRA scripts (``llava/eval/SMoLoRA/Eval/*.py``, ``llava/eval/m4c_evaluator.py``, the IF scripts,
 ``scripts/convert_gqa_for_eval.py``) and, with ``--coin``, the CoIN copies (``ETrain/Eval/LLaVA/CoIN/*.py``) in this
-process, on the adversarial scenarios of ``tests/test_compat_reference.py`` (clean, shuffled, ~10 % missing, a
+process, on the adversarial scenarios of ``tests/scoring/test_compat_reference.py`` (clean, shuffled, ~10 % missing, a
 duplicated id with another text, unknown ids, ids re-typed to str / int, caption string answers), and compares
-each aggregate and IF rate with :func:`cvit_bench.score.score_cell`. A reference crash must be a compat refusal;
+each aggregate and IF rate with :func:`cvit_bench.scoring.pipeline.score_cell`. A reference crash must be a compat refusal;
 for ImageNet/Places365 compat refuses misaligned files on purpose (the reference's number means nothing there).
 
     git --git-dir=<mirror of Minato-Zackie/SMoLoRA> archive HEAD llava scripts | tar x -C /tmp/smolora

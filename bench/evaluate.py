@@ -1,7 +1,7 @@
 """Runner throughput: our evaluate (base loaded once, adapters hot-swapped, batched, length-sorted) vs the
 reference codebases' way (base reloaded for every stage, one sample at a time) on the same cells, as a ratio.
 
-CPU case: the tiny LLaVA of cvit_bench.tiny (built in-process), 3 stages, lower-triangle schedule. GPU case
+CPU case: the tiny LLaVA of cvit_bench.mini.tiny (built in-process), 3 stages, lower-triangle schedule. GPU case
 (--gpu, on a lent machine): a LLaVA-1.5-7B-shaped model with random weights (576 image tokens) in bf16 — the
 numbers the runner issue asks for (goal >= 8x at batch 32, adapter switch < 1% of a stage's time, peak memory).
 Writes bench/results/evaluate.json (or evaluate_gpu.json).
@@ -33,14 +33,14 @@ from cvit_fixtures import make_cvit_files  # noqa: E402
 from cvit_bench.backends.base import GenerationRequest  # noqa: E402
 from cvit_bench.backends.hf import HFBackend  # noqa: E402
 from cvit_bench.benchmark import load_benchmark  # noqa: E402
-from cvit_bench.checkpoints import checkpoint_sha256, load_run_dir  # noqa: E402
+from cvit_bench.evaluation.checkpoints import checkpoint_sha256, load_run_dir  # noqa: E402
 from cvit_bench.files import atomic_write_json  # noqa: E402
-from cvit_bench.images import load_image  # noqa: E402
-from cvit_bench.manifest import image_root, read_manifest  # noqa: E402
-from cvit_bench.prepare import prepare  # noqa: E402
-from cvit_bench.runner import EvalOptions, evaluate  # noqa: E402
-from cvit_bench.sample import read_samples  # noqa: E402
-from cvit_bench.tiny import build_tiny_llava, make_lora_adapter  # noqa: E402
+from cvit_bench.data.images import load_image  # noqa: E402
+from cvit_bench.formats.manifest import image_root, read_manifest  # noqa: E402
+from cvit_bench.data.prepare import prepare  # noqa: E402
+from cvit_bench.evaluation.runner import EvalOptions, evaluate  # noqa: E402
+from cvit_bench.formats.sample import read_samples  # noqa: E402
+from cvit_bench.mini.tiny import build_tiny_llava, make_lora_adapter  # noqa: E402
 
 TASKS = ["scienceqa", "textvqa", "gqa"]
 
@@ -131,7 +131,7 @@ def main() -> None:
     stage_seconds = our["seconds"] / len(TASKS)
     result = {
         "machine": platform.platform(), "device": device, "dtype": dtype, "threads": __import__("torch").get_num_threads(),
-        "model": "llava-1.5-7b-shaped (random)" if args.gpu else "tiny llava (cvit_bench.tiny)",
+        "model": "llava-1.5-7b-shaped (random)" if args.gpu else "tiny llava (cvit_bench.mini.tiny)",
         "cells": "lower triangle, 3 stages", "samples_per_task": args.samples, "new_tokens": args.new_tokens,
         "reference_samples_per_s": ref["samples"] / ref["seconds"], "ours_samples_per_s": our["samples"] / our["seconds"],
         "speedup": ref["seconds"] / our["seconds"] * our["samples"] / ref["samples"], "batch_size": args.batch_size,

@@ -7,7 +7,7 @@ on every LLM linear, as the demo) under He et al.'s current-next schedule, and r
     forgetting   mean over the tasks before the last of (score right after learning it − final score)
     aa, bwt      He et al.'s aggregates (results.json ``protocol``: aa@he-code, bwt@he-code)
 
-and the margins the test (tests/test_heetal_mini.py) asserts: seq − replay, seq − EProj (forgetting), MAS − TIR+MAS
+and the margins the test (tests/baselines/test_heetal_mini.py) asserts: seq − replay, seq − EProj (forgetting), MAS − TIR+MAS
 (forgetting) and TIR+MAS − MAS (AA). Run it under ATEN_CPU_CAPABILITY=default, =avx2 and =avx512:
 
     python bench/heetal_mini.py [--seeds 0,1] [--orders mini-shape,mini-mc] [--steps 200] [--methods ...]
@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 
 from cvit_bench.baselines.trainer import train_run
-from cvit_bench.checkpoints import load_run_dir
-from cvit_bench.demo import MINI_LORA
-from cvit_bench.mini_model import shipped_mini_base
-from cvit_bench.prepare import prepare
-from cvit_bench.runner import EvalOptions, evaluate
+from cvit_bench.evaluation.checkpoints import load_run_dir
+from cvit_bench.mini.demo import MINI_LORA
+from cvit_bench.mini.base_model import shipped_mini_base
+from cvit_bench.data.prepare import prepare
+from cvit_bench.evaluation.runner import EvalOptions, evaluate
 
 ORDERS = ("mini-shape,mini-mc",)
 # The spec's cvit-mini recipe (spec/mini_benchmark_notes.md: AdamW lr 2e-3, batch 32, 20-step warm-up then cosine)

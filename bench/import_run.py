@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from cvit_bench.backends.hf import HFBackend  # noqa: E402
 from cvit_bench.files import atomic_write_json  # noqa: E402
 from cvit_bench.importers.run import ImportRequest, import_run  # noqa: E402
-from cvit_bench.tiny import build_tiny_llava  # noqa: E402
+from cvit_bench.mini.tiny import build_tiny_llava  # noqa: E402
 from llava_layout_fixtures import write_parts  # noqa: E402
 from test_importers import native_lora_stage  # noqa: E402
 

@@ -3,7 +3,7 @@
 Training trajectories depend on the CPU's floating-point kernels (AVX-512 vs AVX2 vs the portable ones), so a
 threshold on a trained result is only safe with a margin measured across them. For every (kernel set, seed) this
 script runs, in a fresh process with ``ATEN_CPU_CAPABILITY`` set, the demo recipe on the shipped base: SeqLoRA,
-Replay, Multitask (tests/test_demo.py) and SMoLoRA, BranchLoRA (tests/test_moe_methods.py), and reports each
+Replay, Multitask (tests/mini/test_demo.py) and SMoLoRA, BranchLoRA (tests/baselines/test_moe_methods.py), and reports each
 assertion's margin (how far the measured value is on the safe side of its threshold):
 
     seq_bwt        -5 - BWT(seq-lora)                      (test: BWT(seq) <= -5)
@@ -37,13 +37,13 @@ def worker(seed: int, methods: list[str], out: Path) -> dict:
 
     from cvit_bench.benchmark import load_benchmark
     from cvit_bench.baselines.trainer import train_run
-    from cvit_bench.checkpoints import load_run_dir
-    from cvit_bench.demo import MINI_BENCHMARK, MINI_TRAINING, method_options
-    from cvit_bench.mini_model import shipped_mini_base
-    from cvit_bench.prepare import prepare
-    from cvit_bench.runner import EvalOptions, evaluate
+    from cvit_bench.evaluation.checkpoints import load_run_dir
+    from cvit_bench.mini.demo import MINI_BENCHMARK, MINI_TRAINING, method_options
+    from cvit_bench.mini.base_model import shipped_mini_base
+    from cvit_bench.data.prepare import prepare
+    from cvit_bench.evaluation.runner import EvalOptions, evaluate
 
-    moe_options = {"smolora": {"block_rank": 2, "lora_dropout": 0.0},           # tests/test_moe_methods.py
+    moe_options = {"smolora": {"block_rank": 2, "lora_dropout": 0.0},           # tests/baselines/test_moe_methods.py
                    "branchlora": {"lora_r": 4, "lora_dropout": 0.0}}
     base = shipped_mini_base()
     data = prepare(MINI_BENCHMARK, templates="single", source="synthetic", raw_root=out / "raw", out=out / "data",

@@ -21,7 +21,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cvit_bench.files import atomic_write_json  # noqa: E402
-from cvit_bench.prepare import prepare  # noqa: E402
+from cvit_bench.data.prepare import prepare  # noqa: E402
 
 INSTRUCTION = "Answer the question using a single word or phrase."
 

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cvit_bench.files import atomic_write_json  # noqa: E402
-from cvit_bench.sample import Sample  # noqa: E402
+from cvit_bench.formats.sample import Sample  # noqa: E402
 from cvit_bench.scoring.base import get_metric  # noqa: E402
 from cvit_bench.scoring.cider_d import cider_d  # noqa: E402
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/train.py [--n 64] [--steps 16] [--batch-size 8] [--threads 1] [--json OUT]
 
-Builds the tiny LLaVA (``cvit_bench.tiny.build_tiny_llava``) and a two-task prepared CVIT subset (flickr30k,
+Builds the tiny LLaVA (``cvit_bench.mini.tiny.build_tiny_llava``) and a two-task prepared CVIT subset (flickr30k,
 imagenet; generated files from ``tests/cvit_fixtures.py``), then trains every method in a fresh subprocess
 (so ``ru_maxrss`` is that method's own peak) for ``--steps`` optimizer steps per stage, no few-shot stages.
 
@@ -80,8 +80,8 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from cvit_fixtures import make_cvit_files
 
-    from cvit_bench.prepare import prepare
-    from cvit_bench.tiny import build_tiny_llava
+    from cvit_bench.data.prepare import prepare
+    from cvit_bench.mini.tiny import build_tiny_llava
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
     rows = []

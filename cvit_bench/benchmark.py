@@ -25,7 +25,7 @@ from .profiles import PROFILES
 from .registry import Registry
 # The schedule module owns stages and cells; these names stay importable from here.
 from .schedule import PROTOCOLS, SCHEDULES, ZERO_SHOT_STAGE, Protocol, fewshot_label, upstream_cells  # noqa: F401
-from .templates import COMPOSITIONS
+from .data.templates import COMPOSITIONS
 
 TASK_KINDS = ("multiple_choice", "short_answer", "caption", "classification", "grounding")
 IMAGE_MODES = ("pad", "crop")
@@ -208,7 +208,7 @@ def validate_benchmark_data(data: Any, path: Path) -> None:
     """Strict checks of a benchmark YAML's content (see the module docstring); raises :class:`DataError`."""
     from .scoring.base import metric_ids
     from .scoring.instruction_following import IF_CHECKS
-    from .templates import template_set_ids
+    from .data.templates import template_set_ids
 
     _check_keys(data, TOP_KEYS, path, "")
     for i, set_id in enumerate(data.get("template_sets") or []):

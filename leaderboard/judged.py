@@ -1,6 +1,6 @@
 """General Knowledge entries (CoIN's LLM-judged track): a table of their own, never mixed with rule-based ones.
 
-The board judges the submitted predictions itself with its pinned judge (:func:`cvit_bench.judge.run_judge`,
+The board judges the submitted predictions itself with its pinned judge (:func:`cvit_bench.judge.run.run_judge`,
 the board's own judgment cache under ``BOARD/judged/``), so the numbers are the board's, like a re-scored
 entry. The entry's board key carries the variant ``general-knowledge <metric id> · judge <model sha256[:12]>``:
 a different judge, parser or profile is a different table. Summary = the CL aggregates recomputed from the
@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cvit_bench.judge import JudgeSettings, run_judge
+from cvit_bench.judge.run import JudgeSettings, run_judge
 from cvit_bench.report.runs import final_row
 
 from .board import BoardKey, Entry, entry_id, write_entry

@@ -45,7 +45,7 @@ from cvit_bench.report.figures import forgetting_figure, heatmap_figure, save_fi
 from cvit_bench.report.formatting import fmt_aggregate, fmt_value, round2
 from cvit_bench.report.html import flatten, make_environment, run_view
 from cvit_bench.report.runs import Run
-from cvit_bench.results import SUMMARY_KEYS
+from cvit_bench.formats.results import SUMMARY_KEYS
 
 from .board import NOT_RECOMPUTABLE, BoardKey, Entry, read_entries
 from .replicates import MeanCI, SeedGroup, split_seed_groups

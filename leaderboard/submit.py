@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cvit_bench.benchmark import benchmark_ids, load_benchmark
-from cvit_bench.continual import AccuracyMatrix, summarize
+from cvit_bench.continual.metrics import AccuracyMatrix, summarize
 from cvit_bench.errors import DataError
 from cvit_bench.files import read_json
 from cvit_bench.progress import Progress, as_progress

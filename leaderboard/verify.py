@@ -9,8 +9,8 @@ Coverage is exact: each prediction file must hold every eval sample of its task 
 are uids, or ``question_id`` = source ids for files in the reference format). Missing, extra and duplicate ids
 are refused with counts and examples, so a board never ranks a run scored on a subset.
 
-Re-scoring uses :func:`cvit_bench.score.score_cells` (id coverage checked before each cell) with the board's prepared references and the pinned metric
-of the submission's profile, then :func:`cvit_bench.score.assemble_results`, which recomputes every summary
+Re-scoring uses :func:`cvit_bench.scoring.pipeline.score_cells` (id coverage checked before each cell) with the board's prepared references and the pinned metric
+of the submission's profile, then :func:`cvit_bench.scoring.pipeline.assemble_results`, which recomputes every summary
 from the matrix. The submitted results.json contributes only descriptions (method, base model, stages and
 checkpoint hashes, generation settings, provenance); its numbers are compared, never trusted.
 """
@@ -22,11 +22,11 @@ from typing import Any
 from cvit_bench.benchmark import BenchmarkSpec
 from cvit_bench.errors import DataError
 from cvit_bench.files import sha256_file
-from cvit_bench.manifest import MANIFEST_NAME, read_manifest, resolve_prepared
-from cvit_bench.predictions import PredictionFile, discover
-from cvit_bench.sample import Sample
+from cvit_bench.formats.manifest import MANIFEST_NAME, read_manifest, resolve_prepared
+from cvit_bench.formats.predictions import PredictionFile, discover
+from cvit_bench.formats.sample import Sample
 from cvit_bench.schedule import RUN_KINDS, RunShape, cells_for
-from cvit_bench.score import CellScore, EvalSamples, assemble_results, score_cells
+from cvit_bench.scoring.pipeline import CellScore, EvalSamples, assemble_results, score_cells
 
 from .board import flag_differences
 

@@ -9,9 +9,9 @@ Sources (``prepare --source NAME``) are registered in :data:`SOURCES`:
 * ``raw``: the official raw datasets, one loader per dataset in :data:`RAW_LOADERS` (module
   ``cvit_bench/tasks/<task>.py``).
 
-A loader turns one (task, split) into unified :class:`~cvit_bench.sample.Sample` records. Sources whose
+A loader turns one (task, split) into unified :class:`~cvit_bench.formats.sample.Sample` records. Sources whose
 files already contain the instruction (``assigns_templates = False``) fill ``instruction``/``template_index``
-themselves; otherwise :func:`cvit_bench.prepare.prepare` assigns templates from ``(seed, uid)``.
+themselves; otherwise :func:`cvit_bench.data.prepare.prepare` assigns templates from ``(seed, uid)``.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from typing import Protocol
 
 from ..benchmark import BenchmarkSpec, TaskSpec
 from ..registry import Registry, import_submodules
-from ..sample import Sample
-from ..templates import TemplateSet
+from ..formats.sample import Sample
+from ..data.templates import TemplateSet
 
 
 @dataclass

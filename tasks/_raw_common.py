@@ -22,7 +22,7 @@ from typing import Any
 from ..benchmark import TaskSpec
 from ..errors import DataError, MissingFileError
 from ..files import read_json
-from ..sample import Sample
+from ..formats.sample import Sample
 from . import LoadContext
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ..benchmark import TaskSpec
 from ..errors import DataError
-from ..sample import Sample
+from ..formats.sample import Sample
 from . import RAW_LOADERS, LoadContext
 from ._raw_common import dataset_dir, find_file, image_prefix, join_image, load_json, make_sample, raw_split, require, require_str_list
 from .okvqa import coco_image_dir

@@ -23,7 +23,7 @@ CoIN specifics:
 * **Grounding** eval records carry ``answer_bbox`` (``"[x1, y1, x2, y2]"``, normalised on the image padded
   to a square) and ``size`` (``[w, h]``), a.4; both are required and copied into ``meta`` for the
   ``iou50`` scorers.
-* **General Knowledge judge inputs.** The judge prompt (:mod:`cvit_bench.judge`) shows the eval file's
+* **General Knowledge judge inputs.** The judge prompt (:mod:`cvit_bench.judge.run`) shows the eval file's
   ``answer`` as ground truth and the ``text`` without its last line as the question; joins replace
   ``references`` (letters, 10 human answers), so the raw ``answer`` is kept in ``meta["coin_answer"]`` and
   the raw ``text`` in ``meta["coin_text"]`` when it differs from the composed prompt.
@@ -38,7 +38,7 @@ from typing import Any
 
 from ..benchmark import TaskSpec
 from ..errors import DataError, MissingFileError
-from ..sample import Sample
+from ..formats.sample import Sample
 from . import SOURCES, LoadContext
 from .cvit_files import JOINS, read_eval_file, read_train_file
 

@@ -21,8 +21,8 @@ from ..benchmark import TaskSpec
 from ..errors import DataError, MissingFileError
 from ..files import read_json
 from ..registry import Registry
-from ..sample import Sample
-from ..templates import compose_prompt, split_prompt
+from ..formats.sample import Sample
+from ..data.templates import compose_prompt, split_prompt
 from . import SOURCES, LoadContext
 from .scienceqa_format import LETTERS
 

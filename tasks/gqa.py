@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..benchmark import TaskSpec
 from ..errors import DataError, MissingFileError
-from ..sample import Sample
+from ..formats.sample import Sample
 from . import RAW_LOADERS, LoadContext
 from ._raw_common import dataset_dir, expect, find_dir, image_prefix, join_image, load_json, make_sample, raw_split, require
 

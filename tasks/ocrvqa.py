@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from ..benchmark import TaskSpec
 from ..errors import DataError
-from ..sample import Sample
+from ..formats.sample import Sample
 from . import RAW_LOADERS, LoadContext
 from ._raw_common import (dataset_dir, expect, find_dir, find_file, image_prefix, join_image, load_json, make_sample,
                           raw_split, require, require_str_list)

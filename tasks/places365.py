@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..benchmark import TaskSpec
 from ..errors import DataError
-from ..sample import Sample
+from ..formats.sample import Sample
 from . import RAW_LOADERS, LoadContext
 from ._raw_common import (check_classes, dataset_dir, find_dir, find_file, image_prefix, join_image, make_sample,
                           raw_split, take_per_class)

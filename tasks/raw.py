@@ -19,7 +19,7 @@ instruction: ``assigns_templates`` is True, so prepare assigns templates from ``
 from __future__ import annotations
 
 from ..benchmark import TaskSpec
-from ..sample import Sample
+from ..formats.sample import Sample
 from . import RAW_LOADERS, SOURCES, LoadContext
 from ._raw_common import raw_split, raw_splits, take_subset
 

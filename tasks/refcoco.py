@@ -33,7 +33,7 @@ from ..benchmark import TaskSpec
 from ..errors import DataError
 from ..files import sha256_file
 from ..safe_pickle import load_plain_pickle
-from ..sample import Sample
+from ..formats.sample import Sample
 from . import RAW_LOADERS, LoadContext
 from ._raw_common import dataset_dir, expect, find_dir, find_file, image_prefix, join_image, load_json, make_sample, raw_split, require
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ..benchmark import TaskSpec
 from ..errors import DataError
-from ..sample import Sample
+from ..formats.sample import Sample
 from . import RAW_LOADERS, LoadContext
 from ._raw_common import dataset_dir, find_dir, find_file, image_prefix, join_image, make_sample, raw_split, require, require_str_list
 from .textvqa import IMAGE_DIRS, read_data

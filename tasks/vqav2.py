@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..benchmark import TaskSpec
 from ..errors import DataError, MissingFileError
-from ..sample import Sample
+from ..formats.sample import Sample
 from . import RAW_LOADERS, LoadContext
 from ._raw_common import (answers_of, dataset_dir, find_dir, find_file, id_type, image_prefix, join_image, load_json,
                           make_sample, raw_split, require)

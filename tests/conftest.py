@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_llava_dir(tmp_path_factory):
     """A random LLaVA-1.5-layout model folder (32 px, 16 image tokens, ~150 k params), built once."""
-    from cvit_bench.tiny import build_tiny_llava
+    from cvit_bench.mini.tiny import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("tiny-llava") / "model", seed=0)
 
@@ -25,16 +25,16 @@ def tiny_llava_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_qwen2vl_dir(tmp_path_factory):
     """A random Qwen2-VL-layout model folder with the image-only processor, built once."""
-    from cvit_bench.tiny import build_tiny_qwen2vl
+    from cvit_bench.mini.tiny import build_tiny_qwen2vl
 
     return build_tiny_qwen2vl(tmp_path_factory.mktemp("tiny-qwen2vl") / "model", seed=0)
 
 
 @pytest.fixture(scope="session")
 def mini_base_dir():
-    """The pretrained cvit-mini base shipped in the package (cvit_bench/mini_base, verified by sha256; read-only:
+    """The pretrained cvit-mini base shipped in the package (cvit_bench/mini/mini_base, verified by sha256; read-only:
     tests copy it before changing anything)."""
-    from cvit_bench.mini_model import shipped_mini_base
+    from cvit_bench.mini.base_model import shipped_mini_base
 
     return shipped_mini_base()
 
@@ -43,7 +43,7 @@ def mini_base_dir():
 def mini_prepared(tmp_path_factory):
     """cvit-mini prepared with the single template set: returns the benchmark folder (holds manifest.json;
     its image_root points at the drawn PNGs)."""
-    from cvit_bench.prepare import prepare
+    from cvit_bench.data.prepare import prepare
 
     root = tmp_path_factory.mktemp("cvit-mini")
     return prepare("cvit-mini", templates="single", source="synthetic", raw_root=root / "raw",
@@ -64,7 +64,7 @@ def torch_one_thread():
 @pytest.fixture(scope="session")
 def small_train_data(tmp_path_factory):
     """cvit prepared from the generated published-format files: flickr30k, imagenet and places365, 8 samples each."""
-    from cvit_bench.prepare import prepare
+    from cvit_bench.data.prepare import prepare
     from cvit_fixtures import make_cvit_files
 
     root = tmp_path_factory.mktemp("train-data")

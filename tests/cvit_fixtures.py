@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from cvit_bench.templates import load_template_set
+from cvit_bench.data.templates import load_template_set
 
 FOLDERS = {"scienceqa": "ScienceQA", "textvqa": "TextVQA", "flickr30k": "Flickr30k", "imagenet": "ImageNet",
            "gqa": "GQA", "vqav2": "VQAv2", "vizwiz": "VizWiz", "textcaps": "TextCaps", "ocrvqa": "OCRVQA",

@@ -1,4 +1,4 @@
-"""Build valid results.json dicts for tests (schema in ``cvit_bench/results.py``).
+"""Build valid results.json dicts for tests (schema in ``cvit_bench/formats/results.py``).
 
 The CL summary is computed here with plain arithmetic from the matrix (``metrics.md`` §7.2), on purpose not
 with the library's summary code, so report tests do not depend on it. An aggregate whose formula needs a null

@@ -15,9 +15,9 @@ from typing import Any
 
 from cvit_bench.benchmark import load_benchmark
 from cvit_bench.leaderboard.verify import required_cells
-from cvit_bench.prepare import prepare
-from cvit_bench.sample import read_samples
-from cvit_bench.score import score_directory
+from cvit_bench.data.prepare import prepare
+from cvit_bench.formats.sample import read_samples
+from cvit_bench.scoring.pipeline import score_directory
 from cvit_fixtures import make_cvit_files
 
 META: dict[str, Any] = {

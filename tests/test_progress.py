@@ -54,7 +54,7 @@ def test_print_progress_writes_messages_and_a_line_per_finished_step():
 
 
 def test_prepare_reports_through_the_protocol(tmp_path):
-    from cvit_bench.prepare import prepare
+    from cvit_bench.data.prepare import prepare
 
     rec = Recorder()
     prepare("cvit-mini", templates="single", source="synthetic", raw_root=tmp_path / "raw", out=tmp_path / "out",
@@ -63,7 +63,7 @@ def test_prepare_reports_through_the_protocol(tmp_path):
 
 
 def test_mini_base_build_counts_its_pretraining_steps(tmp_path):
-    from cvit_bench.mini_model import MiniRecipe, build_mini_base
+    from cvit_bench.mini.base_model import MiniRecipe, build_mini_base
 
     rec = Recorder()
     build_mini_base(tmp_path / "b", seed=1, recipe=MiniRecipe(steps=100, n_train=64, n_heldout=8, min_accuracy=0.0),

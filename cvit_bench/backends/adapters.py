@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from ..errors import CvitError
 from ..registry import Registry
-from ..run_file import ADAPTER_CONFIG
+from ..formats.run_file import ADAPTER_CONFIG
 
 DEFAULT_FORMAT = "peft"
 FORMAT_KEY = "cvit_adapter"

@@ -21,7 +21,7 @@ from ..registry import Registry
 class GenerationRequest:
     """One sample to answer: the user text (without image token), the image path or None, the budget.
 
-    ``image_mode`` is ``pad`` or ``crop`` (see :mod:`cvit_bench.images`); ``max_new_tokens`` is this
+    ``image_mode`` is ``pad`` or ``crop`` (see :mod:`cvit_bench.data.images`); ``max_new_tokens`` is this
     request's own limit, honoured exactly even when the batch generates longer. ``ins_type`` is the
     sample's instruction type (the task's family, spec/benchmarks.md §1.8.3): adapters that route on it
     (SMoLoRA) receive it, every other backend and adapter ignores it.

@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 
-from ..conversation import PROMPT_FORMATS
+from ..data.conversation import PROMPT_FORMATS
 from ..errors import CvitError
 from ..registry import Registry
 

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..conversation import PromptFormat, get_prompt_format
+from ..data.conversation import PromptFormat, get_prompt_format
 from ..errors import CvitError, UnknownNameError
 from .adapters import AdapterSet, format_of
 from . import families  # noqa: F401  (registers the family prompt formats, e.g. "plain")

@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
-from ..images import load_image
+from ..data.images import load_image
 from .base import GenerationRequest
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CvitError
-from ..run_file import ADAPTER_CONFIG, ADAPTER_WEIGHT_FILES
+from ..formats.run_file import ADAPTER_CONFIG, ADAPTER_WEIGHT_FILES
 from .adapters import ADAPTER_FORMATS
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CvitError
-from ..predictions import read_prediction_file
+from ..formats.predictions import read_prediction_file
 from .base import BACKENDS, GenerationRequest
 
 

@@ -1,4 +1,4 @@
-"""``cvit-bench demo``: the whole pipeline on cvit-mini (:func:`cvit_bench.demo.run_demo`)."""
+"""``cvit-bench demo``: the whole pipeline on cvit-mini (:func:`cvit_bench.mini.demo.run_demo`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +20,7 @@ def demo_command(out, methods, templates, seed) -> None:
     from .progress import RichProgress
     from rich.table import Table
 
-    from ..demo import run_demo
+    from ..mini.demo import run_demo
 
     started = time.perf_counter()
     with RichProgress(console()) as progress:

@@ -1,4 +1,4 @@
-"""``cvit-bench evaluate``: checkpoints → predictions, scores, results.json (:func:`cvit_bench.runner.evaluate`)."""
+"""``cvit-bench evaluate``: checkpoints → predictions, scores, results.json (:func:`cvit_bench.evaluation.runner.evaluate`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,9 +41,9 @@ def evaluate_command(checkpoints, stage_tasks, base_model, data, out, benchmark,
                      vision_tower, projector, import_cache) -> None:
     """Evaluate a sequence of checkpoints into an accuracy matrix and the CL metrics."""
     from ..benchmark import load_benchmark
-    from ..checkpoints import plan_for
+    from ..evaluation.checkpoints import plan_for
     from ..importers.run import import_into_cache, llava_stage_format
-    from ..runner import EvalOptions, evaluate
+    from ..evaluation.runner import EvalOptions, evaluate
     from .progress import RichProgress
 
     spec = load_benchmark(benchmark)

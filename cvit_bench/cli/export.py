@@ -1,4 +1,4 @@
-"""``cvit-bench export``: prepared data → LLaVA-conversation files (:func:`cvit_bench.export.export`)."""
+"""``cvit-bench export``: prepared data → LLaVA-conversation files (:func:`cvit_bench.data.export.export`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +14,7 @@ import click
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 def export_command(fmt, data, benchmark, out) -> None:
     """Write LLaVA-conversation train JSON and eval JSON for the LLaVA/CoIN/SMoLoRA codebases."""
-    from ..export import export
+    from ..data.export import export
 
     folder = export(data, out, benchmark=benchmark, fmt=fmt)
     click.echo(f"wrote {folder}")

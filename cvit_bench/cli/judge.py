@@ -1,4 +1,4 @@
-"""``cvit-bench judge``: the General Knowledge track (an LLM judge, :mod:`cvit_bench.judge`); thin on purpose."""
+"""``cvit-bench judge``: the General Knowledge track (an LLM judge, :mod:`cvit_bench.judge.run`); thin on purpose."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,7 +30,7 @@ def judge_command(predictions, data, judge_model, out, benchmark, profile, cache
     """Rate predictions 0-10 with an LLM judge (CoIN's General Knowledge track); cached, never mixed with rule scores."""
     from rich.table import Table
 
-    from ..judge import JudgeSettings, run_judge
+    from ..judge.run import JudgeSettings, run_judge
     from .progress import RichProgress
 
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None

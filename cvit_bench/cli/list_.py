@@ -13,7 +13,7 @@ def list_command() -> None:
     from ..scoring.base import metric_ids
     from rich.table import Table
 
-    from ..templates import template_set_ids
+    from ..data.templates import template_set_ids
 
     for bid in benchmark_ids():
         spec = load_benchmark(bid)
@@ -32,6 +32,6 @@ def list_command() -> None:
         stdout().print(table)
     stdout().print(f"template sets: {', '.join(template_set_ids())}")
     stdout().print(f"metric ids: {', '.join(metric_ids())}")
-    from ..judge_rules import PARSERS
+    from ..judge.rules import PARSERS
 
     stdout().print(f"judge metric ids (General Knowledge track, `cvit-bench judge`): {', '.join(PARSERS.names())}")

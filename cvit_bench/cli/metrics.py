@@ -1,9 +1,9 @@
 """``cvit-bench metrics --matrix FILE [--json OUT]``: every continual-learning aggregate of one matrix.
 
-Thin on purpose: reading is :func:`cvit_bench.continual.load_matrix`, the ``--json`` layout is
-:func:`cvit_bench.metrics_report.metrics_report`, the numbers are
-:func:`~cvit_bench.continual.all_aggregates`, :func:`~cvit_bench.continual.summarize` and
-:func:`~cvit_bench.continual.identity_check`. Bad input raises :class:`~cvit_bench.errors.CvitError`, which
+Thin on purpose: reading is :func:`cvit_bench.continual.metrics.load_matrix`, the ``--json`` layout is
+:func:`cvit_bench.formats.metrics_report.metrics_report`, the numbers are
+:func:`~cvit_bench.continual.metrics.all_aggregates`, :func:`~cvit_bench.continual.metrics.summarize` and
+:func:`~cvit_bench.continual.metrics.identity_check`. Bad input raises :class:`~cvit_bench.errors.CvitError`, which
 the ``main`` group maps to exit code 2.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ def render_table(report: dict[str, Any]) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    from ..continual import CL_METRICS
+    from ..continual.metrics import CL_METRICS
 
     m = report["matrix"]
     table = Table(title=f"Continual-learning aggregates (T = {len(m['tasks'])}; rows {', '.join(m['stages'])})")
@@ -51,9 +51,9 @@ def metrics_command(matrix_path: Path, json_out: Path | None) -> None:
     """Print every continual-learning aggregate of an accuracy matrix ("—" = not computable)."""
     from rich.console import Console
 
-    from ..continual import load_matrix
+    from ..continual.metrics import load_matrix
     from ..files import atomic_write_json
-    from ..metrics_report import metrics_report
+    from ..formats.metrics_report import metrics_report
 
     matrix = load_matrix(matrix_path)
     report = metrics_report(matrix, source=str(matrix_path))

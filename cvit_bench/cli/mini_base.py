@@ -25,7 +25,7 @@ def build_command(out, steps, seed, min_accuracy) -> None:
     from .common import console, stdout
     from .progress import RichProgress
     from ..errors import CvitError
-    from ..mini_model import REPORT_FILE, MiniRecipe, build_mini_base
+    from ..mini.base_model import REPORT_FILE, MiniRecipe, build_mini_base
 
     if out.exists() and any(out.iterdir()):
         raise CvitError(f"{out}: exists and is not empty; choose a new folder")
@@ -44,7 +44,7 @@ def build_command(out, steps, seed, min_accuracy) -> None:
 def verify_command(folder) -> None:
     """Check every file of a base against its mini_base.json (default: the shipped base)."""
     from .common import stdout
-    from ..mini_model import SHIPPED_DIR, verify_mini_base
+    from ..mini.base_model import SHIPPED_DIR, verify_mini_base
 
     folder = folder or SHIPPED_DIR
     report = verify_mini_base(folder)

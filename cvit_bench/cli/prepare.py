@@ -1,4 +1,4 @@
-"""``cvit-bench prepare``: raw or published files → prepared benchmark (:func:`cvit_bench.prepare.prepare`)."""
+"""``cvit-bench prepare``: raw or published files → prepared benchmark (:func:`cvit_bench.data.prepare.prepare`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +28,7 @@ def prepare_command(benchmark, templates, source, raw_root, out, tasks, limit_pe
     """Build the prepared benchmark (parquet per task and split + manifest.json)."""
     from rich.table import Table
 
-    from ..prepare import prepare
+    from ..data.prepare import prepare
     from .progress import RichProgress
 
     if raw_root is None and source != "synthetic":

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 # The figure formats of cvit_bench.report.figures; named here so that --help does not import matplotlib
-# (tests/test_cli_fast.py checks the two lists agree).
+# (tests/cli/test_cli_fast.py checks the two lists agree).
 FIGURE_FORMATS = ("png", "svg", "pdf")
 
 

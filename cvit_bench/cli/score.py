@@ -1,4 +1,4 @@
-"""``cvit-bench score``: prediction files → results.json (:func:`cvit_bench.score.score_directory`)."""
+"""``cvit-bench score``: prediction files → results.json (:func:`cvit_bench.scoring.pipeline.score_directory`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +18,7 @@ from .common import print_join_reports, print_results_summary
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="writes OUT/results.json and OUT/scores/")
 def score_command(predictions, data, benchmark, profile, out) -> None:
     """Score prediction files into an accuracy matrix and the continual-learning metrics."""
-    from ..score import score_directory
+    from ..scoring.pipeline import score_directory
 
     results = score_directory(predictions, data, benchmark=benchmark, profile=profile, out=out)
     print_results_summary(results)

@@ -23,7 +23,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import DataError
-from ..run_file import ADAPTER_CONFIG, DEFAULT_WEIGHTS
+from ..formats.run_file import ADAPTER_CONFIG, DEFAULT_WEIGHTS
 from . import StageFormat, register_format
 from .fork_experts import read_fork_layers, require_other, write_moe_stage
 from .llava import adapter_weights_file, read_adapter_config, refuse_options

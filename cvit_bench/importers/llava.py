@@ -28,7 +28,7 @@ from torch import nn
 
 from ..errors import DataError
 from ..files import read_json
-from ..run_file import ADAPTER_CONFIG, ADAPTER_WEIGHT_FILES, DEFAULT_WEIGHTS
+from ..formats.run_file import ADAPTER_CONFIG, ADAPTER_WEIGHT_FILES, DEFAULT_WEIGHTS
 from . import StageFormat, register_format
 from .llava_layout import hf_key, linear_of, strip_peft_prefix
 from .weights import MODEL_WEIGHT_FILES, MODEL_WEIGHT_INDEXES, check_state_dict, load_weights_file

@@ -244,9 +244,9 @@ def add_image_token(tokenizer) -> list[str]:
 
 def check_pad_colour(image_processor, clip_dir: Path, settings: LlavaSettings) -> None:
     """LLaVA pads with ``int(c * 255)`` of the image processor's mean; the benchmark's ``image_mode: pad``
-    pads with CLIP's (:data:`cvit_bench.images.PAD_COLOR`). A tower with another mean would be padded
+    pads with CLIP's (:data:`cvit_bench.data.images.PAD_COLOR`). A tower with another mean would be padded
     differently from its training, so it is refused rather than evaluated silently differently."""
-    from ..images import PAD_COLOR
+    from ..data.images import PAD_COLOR
 
     if settings.image_aspect_ratio != "pad":
         return

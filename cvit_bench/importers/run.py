@@ -27,7 +27,7 @@ import torch
 
 from ..errors import CvitError, DataError, MissingFileError
 from ..files import atomic_write_json, read_json, sha256_file
-from ..run_file import ADAPTER_CONFIG
+from ..formats.run_file import ADAPTER_CONFIG
 from ..schedule import stage_folder
 from . import get_format
 from .llava_layout import (LlavaSettings, assemble_base, complete_projector, projector_tensors, read_base_projector,
@@ -139,9 +139,9 @@ def meta_base(folder: Path) -> torch.nn.Module:
 def import_run(req: ImportRequest, *, log: Callable[[str], None] = lambda m: None) -> Path:
     """Convert ``req``'s LLaVA-layout run into the run directory ``req.out``; returns it."""
     from ..backends.projector import PROJECTOR_FILE, write_projector
-    from ..run_file import write_run
+    from ..formats.run_file import write_run
     from ..benchmark import load_benchmark
-    from ..checkpoints import checkpoint_sha256
+    from ..evaluation.checkpoints import checkpoint_sha256
 
     fmt = get_format(req.format)
     spec = load_benchmark(req.benchmark)

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from ..errors import DataError
-from ..run_file import DEFAULT_WEIGHTS
+from ..formats.run_file import DEFAULT_WEIGHTS
 from . import StageFormat, register_format
 from .coin_moelora import read_expert_config
 from .fork_experts import read_fork_layers, require_other, write_moe_stage

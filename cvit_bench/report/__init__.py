@@ -30,7 +30,7 @@ from markupsafe import Markup
 
 from ..errors import CvitError, DataError
 from ..files import atomic_write_text
-from ..results import read_results
+from ..formats.results import read_results
 from .figures import (
     FIGURE_FORMATS,
     check_formats,

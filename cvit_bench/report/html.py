@@ -20,7 +20,7 @@ import jinja2
 from markupsafe import Markup
 
 from .. import __version__
-from ..results import SUMMARY_KEYS
+from ..formats.results import SUMMARY_KEYS
 from .formatting import fmt_aggregate, fmt_value
 from .runs import (
     ZERO_SHOT_LABEL,
@@ -228,7 +228,7 @@ def run_view(run: Run, group: GroupKey | None = None, figures: Sequence[FigureVi
         if isinstance(stage, dict) and stage.get("checkpoint_sha256"):
             facts.append((f"checkpoint {stage.get('label')} ({stage.get('task', '')})", str(stage["checkpoint_sha256"])))
     protocol = results.get("protocol")
-    if isinstance(protocol, dict):   # He et al.'s block (cvit_bench.he_protocol)
+    if isinstance(protocol, dict):   # He et al.'s block (cvit_bench.continual.he_protocol)
         for key in ("aa@he-code", "bwt@he-code"):
             facts.append((f"{key} (initial tasks: {', '.join(protocol.get('initial_tasks') or []) or 'none'})",
                           fmt_aggregate(protocol.get(key))))

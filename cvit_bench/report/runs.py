@@ -1,6 +1,6 @@
 """The report's view of one results.json: a :class:`Run`, its comparability group and its warnings.
 
-Everything here is a pure function of the parsed results dict (see :mod:`cvit_bench.results` for the schema),
+Everything here is a pure function of the parsed results dict (see :mod:`cvit_bench.formats.results` for the schema),
 so the leaderboard can reuse it on results it holds in memory.
 
 Rules pinned down here:

@@ -1,7 +1,7 @@
 """The metric interface and registry.
 
 A metric scores one cell (one task's predictions at one stage) against the samples' ``references``.
-The caller (``cvit_bench.score``) joins prediction lines to samples (:mod:`cvit_bench.scoring.join`: in the
+The caller (``cvit_bench.scoring.pipeline``) joins prediction lines to samples (:mod:`cvit_bench.scoring.join`: in the
 compat profile exactly as the task's reference script reads the file — every line, the last line per id, the
 official universe or by position — whatever the metric's ``universe``) and passes aligned lists; in the
 standard profile:
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
 from ..registry import Registry, import_submodules
-from ..sample import Sample
+from ..formats.sample import Sample
 
 Scale = Literal["percent", "cider_x100"]
 Universe = Literal["predictions", "samples"]

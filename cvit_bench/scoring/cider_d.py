@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CvitError, DataError
-from ..sample import Sample
+from ..formats.sample import Sample
 from .base import METRICS, Metric, MetricResult, Scale, Universe
 from .common import compat_texts, result, standard_texts
 from .normalize import java_ptb_available, ptb_java_tokenize, ptb_py_tokenize, whitespace_tokenize

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import DataError
-from ..sample import Sample
+from ..formats.sample import Sample
 from .base import MetricResult, Scale
 
 

@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from ..sample import Sample
+from ..formats.sample import Sample
 from .base import METRICS, Metric, MetricResult, Scale, Universe
 from .common import compat_texts, first_reference, mean, meta_of, result, standard_texts
 from .normalize import M4CCache

@@ -25,7 +25,7 @@ from typing import Callable
 from ..errors import DataError
 from ..profiles import PROFILES
 from ..registry import Registry
-from ..sample import Sample
+from ..formats.sample import Sample
 from .common import check_aligned, meta_of
 
 Profile = str  # one of cvit_bench.profiles.PROFILES (the one copy of the names; validated where a profile enters)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from ..errors import DataError
-from ..sample import Sample
+from ..formats.sample import Sample
 from .base import METRICS, Metric, MetricResult, Scale, Universe
 from .common import compat_texts, meta_of, result, standard_texts
 

@@ -40,9 +40,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ..errors import DataError
-from ..predictions import PredictionFile
+from ..formats.predictions import PredictionFile
 from ..registry import Registry
-from ..sample import Sample
+from ..formats.sample import Sample
 from .common import meta_of
 
 N_EXAMPLES = 5

@@ -22,7 +22,7 @@
   bracket tokens are *kept* (as ``-lrb-``, ``-rrb-``, ``-lsb-``, ...). Every line separator inside a caption
   (not only ``\\n``) becomes a space so that the one-caption-per-line alignment cannot shift.
 * :func:`ptb_py_tokenize` — a pure-Python approximation of the same pipeline (id variant ``ptb-py``); it
-  reproduces the Java output on the caption fixture of ``tests/test_metrics_normalize.py`` (the agreement
+  reproduces the Java output on the caption fixture of ``tests/scoring/test_metrics_normalize.py`` (the agreement
   tolerance is stated there).
 """
 from __future__ import annotations

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from ..sample import Sample
+from ..formats.sample import Sample
 from .base import METRICS, Metric, MetricResult, Scale, Universe
 from .common import compat_texts, first_reference, result
 

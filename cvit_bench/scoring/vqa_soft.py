@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from ..errors import DataError
-from ..sample import Sample
+from ..formats.sample import Sample
 from .base import METRICS, Metric, MetricResult, Scale, Universe
 from .common import result, standard_texts
 from .normalize import M4CCache

@@ -1,0 +1,1 @@
+"""Data preparation: source files to prepared parquet splits, instruction templates, prompt formats, images, export."""

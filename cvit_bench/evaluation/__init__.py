@@ -1,0 +1,1 @@
+"""Evaluation: checkpoint sequences, the runner (base loaded once, adapters swapped), provenance."""

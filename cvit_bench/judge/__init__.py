@@ -1,0 +1,1 @@
+"""CoIN's General Knowledge track: an LLM judge over prediction files."""

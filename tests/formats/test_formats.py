@@ -1,0 +1,67 @@
+"""Every JSON/JSONL format: a published schema whose version matches what is written, readers that validate
+and refuse unknown versions naming the file, and reference-format prediction lines still read."""
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from cvit_bench.errors import DataError, SchemaVersionError
+from cvit_bench.formats.catalogue import formats
+from cvit_bench.formats.predictions import read_prediction_file
+from cvit_bench.formats.results import read_results, write_results
+from cvit_bench.formats.schemas import load_schema
+from fixtures_results import make_results
+
+
+@pytest.mark.parametrize("fmt", formats(), ids=lambda f: f.name)
+def test_each_schema_is_valid_and_pins_the_written_version(fmt):
+    schema = load_schema(fmt.name)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    if fmt.name == "prediction-line":
+        versions = [b["properties"].get("schema_version") for b in schema["oneOf"]]
+        assert {"const": fmt.version} in versions
+    else:
+        assert schema["properties"]["schema_version"] == {"const": fmt.version}
+
+
+def test_prediction_lines_ours_old_and_reference_are_read(tmp_path):
+    ours = tmp_path / "ours.jsonl"
+    ours.write_text('{"schema_version": 1, "uid": "t/test/1", "prediction": "A", "fp": "x"}\n'
+                    '{"uid": "t/test/2", "prediction": "B"}\n')
+    pf = read_prediction_file(ours)
+    assert pf.keys == ["t/test/1", "t/test/2"] and pf.texts == ["A", "B"] and pf.meta[0] == {"fp": "x"}
+    ref = tmp_path / "merge.jsonl"
+    ref.write_text('{"question_id": 17, "prompt": "USER: q ASSISTANT:", "text": "yes", "answer_id": "ab", '
+                   '"model_id": "m", "metadata": {}}\n')
+    pf = read_prediction_file(ref)
+    assert pf.key_kind == "source_id" and pf.keys == ["17"] and pf.texts == ["yes"]
+
+
+@pytest.mark.parametrize("line,field", [
+    ('{"schema_version": 2, "uid": "a", "prediction": "x"}', "schema_version"),
+    ('{"uid": 3, "prediction": "x"}', "(top level)"),
+    ('{"uid": "a", "question_id": 1, "prediction": "x", "text": "y"}', "(top level)"),
+    ('{"id": "a", "prediction": "x"}', "uid"),
+])
+def test_bad_prediction_lines_name_file_line_and_field(tmp_path, line, field):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"uid": "ok", "prediction": "fine"}\n' + line + "\n")
+    with pytest.raises(DataError) as exc:
+        read_prediction_file(path)
+    assert exc.value.file == str(path) and exc.value.record == "line 2" and exc.value.field == field
+
+
+def test_results_round_trip_and_unknown_version(tmp_path):
+    results = make_results()
+    write_results(tmp_path / "results.json", results)
+    assert read_results(tmp_path / "results.json")["matrix"] == results["matrix"]
+    (tmp_path / "new.json").write_text(json.dumps({**results, "schema_version": 3}))
+    with pytest.raises(SchemaVersionError, match=r"new\.json.*schema_version 3"):
+        read_results(tmp_path / "new.json")
+    bad = {**results, "matrix": {**results["matrix"], "values": [["high"] * len(results["matrix"]["tasks"])]}}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(DataError) as exc:
+        read_results(tmp_path / "bad.json")
+    assert exc.value.field.startswith("matrix.values")
