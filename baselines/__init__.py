@@ -2,7 +2,7 @@
 
 Methods register by name in :data:`METHODS` (one module each): ``seq-lora``, ``dora``, ``replay``, ``ewc``,
 ``lwf``, ``multitask``, ``dir-lora``, ``zero-shot``, and the mixture-of-LoRA methods ``moe-lora``, ``smolora``,
-``branchlora`` (shared layer code in :mod:`cvit_bench.baselines.moe_layers`; their stage folders use its own
+``branchlora`` (shared layer code in :mod:`cvit_bench.adapters.moe.layers`; their stage folders use its own
 adapter format, which the evaluation backend recognises and attaches through :func:`load_for_eval`). The trainer is :func:`cvit_bench.baselines.trainer.train_run`;
 the runner loads any method's stage folder with :func:`load_for_eval`.
 """
@@ -41,10 +41,10 @@ def load_for_eval(base_model: Any, stage_dir: str | Path, *, method: str | None 
     """Attach the adapter of a stage folder to ``base_model`` through its method's own loader.
 
     The method is ``method`` if given, else the one recorded in the folder's ``cvit_stage.json``, else the
-    one a method-format ``adapter_config.json`` names (:mod:`.moe_layers`), else ``seq-lora`` (a plain PEFT
+    one a method-format ``adapter_config.json`` names (:mod:`cvit_bench.adapters.moe.layers`), else ``seq-lora`` (a plain PEFT
     adapter folder written elsewhere).
     """
-    from .moe_layers import is_custom_adapter, read_adapter_config
+    from ..adapters.moe.layers import is_custom_adapter, read_adapter_config
     from ..formats.run_file import read_stage_marker
 
     stage_dir = Path(stage_dir)

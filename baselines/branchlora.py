@@ -48,7 +48,7 @@ from ..errors import CvitError
 from . import METHODS
 from .base import StageContext
 from .data import IGNORE_INDEX, Example, select_by_hash
-from .moe_layers import (
+from ..adapters.moe.layers import (
     AdapterLayer,
     MoeAdapter,
     MoeMethod,

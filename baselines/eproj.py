@@ -24,7 +24,7 @@ per task, chosen at inference by learned image and instruction keys — no task 
 
 Backbones: LLaVA and InstructBLIP (projectors that see one row per image). Qwen2-VL's merger sees the
 flattened patches of all images, which has no per-image row: EProj refuses it with a clear error. The stage
-folder is the mixture-of-LoRA adapter format of :mod:`cvit_bench.baselines.moe_layers`.
+folder is the mixture-of-LoRA adapter format of :mod:`cvit_bench.adapters.moe.layers`.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from ..errors import CvitError
 from . import METHODS
 from .base import StageContext, StagePlan
 from .data import IGNORE_INDEX, select_by_hash
-from .moe_layers import AdapterLayer, MoeAdapter, MoeMethod, MoeOptions, RouteState, cosine
+from ..adapters.moe.layers import AdapterLayer, MoeAdapter, MoeMethod, MoeOptions, RouteState, cosine
 
 KEYS = "cvit_eproj_keys"
 SUPPORTED = ("llava", "instructblip")

@@ -25,7 +25,7 @@ from torch import nn
 
 from . import METHODS
 from .base import LLM_TARGET_MODULES
-from .moe_layers import AdapterLayer, MoeMethod, MoeOptions, RouteState, kaiming_uniform_
+from ..adapters.moe.layers import AdapterLayer, MoeMethod, MoeOptions, RouteState, kaiming_uniform_
 
 
 @dataclass(frozen=True)

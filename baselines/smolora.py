@@ -51,7 +51,7 @@ from torch import nn
 from ..errors import CvitError
 from . import METHODS
 from .base import StageContext
-from .moe_layers import AdapterLayer, MoeAdapter, MoeMethod, MoeOptions, RouteState, masked_mean, routed_lora
+from ..adapters.moe.layers import AdapterLayer, MoeAdapter, MoeMethod, MoeOptions, RouteState, masked_mean, routed_lora
 
 #: The LLM's FFN linears and the LLaVA projector's two linears (spec/methods.md "Where").
 SMOLORA_TARGET_MODULES = (r".*language_model.*\.(gate_proj|up_proj|down_proj)"
@@ -168,7 +168,7 @@ class SmoLoraLinear(AdapterLayer):
         ins = self.route.ins_type
         if ins is None:
             raise CvitError("smolora needs the instruction type (ins_type) of every sample: the runner passes the "
-                            "task's family; from Python call cvit_bench.baselines.moe_layers.set_request_info")
+                            "task's family; from Python call cvit_bench.adapters.moe.layers.set_request_info")
         device = self.vu_A.device
         if isinstance(ins, int):
             return torch.full((n,), ins, dtype=torch.long, device=device)

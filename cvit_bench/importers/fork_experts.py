@@ -14,7 +14,7 @@ names are mapped onto the HF base as for plain LoRA (:func:`~cvit_bench.importer
 :func:`write_moe_stage` builds our adapter for the converted tensors: the method is attached to the base
 (meta tensors: no memory) to learn the exact tensor names and shapes our layers have, the converted tensors
 are checked against them (missing/unexpected keys listed, shapes named) and assigned, and the folder is
-written by the method format's own writer (:func:`cvit_bench.baselines.moe_layers.write_adapter`).
+written by the method format's own writer (:func:`cvit_bench.adapters.moe.layers.write_adapter`).
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def write_moe_stage(
 ) -> None:
     """Check ``tensors`` (our key names) against ``method``'s layers on ``base`` and write the stage folder."""
     from ..baselines import make_method
-    from ..baselines.moe_layers import detach_adapter, write_adapter
+    from ..adapters.moe.layers import detach_adapter, write_adapter
 
     for name in layer_names:
         linear_of(base, name, file=file, key=name)

@@ -21,7 +21,7 @@ from cvit_bench.baselines.branchlora import (
     TaskSelector,
     branches_to_freeze,
 )
-from cvit_bench.baselines.moe_layers import (
+from cvit_bench.adapters.moe.layers import (
     ROUTING_NAME,
     AdapterLayer,
     WEIGHTS_NAME,

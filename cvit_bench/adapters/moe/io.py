@@ -1,4 +1,4 @@
-"""The ``cvit-moe`` adapter format (:mod:`.moe_layers`) as an evaluation-backend adapter format.
+"""The ``cvit-moe`` adapter format (:mod:`.layers`) as an evaluation-backend adapter format.
 
 Registered with :data:`cvit_bench.backends.adapters.ADAPTER_FORMATS` through the entry point
 ``cvit_bench.adapter_formats: cvit-moe`` (pyproject.toml), so the backend finds it without importing this
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .moe_layers import (
+from .layers import (
     ADAPTER_FORMAT, detach_adapter, read_adapter_config, read_routing, set_active,
     set_request_info,
 )
@@ -37,7 +37,7 @@ class MoeAdapters:
         return self.model
 
     def _attach(self, path: Path) -> None:
-        from . import load_for_eval
+        from ...baselines import load_for_eval
 
         cfg = read_adapter_config(path)
         load_for_eval(self.model, path, method=cfg["method"], options=cfg["config"])

@@ -47,11 +47,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CvitError, DataError
-from ..files import atomic_write_json, read_json
-from ..formats.run_file import ADAPTER_CONFIG, DEFAULT_WEIGHTS
-from .base import Method, MethodConfig, StageContext, StagePlan
-from .data import Example, select_by_hash
+from ...errors import CvitError, DataError
+from ...files import atomic_write_json, read_json
+from ...formats.run_file import ADAPTER_CONFIG, DEFAULT_WEIGHTS
+from ...baselines.base import Method, MethodConfig, StageContext, StagePlan
+from ...baselines.data import Example, select_by_hash
 
 ADAPTER_FORMAT = "cvit-moe"
 FORMAT_VERSION = 1
@@ -514,7 +514,7 @@ class MoeMethod(Method):
             raise CvitError(f"{stage_dir}: adapter of method {cfg['method']!r}, not {self.name!r}")
         if cfg["config"] != self.config.to_dict():
             # The folder records the options it was trained with; they shape the layers, so they win.
-            from . import make_method
+            from ...baselines import make_method
 
             return make_method(self.name, cfg["config"], seed=self.seed).load_for_eval(base_model, stage_dir)
         path = stage_dir / WEIGHTS_NAME

@@ -1,0 +1,1 @@
+"""The ``cvit-moe`` adapter format of the mixture-of-LoRA methods."""
