@@ -2,8 +2,8 @@
 
 Methods register by name in :data:`METHODS` (one module each): ``seq-lora``, ``dora``, ``replay``, ``ewc``,
 ``lwf``, ``multitask``, ``dir-lora``, ``zero-shot``, and the mixture-of-LoRA methods ``moe-lora``, ``smolora``,
-``branchlora`` (shared layer code in :mod:`cvit_bench.baselines.moe_layers`; their stage folders use its own
-adapter format, which the evaluation backend recognises and attaches through :func:`load_for_eval`). The trainer is :func:`cvit_bench.baselines.trainer.train_run`;
+``branchlora`` (training in :mod:`.moe_method`; their stage folders use the ``cvit-moe``
+adapter format of :mod:`cvit_bench.adapters.moe`, which the evaluation backend recognises and attaches through :func:`load_for_eval`). The trainer is :func:`cvit_bench.baselines.trainer.train_run`;
 the runner loads any method's stage folder with :func:`load_for_eval`.
 """
 from __future__ import annotations
@@ -41,17 +41,17 @@ def load_for_eval(base_model: Any, stage_dir: str | Path, *, method: str | None 
     """Attach the adapter of a stage folder to ``base_model`` through its method's own loader.
 
     The method is ``method`` if given, else the one recorded in the folder's ``cvit_stage.json``, else the
-    one a method-format ``adapter_config.json`` names (:mod:`.moe_layers`), else ``seq-lora`` (a plain PEFT
+    one a method-format ``adapter_config.json`` names (cvit_bench.adapters.moe), else ``seq-lora`` (a plain PEFT
     adapter folder written elsewhere).
     """
-    from .moe_layers import is_custom_adapter, read_adapter_config
+    from ..adapters.moe.io import is_custom_adapter, read_adapter_config
     from ..formats.run_file import read_stage_marker
 
     stage_dir = Path(stage_dir)
     marker = read_stage_marker(stage_dir)
     if marker is None and is_custom_adapter(stage_dir):
         cfg = read_adapter_config(stage_dir)
-        marker = {"method": cfg["method"], "config": cfg["config"]}
+        marker = {"method": cfg.method, "config": cfg.config}
     name = method or (marker or {}).get("method") or "seq-lora"
     cfg = options if options is not None else (marker or {}).get("config") if (marker or {}).get("method") == name else None
     return make_method(name, cfg).load_for_eval(base_model, stage_dir, adapter_name=adapter_name)

@@ -9,7 +9,7 @@ is an error naming the folder, the format and the registered ones.
 
 A method with its own adapter format registers it in :data:`ADAPTER_FORMATS`, at import time or through the
 entry-point group ``cvit_bench.adapter_formats`` (what cvit-bench's own mixture-of-LoRA format ``cvit-moe``
-does, from :mod:`cvit_bench.baselines.moe_format`, declared in pyproject.toml): the backend then finds it
+does, from :mod:`cvit_bench.adapters.moe.io`, declared in pyproject.toml): the backend then finds it
 without importing training code by name. After pulling a new entry point, re-install (``make venv``).
 
 Contract of a format (folders are :class:`~pathlib.Path`):

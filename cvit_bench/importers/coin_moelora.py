@@ -2,7 +2,7 @@
 
 The fork's layer (facts read from its code): ``y = W x + Σ_e softmax(R x)_e · (α / r) · B_e A_e dropout(x)``
 with ``expert_num`` experts of rank r / E, a router ``lora_router`` (d_in → E, no bias) on every token, dense
-(no top-k), which is exactly :class:`cvit_bench.baselines.moe_lora.MoeLoraLinear`. Mapping per adapted module
+(no top-k), which is exactly :class:`cvit_bench.adapters.moe.architectures.moe_lora.MoeLoraLinear`. Mapping per adapted module
 (module names as for plain LoRA, keys as in :mod:`.fork_experts`):
 
     lora_A.loraA.<e>.weight  [r/E, in]   → <module>.lora_A[e]      ([E, r/E, in])

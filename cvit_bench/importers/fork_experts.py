@@ -11,13 +11,14 @@ total rank r into ``expert_num`` experts of rank r / E. Each expert is a module 
 (the adapter name is stripped when saving). When both spellings are present they must be equal. The module
 names are mapped onto the HF base as for plain LoRA (:func:`~cvit_bench.importers.llava_layout.hf_key`).
 
-:func:`write_moe_stage` builds our adapter for the converted tensors: the method is attached to the base
+:func:`write_moe_stage` builds our adapter for the converted tensors: the architecture is attached to the base
 (meta tensors: no memory) to learn the exact tensor names and shapes our layers have, the converted tensors
 are checked against them (missing/unexpected keys listed, shapes named) and assigned, and the folder is
-written by the method format's own writer (:func:`cvit_bench.baselines.moe_layers.write_adapter`).
+written by the format's own writer (:func:`cvit_bench.adapters.moe.io.write_adapter`).
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -97,12 +98,13 @@ def write_moe_stage(
     file: Path,
 ) -> None:
     """Check ``tensors`` (our key names) against ``method``'s layers on ``base`` and write the stage folder."""
-    from ..baselines import make_method
-    from ..baselines.moe_layers import detach_adapter, write_adapter
+    from ..adapters.moe.injection import ARCHITECTURES, detach_adapter
+    from ..adapters.moe.io import write_adapter
 
     for name in layer_names:
         linear_of(base, name, file=file, key=name)
-    impl = make_method(method, options)
+    arch_cls = ARCHITECTURES.get(method)
+    impl = arch_cls(arch_cls.options_cls.from_recorded(options, file))
     try:
         with torch.device("meta"):
             adapter = impl.attach(base, structure, names=layer_names)
@@ -112,6 +114,6 @@ def write_moe_stage(
             own = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
             module.load_state_dict(own, strict=False, assign=True)   # keys checked above; base_layer stays
         out.mkdir(parents=True, exist_ok=True)
-        write_adapter(out, adapter, impl.config.to_dict())
+        write_adapter(out, adapter, dataclasses.asdict(impl.options))
     finally:
         detach_adapter(base)

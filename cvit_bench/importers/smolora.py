@@ -7,7 +7,7 @@ IF router ``lora_ins_gate`` (384 → E/2, no bias) on ``ins_emb[ins_type]``, top
 ``softmax(lora_fc_A(vu), lora_fc_B(if))`` per token (d_out → 1 each, no bias). The table ``ins_emb`` (one
 sentence-embedding row per instruction type, from ``ins_emb_single.pkl``) is stored in the stage's
 ``adapter_config.json``; ``ins_type`` is the stage's own type. That is
-:class:`cvit_bench.baselines.smolora.SmoLoraLinear` with ``router_grad=none`` (the released code's constant
+:class:`cvit_bench.adapters.moe.architectures.smolora.SmoLoraLinear` with ``router_grad=none`` (the released code's constant
 routing). Mapping per adapted module:
 
     lora_A.loraA.<e>.weight, e < E/2     → <module>.vu_A[e]           ([E/2, r/E, in])

@@ -42,7 +42,7 @@ from .rules import (COIN_SAMPLING, MAX_NEW_TOKENS, SYSTEM_MESSAGE, JudgeCell, Ju
                           judge_item, judge_messages)
 from ..formats.manifest import MANIFEST_NAME, read_manifest, resolve_prepared
 from ..formats.predictions import discover, read_prediction_file
-from ..profiles import PROFILES
+from ..profiles import PROFILES, Profile
 from ..progress import Progress, as_progress
 from ..schedule import matrix_rows, stage_sort_key
 from ..scoring.pipeline import EvalSamples
@@ -50,7 +50,7 @@ from ..scoring.join import JoinReport, ReferenceJoin, compat_join, standard_join
 
 JUDGE_SCHEMA_VERSION = 1
 CACHE_SCHEMA_VERSION = 1
-PROFILE_METRICS = {"compat": "gk_judge@coin", "standard": "gk_judge@robust"}
+PROFILE_METRICS = {Profile.COMPAT: "gk_judge@coin", Profile.STANDARD: "gk_judge@robust"}
 SAMPLINGS = ("greedy", "coin")
 
 
@@ -142,7 +142,7 @@ def _plan(spec, folder, manifest, predictions, profile, tasks):
             continue
         pf = read_prediction_file(path)
         task_samples = eval_samples[task]
-        joined = compat_join(task_samples, pf, JUDGE_JOIN) if profile == "compat" else standard_join(task_samples, pf, "samples")
+        joined = compat_join(task_samples, pf, JUDGE_JOIN) if profile == Profile.COMPAT else standard_join(task_samples, pf, "samples")
         samples, preds, report = joined.samples, joined.texts, joined.report
         kind = spec.task(task).kind
         items = [None if p is None else judge_item(s, p, kind) for s, p in zip(samples, preds)]

@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import DataError
-from ..profiles import PROFILES
+from ..profiles import PROFILES, Profile
 from ..registry import Registry
 from ..formats.sample import Sample
 from .common import check_aligned, meta_of
 
-Profile = str  # one of cvit_bench.profiles.PROFILES (the one copy of the names; validated where a profile enters)
 
 
 def follows_choice(sample: Sample, text: str, profile: Profile) -> bool:
@@ -59,7 +58,7 @@ def follows_short(sample: Sample, text: str, profile: Profile) -> bool:
 
 def follows_caption(sample: Sample, text: str, profile: Profile) -> bool:
     refs: Sequence[str] | str = sample.references
-    if profile == "compat" and meta_of(sample).get("answer_is_string") and refs:
+    if profile == Profile.COMPAT and meta_of(sample).get("answer_is_string") and refs:
         refs = refs[0]  # the script iterates over the characters of a string answer
     return caption_follows(text, refs)
 
@@ -88,7 +87,7 @@ def if_flags(
         raise DataError(f"unknown scoring profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
     check = IF_CHECKS.get(check_id)
     check_aligned(check_id, samples, predictions)
-    missing = check.missing_compat if profile == "compat" else 0
+    missing = check.missing_compat if profile == Profile.COMPAT else 0
     return [missing if p is None else int(check.follows(s, p, profile)) for s, p in zip(samples, predictions)]
 
 

@@ -22,7 +22,7 @@ from ..errors import CvitError
 from ..files import sha256_file, write_if_changed
 from ..formats.manifest import MANIFEST_NAME, read_manifest, resolve_prepared
 from ..formats.predictions import PredictionFile, discover, read_prediction_file
-from ..profiles import PROFILES
+from ..profiles import PROFILES, Profile
 from ..evaluation.provenance import collect_environment
 from ..formats.results import write_results
 from ..formats.sample import Sample, read_samples
@@ -99,9 +99,9 @@ def compat_universe(task_id: str, samples: list[Sample], notes: dict | None) -> 
 def join_cell(samples: list[Sample], pf: PredictionFile, metric: Metric, profile: str, *,
               task: TaskSpec | None = None, universe: list[Sample] | None = None) -> Joined:
     """Align prediction lines with samples the way the profile's rule (compat: the reference script) does."""
-    rule = reference_join_for(metric.id, (task.extra.get("compat_join") if task else None)) if profile == "compat" else None
+    rule = reference_join_for(metric.id, (task.extra.get("compat_join") if task else None)) if profile == Profile.COMPAT else None
     if rule is None:
-        if profile == "compat" and metric.positional:
+        if profile == Profile.COMPAT and metric.positional:
             raise CvitError(f"{metric.id} aligns by position but no compat join rule is registered for it")
         return standard_join(samples, pf, metric.universe)
     return compat_join(samples, pf, rule, universe)
@@ -110,7 +110,7 @@ def join_cell(samples: list[Sample], pf: PredictionFile, metric: Metric, profile
 def _if_values(check_id: str, samples: list[Sample], pf: PredictionFile, profile: str, universe: list[Sample] | None,
                first: str | None) -> tuple[dict[str, int | None], list[int | None]]:
     """Per-uid IF flags and every flag the rate counts (compat: unknown ids' lines too, as the scripts count them)."""
-    if profile != "compat":
+    if profile != Profile.COMPAT:
         values = if_flags(check_id, samples, latest_by_sample(samples, pf), profile)
         return {s.uid: v for s, v in zip(samples, values)}, values
     items = compat_if_items(check_id, samples, pf, universe, first)
@@ -119,7 +119,7 @@ def _if_values(check_id: str, samples: list[Sample], pf: PredictionFile, profile
         if it.text is None:
             v = 0
         elif check_id == "if@choice":
-            v = int(IF_CHECKS.get(check_id).follows(it.sample, it.text, "compat"))
+            v = int(IF_CHECKS.get(check_id).follows(it.sample, it.text, Profile.COMPAT))
         elif check_id == "if@caption":
             v = int(caption_follows(it.text, it.answer))
         else:
@@ -140,7 +140,7 @@ def score_cell(spec: BenchmarkSpec, stage: str, task_id: str, profile: str, samp
     task = spec.task(task_id)
     metric, fallbacks = resolve_metric(task.metric(profile), samples)
     metric_id, notes = metric.id, [f"{task.id}: {note}" for note in fallbacks]
-    universe, first = compat_universe(task_id, samples, task_notes) if profile == "compat" else (None, None)
+    universe, first = compat_universe(task_id, samples, task_notes) if profile == Profile.COMPAT else (None, None)
     refused = if_refused = None
     try:
         joined = join_cell(samples, pf, metric, profile, task=task, universe=universe)

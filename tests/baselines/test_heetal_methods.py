@@ -79,7 +79,7 @@ def test_tir_keeps_the_max_with_its_owner_and_relaxes_similar_owners():
 
 
 def test_eproj_keys_retrieve_the_expert_of_the_closest_task():
-    from cvit_bench.baselines.eproj import KeyBank
+    from cvit_bench.adapters.moe.architectures.eproj import KeyBank
 
     keys = KeyBank(3, 4, 2)
     with torch.no_grad():

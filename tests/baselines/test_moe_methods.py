@@ -15,26 +15,15 @@ from cvit_bench.backends.base import GenerationRequest
 from cvit_bench.backends.hf import HFBackend
 from cvit_bench.baselines import get_method, load_for_eval, make_method
 from cvit_bench.baselines.base import MethodEnv
-from cvit_bench.baselines.branchlora import (
-    BranchLoraLinear,
-    BranchLoraOptions,
-    TaskSelector,
-    branches_to_freeze,
-)
-from cvit_bench.baselines.moe_layers import (
-    ROUTING_NAME,
-    AdapterLayer,
-    WEIGHTS_NAME,
-    RouteState,
-    detach_adapter,
-    get_adapter,
-    is_custom_adapter,
-    read_adapter_config,
-    set_request_info,
-)
-from cvit_bench.baselines.moe_lora import MoeLoraLinear
+from cvit_bench.adapters.moe.architectures.branchlora import BranchLoraLinear, BranchLoraOptions, TaskSelector
+from cvit_bench.adapters.moe.architectures.moe_lora import MoeLoraLinear
+from cvit_bench.adapters.moe.architectures.smolora import InstructionTable, SmoLoraLinear, SmoLoraOptions
+from cvit_bench.adapters.moe.config import ROUTING_NAME, WEIGHTS_NAME
+from cvit_bench.adapters.moe.injection import detach_adapter, get_adapter, set_request_info
+from cvit_bench.adapters.moe.io import is_custom_adapter, read_adapter_config
+from cvit_bench.adapters.moe.layers import AdapterLayer, RouteState
+from cvit_bench.baselines.branchlora import branches_to_freeze
 from cvit_bench.formats.run_file import read_run
-from cvit_bench.baselines.smolora import InstructionTable, SmoLoraLinear, SmoLoraOptions
 from cvit_bench.baselines.trainer import train_run
 from cvit_bench.benchmark import load_benchmark
 from cvit_bench.evaluation.checkpoints import load_run_dir
@@ -323,7 +312,7 @@ def test_save_then_load_gives_identical_outputs(method, tiny_llava_dir, processo
     weights = m.save(model, tmp_path)
     assert weights == tmp_path / WEIGHTS_NAME and is_custom_adapter(tmp_path)
     cfg = read_adapter_config(tmp_path)
-    assert cfg["method"] == method and cfg["config"] == m.config.to_dict() and cfg["layers"] == list(adapter.layers)
+    assert cfg.method == method and cfg.config == m.config.to_dict() and cfg.layers == list(adapter.layers)
 
     fresh = load_for_eval(_base(tiny_llava_dir), tmp_path, method=method)
     set_request_info(fresh, ins_type=[2, 2, 3])
@@ -361,11 +350,11 @@ def test_runs_write_the_format_routing_logs_and_freeze(runs):
             folder = out / entry["path"]
             marker = json.loads((folder / "cvit_stage.json").read_text())
             assert marker["method"] == method and marker["weights"] == WEIGHTS_NAME
-            assert read_adapter_config(folder)["config"] == run["method"]["config"]
+            assert read_adapter_config(folder).config == run["method"]["config"]
         routing = json.loads((out / "stage-02-imagenet" / ROUTING_NAME).read_text())
         assert list(routing) == TASKS
         assert all(isinstance(v, int) and v > 0 for usage in routing.values() for v in usage.values())
-        layers = read_adapter_config(out / "stage-02-imagenet")["layers"]
+        layers = read_adapter_config(out / "stage-02-imagenet").layers
         if method == "smolora":
             # one VU and one IF decision per sample and adapted layer (8 samples per task here)
             for usage in routing.values():
@@ -478,6 +467,33 @@ def test_runner_evaluates_moe_runs_with_routing_in_results(runs, prepared, tmp_p
     assert res["method"]["name"] == "smolora"
     values = res["matrix"]["values"]
     assert sum(v is not None for row in values for v in row) >= 3     # the lower triangle of the two stages
+
+
+def test_evaluating_a_moe_run_imports_no_training_code(runs, prepared, tmp_path):
+    """Evaluation reads the cvit-moe format from cvit_bench.adapters.moe alone (a fresh interpreter: this
+    test process has imported the training code already)."""
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import json, sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from cvit_bench.evaluation.checkpoints import load_run_dir
+from cvit_bench.evaluation.runner import EvalOptions, evaluate
+for method in ["smolora", "branchlora"]:
+    res = evaluate(load_run_dir(Path({str(runs["moe-lora"].parent)!r}) / method), data=Path({str(prepared)!r}),
+                   out=Path({str(tmp_path)!r}) / method, benchmark="cvit",
+                   opts=EvalOptions(batch_size=4, num_workers=0, allow_partial=True))
+    assert res["method"]["name"] == method and res["routing"], method
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("cvit_bench.baselines"))))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
 def test_method_registry_knows_the_moe_methods():

@@ -153,7 +153,7 @@ def _logits(backend: HFBackend, reqs, images):
 
 
 def assert_same_as_native(backend: HFBackend, stage: str, native, hf_dir, ins_type=None):
-    from cvit_bench.baselines.moe_layers import set_request_info
+    from cvit_bench.adapters.moe.injection import set_request_info
 
     reqs, images = _requests(ins_type=ins_type)
     backend.activate(stage)

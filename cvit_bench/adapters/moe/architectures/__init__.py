@@ -1,0 +1,1 @@
+"""One module per mixture-of-LoRA method: its options, layers, model-level modules and hooks."""
