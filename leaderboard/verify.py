@@ -21,8 +21,7 @@ from typing import Any
 
 from cvit_bench.benchmark import BenchmarkSpec
 from cvit_bench.errors import DataError
-from cvit_bench.files import sha256_file
-from cvit_bench.formats.manifest import MANIFEST_NAME, read_manifest, resolve_prepared
+from cvit_bench.formats.prepared import PreparedData
 from cvit_bench.formats.predictions import PredictionFile, discover
 from cvit_bench.formats.sample import Sample
 from cvit_bench.schedule import RUN_KINDS, RunShape, cells_for
@@ -82,13 +81,13 @@ def rescore(pred_root: Path, submitted: dict[str, Any], spec: BenchmarkSpec, dat
     if str(bench.get("version")) != spec.version:
         raise DataError(f"benchmark version {bench.get('version')!r} is not the board's {spec.version!r}",
                         file=where, field="benchmark.version")
-    folder = resolve_prepared(data, spec.id)
-    manifest = read_manifest(folder)
-    if manifest["template_set"] != template_set:
+    prepared = PreparedData.open(data, spec.id)
+    folder = prepared.folder
+    if prepared.template_set != template_set:
         raise DataError(f"template set {template_set!r} but the board's references at {folder} are "
-                        f"{manifest['template_set']!r}", file=where, field="benchmark.template_set")
-    if str(manifest["benchmark"].get("version")) != spec.version:
-        raise DataError(f"the board's references at {folder} are benchmark version {manifest['benchmark'].get('version')!r}, "
+                        f"{prepared.template_set!r}", file=where, field="benchmark.template_set")
+    if str(prepared.benchmark_version) != spec.version:
+        raise DataError(f"the board's references at {folder} are benchmark version {prepared.benchmark_version!r}, "
                         f"not {spec.version!r}", file=where, field="benchmark.version")
     files = discover(pred_root, spec)
     run_kind = submitted.get("run_kind", "sequential")
@@ -102,13 +101,13 @@ def rescore(pred_root: Path, submitted: dict[str, Any], spec: BenchmarkSpec, dat
         if cell.refused or cell.if_refused:   # e.g. re-typed ids pass check_ids but crash the reference script
             raise DataError(cell.refused or cell.if_refused, file=file_of(cell.stage, cell.task))
 
-    cells = score_cells(spec, profile, files, EvalSamples(folder, manifest, spec), task_notes=manifest.get("notes"),
+    cells = score_cells(spec, profile, files, EvalSamples(prepared, spec), task_notes=prepared.manifest.get("notes"),
                         check=lambda stage, task, pf, samples: check_ids(pf, samples, file_of(stage, task)),
                         on_cell=refuse_refused)
     recomputed = assemble_results(
         spec, profile, template_set, cells, base_model=submitted.get("base_model"), method=submitted.get("method"),
         stages=submitted.get("stages") or [], generation=submitted.get("generation") or {},
-        provenance={"rescored_by": "cvit-bench leaderboard submit", "data_manifest_sha256": sha256_file(folder / MANIFEST_NAME),
+        provenance={"rescored_by": "cvit-bench leaderboard submit", "data_manifest_sha256": prepared.manifest_sha256(),
                     "submitted": submitted.get("provenance") or {}},
         extra={"run_kind": run_kind},
     )

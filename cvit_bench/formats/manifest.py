@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CvitError, DataError
-from ..files import atomic_write_json, read_json, sha256_file
+from ..files import atomic_write_json, read_json
 from .schemas import validate_document
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -64,13 +64,9 @@ def resolve_prepared(data: str | os.PathLike, benchmark: str | None) -> Path:
 
 def verify_files(folder: str | os.PathLike, manifest: dict[str, Any]) -> None:
     """Check every listed parquet file exists and has the recorded hash (detects partial or edited data)."""
-    folder = Path(folder)
-    for rel, info in manifest.get("files", {}).items():
-        path = folder / rel
-        if not path.is_file():
-            raise DataError("listed in the manifest but missing", file=path)
-        if sha256_file(path) != info["sha256"]:
-            raise DataError("sha256 differs from the manifest (file changed after prepare)", file=path)
+    from .prepared import PreparedData
+
+    PreparedData(Path(folder), manifest).verify()
 
 
 def image_root(folder: str | os.PathLike, manifest: dict[str, Any]) -> Path:
