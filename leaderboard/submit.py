@@ -6,7 +6,8 @@ Order of checks (each refusal says exactly what is wrong; nothing is written to 
    path, ``..``, link or device; size limits); ``submission.json`` first, against the JSON Schema, schema
    version first; every later member listed there, copied into a temporary folder outside the board while its
    sha256, size and row count are checked; nothing unlisted, nothing listed missing;
-4. ``results.json`` against ``schema/results.schema.json`` (its own schema version first; finite numbers);
+4. ``results.json`` against the core results schema plus ``schema/board-results.schema.json`` (its own schema
+   version first; finite numbers);
 5. tier ``rescored``: the prediction files cover the schedule's cells with exact id sets, are re-scored against
    the board's references, every summary is recomputed, and each submitted number that differs by more than
    0.01 is flagged (:mod:`.verify`). Tier ``reported``: the summary is recomputed from the submitted matrix where
@@ -17,8 +18,8 @@ Order of checks (each refusal says exactly what is wrong; nothing is written to 
 
 Steps 1-5 write nothing outside a temporary folder; every refusal is a :class:`DataError` (the CLI's exit 2)
 that names the bundle and the member, and leaves the board byte for byte as it was. ``results.json`` is
-validated whole against ``schema/results.schema.json`` with finite numbers only, so an accepted entry
-always renders.
+validated whole against the core results schema and the board's limits with finite numbers only, so an accepted
+entry always renders.
 """
 from __future__ import annotations
 
