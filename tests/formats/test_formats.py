@@ -80,3 +80,22 @@ def test_results_round_trip_and_unknown_version(tmp_path):
     with pytest.raises(DataError) as exc:
         read_results(tmp_path / "bad.json")
     assert exc.value.field.startswith("matrix.values")
+
+
+def test_results_record_gives_back_the_same_file_byte_for_byte(tmp_path):
+    from cvit_bench.files import dumps_json
+    from cvit_bench.formats.results import Results, load_results
+
+    results = make_results()
+    results["routing"] = {"1": {"scienceqa": [3, 1]}}          # a section the record does not type rides along
+    write_results(tmp_path / "results.json", results)
+    record = load_results(tmp_path / "results.json")
+    assert dumps_json(record.to_dict()) == (tmp_path / "results.json").read_text("utf-8")
+    assert record.to_dict() == read_results(tmp_path / "results.json")
+    assert record.matrix.tasks == tuple(results["matrix"]["tasks"])
+    assert record.matrix.row_by_task(record.final_stage) == dict(zip(results["matrix"]["tasks"],
+                                                                     results["matrix"]["values"][-1]))
+    assert record.summary == results["summary"] and record.other["routing"] == results["routing"]
+    minimal = {"schema_version": 1, "benchmark": {"id": "b", "version": "1"},
+               "matrix": {"tasks": ["t"], "stages": ["1"], "values": [[None]]}, "summary": {}}
+    assert Results.from_dict(minimal).to_dict() == minimal and list(Results.from_dict(minimal).to_dict()) == list(minimal)
