@@ -252,6 +252,11 @@ class Cell:
         return _ordered(typed, self.other, order)
 
     @property
+    def join(self) -> Mapping[str, Any]:
+        """How the prediction file was joined to the samples (counts, rule, examples); empty when not recorded."""
+        return self.other.get("join") or {}
+
+    @property
     def incomplete(self) -> tuple[int, int]:
         """(predictions missing, predictions empty); absent counts are 0."""
         return int(self.n_missing or 0), int(self.n_empty or 0)
@@ -324,6 +329,11 @@ class Results:
 
     def refused_cells(self) -> list[str]:
         return [k for k, c in self.cells.items() if c.refused]
+
+
+def as_results(results: Results | Mapping[str, Any]) -> Results:
+    """A record as is; a parsed results dict as its record (functions that take either)."""
+    return results if isinstance(results, Results) else Results.from_dict(results)
 
 
 def load_results(path: str | os.PathLike) -> Results:
