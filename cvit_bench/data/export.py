@@ -82,16 +82,16 @@ def export(data: str | os.PathLike, out: str | os.PathLike, *, benchmark: str = 
     set_dir = Path(out) / _set_dir_name(prepared.template_set)
     multitask: dict[str, list[dict[str, Any]]] = {}
     for _, info in sorted(prepared.files.items()):
-        task = spec.task(info["task"])
+        task = spec.task(info.task)
         entry = _files_entry(task)
-        if info["split"] not in entry.get("splits", {}):
+        if info.split not in entry.get("splits", {}):
             continue
-        samples = prepared.samples(info["task"], info["split"])
-        is_eval = info["split"] == spec.eval_split
+        samples = prepared.samples(info.task, info.split)
+        is_eval = info.split == spec.eval_split
         records = [to_llava_eval(s, task.kind) if is_eval else to_llava_train(s) for s in samples]
         if not is_eval and task.id in spec.upstream and "coin_files" in task.extra:
             multitask[task.id] = records
-        target = set_dir / entry["folder"] / entry["splits"][info["split"]]
+        target = set_dir / entry["folder"] / entry["splits"][info.split]
         atomic_write_text(target, json.dumps(records, ensure_ascii=False, indent=1) + "\n")
     if multitask:
         joint = [r for t in spec.upstream for r in multitask.get(t, [])]

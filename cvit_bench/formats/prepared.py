@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import CvitError, DataError
 from ..files import sha256_file
-from .manifest import MANIFEST_NAME, image_root, read_manifest, resolve_prepared
+from .manifest import MANIFEST_NAME, Manifest, SplitFile, image_root, read_manifest, resolve_prepared
 from .sample import Sample, read_samples
 
 
@@ -35,6 +36,11 @@ class PreparedData:
         folder = resolve_prepared(folder, benchmark)
         return cls(folder, read_manifest(folder))
 
+    @cached_property
+    def record(self) -> Manifest:
+        """The manifest as its typed record."""
+        return Manifest.from_dict(self.manifest)
+
     @property
     def manifest_path(self) -> Path:
         return self.folder / MANIFEST_NAME
@@ -45,19 +51,19 @@ class PreparedData:
 
     @property
     def benchmark_id(self) -> str:
-        return self.manifest["benchmark"]["id"]
+        return self.record.benchmark_id
 
     @property
-    def benchmark_version(self) -> Any:
-        return self.manifest["benchmark"].get("version")
+    def benchmark_version(self) -> str:
+        return self.record.benchmark_version
 
     @property
     def template_set(self) -> str:
-        return self.manifest["template_set"]
+        return self.record.template_set
 
     @property
     def notes(self) -> dict[str, Any]:
-        return dict(self.manifest.get("notes") or {})
+        return dict(self.record.notes)
 
     @property
     def image_root(self) -> Path:
@@ -65,9 +71,9 @@ class PreparedData:
         return image_root(self.folder, self.manifest)
 
     @property
-    def files(self) -> dict[str, dict[str, Any]]:
+    def files(self) -> dict[str, SplitFile]:
         """``<task>/<split>.parquet`` → its manifest entry (task, split, rows, sha256, fingerprint, templates)."""
-        return self.manifest.get("files", {})
+        return dict(self.record.files)
 
     def require_benchmark(self, benchmark_id: str) -> None:
         if self.benchmark_id != benchmark_id:
@@ -75,20 +81,20 @@ class PreparedData:
 
     def tasks_with(self, split: str) -> Iterator[str]:
         """The tasks prepared with ``split``, in manifest order."""
-        return iter(dict.fromkeys(info["task"] for info in self.files.values() if info.get("split") == split))
+        return iter(self.record.tasks_with(split))
 
     def has(self, task: str, split: str) -> bool:
-        return f"{task}/{split}.parquet" in self.files
+        return self.record.split_file(task, split) is not None
 
     def fingerprint(self, task: str, split: str) -> str:
-        return self.files[f"{task}/{split}.parquet"]["fingerprint"]
+        return self.record.files[f"{task}/{split}.parquet"].fingerprint
 
     def split_path(self, task: str, split: str) -> Path:
         """The verified parquet file of (task, split); refused when the manifest lacks it, it is missing, or its
         sha256 differs from the manifest's."""
         rel = f"{task}/{split}.parquet"
-        if rel not in self.files:
-            raise DataError(f"the prepared data has no {rel} (tasks prepared: {', '.join(sorted(self.manifest.get('tasks', {})))})",
+        if rel not in self.record.files:
+            raise DataError(f"the prepared data has no {rel} (tasks prepared: {', '.join(sorted(self.record.tasks))})",
                             file=self.manifest_path)
         self._verify(rel)
         return self.folder / rel
@@ -99,7 +105,7 @@ class PreparedData:
 
     def verify(self) -> None:
         """Check every listed split file now (``evaluate`` does, before any model is loaded)."""
-        for rel in self.files:
+        for rel in self.record.files:
             self._verify(rel)
 
     def _verify(self, rel: str) -> None:
@@ -108,6 +114,6 @@ class PreparedData:
         path = self.folder / rel
         if not path.is_file():
             raise DataError("listed in the manifest but missing", file=path)
-        if sha256_file(path) != self.files[rel]["sha256"]:
+        if sha256_file(path) != self.record.files[rel].sha256:
             raise DataError("sha256 differs from the manifest (file changed after prepare)", file=path)
         self._verified.add(rel)

@@ -44,9 +44,9 @@ def test_the_manifest_version_is_checked_on_open(prepared_copy):
 def test_splits_are_read_lazily_and_checked_against_the_manifest(prepared_copy):
     prepared = PreparedData.open(prepared_copy)
     rel = next(iter(prepared.files))
-    task, split = prepared.files[rel]["task"], prepared.files[rel]["split"]
+    task, split = prepared.files[rel].task, prepared.files[rel].split
     assert prepared.samples(task, split) == read_samples(prepared_copy / rel)
-    assert prepared.fingerprint(task, split) == prepared.files[rel]["fingerprint"]
+    assert prepared.fingerprint(task, split) == prepared.manifest["files"][rel]["fingerprint"]
     assert task in set(prepared.tasks_with(split))
 
     (prepared_copy / rel).write_bytes(b"edited after prepare")
@@ -62,3 +62,17 @@ def test_splits_are_read_lazily_and_checked_against_the_manifest(prepared_copy):
     with pytest.raises(DataError, match="the prepared data has no nosuchtask/") as err:
         prepared.samples("nosuchtask", split)
     assert err.value.file == str(prepared_copy / "manifest.json")
+
+
+def test_the_manifest_record_gives_back_the_same_file(prepared_copy):
+    from cvit_bench.files import dumps_json
+    from cvit_bench.formats.manifest import write_manifest
+
+    prepared = PreparedData.open(prepared_copy)
+    before = (prepared_copy / "manifest.json").read_bytes()
+    assert prepared.record.to_dict() == prepared.manifest and list(prepared.record.to_dict()) == list(prepared.manifest)
+    write_manifest(prepared_copy, prepared.record)
+    assert (prepared_copy / "manifest.json").read_bytes() == before
+    rel, info = next(iter(prepared.record.files.items()))
+    assert info.to_dict() == prepared.manifest["files"][rel] and info.rows == len(prepared.samples(info.task, info.split))
+    assert dumps_json(prepared.record.to_dict())   # JSON-serialisable as is
