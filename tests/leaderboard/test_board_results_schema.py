@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 
+import jsonschema
 import pytest
 
 from cvit_bench.errors import DataError
@@ -27,6 +28,7 @@ def _refusal(change) -> DataError:
 
 
 def test_the_board_schema_is_the_core_one_plus_limits():
+    jsonschema.Draft202012Validator.check_schema(results_schema())
     assert results_schema()["allOf"] == [{"$ref": load_schema("results")["$id"]}]
     assert validate_results(copy.deepcopy(GOOD), "w") == GOOD
 
