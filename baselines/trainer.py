@@ -43,9 +43,8 @@ import torch.nn.functional as F
 from ..benchmark import BenchmarkSpec, load_benchmark
 from ..errors import CvitError, DataError, UnknownNameError
 from ..files import atomic_write_json, sha256_file
-from ..formats.manifest import MANIFEST_NAME, image_root, read_manifest, resolve_prepared
+from ..formats.prepared import PreparedData
 from ..progress import Progress, as_progress
-from ..formats.sample import read_samples
 from . import make_method
 from .base import Method, MethodEnv, StageContext, StagePlan
 from .data import IGNORE_INDEX, Collator, Example, encode_samples
@@ -252,15 +251,16 @@ def _environment(device: Any, dtype: str, world: int) -> dict[str, Any]:
             "peft": peft.__version__, "device": str(device), "dtype": dtype, "num_processes": world}
 
 
-def resolve_training_data(data: str | os.PathLike, benchmark: str | None) -> Path:
-    """``resolve_prepared``, plus: without ``--benchmark`` a folder holding exactly one prepared benchmark is used."""
-    if benchmark is None and not (Path(data) / MANIFEST_NAME).is_file():
-        found = sorted(Path(data).glob(f"*/{MANIFEST_NAME}"))
-        if len(found) == 1:
-            return found[0].parent
+def open_training_data(data: str | os.PathLike, benchmark: str | None) -> PreparedData:
+    """:meth:`PreparedData.open`, where ``benchmark`` may also be a benchmark YAML (its id picks the subfolder, as
+    `evaluate` does) or None (a folder holding exactly one prepared benchmark is used)."""
     is_yaml = bool(benchmark) and Path(str(benchmark)).suffix in (".yaml", ".yml")
-    # A YAML path is not a folder name: its benchmark id picks the subfolder (as `evaluate` does).
-    return resolve_prepared(data, load_benchmark(str(benchmark)).id if is_yaml else benchmark)
+    return PreparedData.open(data, load_benchmark(str(benchmark)).id if is_yaml else benchmark)
+
+
+def resolve_training_data(data: str | os.PathLike, benchmark: str | None) -> Path:
+    """The prepared benchmark folder :func:`open_training_data` opens."""
+    return open_training_data(data, benchmark).folder
 
 
 def _resolve_base(base_model: str | os.PathLike) -> str:
@@ -314,8 +314,8 @@ def train_run(
         raise UnknownNameError("dtype", dtype, list(DTYPES))
     if device not in ("auto", "cpu", "cuda"):
         raise UnknownNameError("device", device, ["auto", "cpu", "cuda"])
-    folder = resolve_training_data(data, benchmark)
-    manifest = read_manifest(folder)
+    prepared = open_training_data(data, benchmark)
+    folder, manifest = prepared.folder, prepared.manifest
     bench_id = manifest.get("benchmark", {}).get("id")
     is_yaml = bool(benchmark) and Path(str(benchmark)).suffix in (".yaml", ".yml")
     spec = load_benchmark(str(benchmark) if is_yaml else bench_id)
@@ -386,7 +386,7 @@ def train_run(
 
     fmt = get_prompt_format(fmt_name, processor)
     collate = Collator(processor)
-    img_root = image_root(folder, manifest)
+    img_root = prepared.image_root
     cache: dict[tuple[str, str], list[Example]] = {}
     sample_cache: dict[tuple[str, str], list] = {}
 
@@ -394,13 +394,7 @@ def train_run(
         """The prepared samples of (task, split), verified against the manifest once."""
         key = (task, split)
         if key not in sample_cache:
-            rel = f"{task}/{split}.parquet"
-            meta = manifest.get("files", {}).get(rel)
-            if meta is None:
-                raise DataError(f"split {split!r} of task {task!r} is not in the manifest", file=folder / MANIFEST_NAME)
-            if sha256_file(folder / rel) != meta["sha256"]:
-                raise DataError("sha256 differs from the manifest (file changed after prepare)", file=folder / rel)
-            sample_cache[key] = read_samples(folder / rel)
+            sample_cache[key] = prepared.samples(task, split)
         return sample_cache[key]
 
     def data_fn(task: str, split: str) -> list[Example]:

@@ -16,6 +16,8 @@ from typing import Any
 import jsonschema
 
 from cvit_bench.errors import DataError, SchemaVersionError, known_version
+from cvit_bench.formats.results import KNOWN_RESULTS_VERSIONS
+from cvit_bench.formats.schemas import load_schema
 
 SUBMISSION_SCHEMA_VERSION = 1
 KNOWN_SUBMISSION_VERSIONS = (1,)
@@ -34,8 +36,18 @@ def submission_schema() -> dict[str, Any]:
 
 
 def results_schema() -> dict[str, Any]:
-    """What a bundle's results.json must be (``schema/results.schema.json``)."""
-    return _packaged_schema("results.schema.json")
+    """What a bundle's results.json must be: ``schema/board-results.schema.json``, the board's limits, which
+    ``allOf``-references the core results schema by its ``$id`` (resolved through :func:`_results_registry`)."""
+    return _packaged_schema("board-results.schema.json")
+
+
+@lru_cache(maxsize=None)
+def _results_registry() -> Any:
+    """The core results schema under its ``$id``, so the board's schema can reference it without a network."""
+    from referencing import Registry, Resource
+
+    core = load_schema("results")
+    return Registry().with_resource(core["$id"], Resource.from_contents(core))
 
 
 def meta_schema() -> dict[str, Any]:
@@ -48,8 +60,10 @@ def _path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "(top level)"
 
 
-def _check(instance: Any, schema: dict[str, Any], where: str, prefix: str = "", what: str = "the submission schema") -> None:
-    validator = jsonschema.Draft202012Validator(schema)
+def _check(instance: Any, schema: dict[str, Any], where: str, prefix: str = "", what: str = "the submission schema",
+           registry: Any = None) -> None:
+    validator = (jsonschema.Draft202012Validator(schema) if registry is None
+                 else jsonschema.Draft202012Validator(schema, registry=registry))
     errors = sorted(validator.iter_errors(instance), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     if errors:
         first = errors[0]
@@ -94,13 +108,14 @@ def is_https(url: Any) -> bool:
 
 
 def validate_results(doc: Any, where: str) -> dict[str, Any]:
-    """A bundle's results.json against ``schema/results.schema.json`` (version first, then the whole file), plus
-    the shape rules a schema cannot state: the matrix (and IF-rate) values are stages x tasks."""
+    """A bundle's results.json: version first, then the whole file against the core results schema and the
+    board's limits on top of it (:func:`results_schema`), plus the shape rules a schema cannot state: the matrix
+    (and IF-rate) values are stages x tasks, one metric id per column."""
     if not isinstance(doc, dict):
         raise DataError("must be a JSON object", file=where)
-    if not known_version(doc.get("schema_version"), (1,)):
-        raise SchemaVersionError(where, doc.get("schema_version"), (1,), "results")
-    _check(doc, results_schema(), where, what="the results.json schema")
+    if not known_version(doc.get("schema_version"), KNOWN_RESULTS_VERSIONS):
+        raise SchemaVersionError(where, doc.get("schema_version"), KNOWN_RESULTS_VERSIONS, "results")
+    _check(doc, results_schema(), where, what="the results.json schema", registry=_results_registry())
     for block in ("matrix", "if_rates"):
         m = doc.get(block)
         if m is None:

@@ -6,7 +6,8 @@ Order of checks (each refusal says exactly what is wrong; nothing is written to 
    path, ``..``, link or device; size limits); ``submission.json`` first, against the JSON Schema, schema
    version first; every later member listed there, copied into a temporary folder outside the board while its
    sha256, size and row count are checked; nothing unlisted, nothing listed missing;
-4. ``results.json`` against ``schema/results.schema.json`` (its own schema version first; finite numbers);
+4. ``results.json`` against the core results schema plus ``schema/board-results.schema.json`` (its own schema
+   version first; finite numbers);
 5. tier ``rescored``: the prediction files cover the schedule's cells with exact id sets, are re-scored against
    the board's references, every summary is recomputed, and each submitted number that differs by more than
    0.01 is flagged (:mod:`.verify`). Tier ``reported``: the summary is recomputed from the submitted matrix where
@@ -17,8 +18,8 @@ Order of checks (each refusal says exactly what is wrong; nothing is written to 
 
 Steps 1-5 write nothing outside a temporary folder; every refusal is a :class:`DataError` (the CLI's exit 2)
 that names the bundle and the member, and leaves the board byte for byte as it was. ``results.json`` is
-validated whole against ``schema/results.schema.json`` with finite numbers only, so an accepted entry
-always renders.
+validated whole against the core results schema and the board's limits with finite numbers only, so an accepted
+entry always renders.
 """
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ from cvit_bench.benchmark import benchmark_ids, load_benchmark
 from cvit_bench.continual.metrics import AccuracyMatrix, summarize
 from cvit_bench.errors import DataError
 from cvit_bench.files import read_json
+from cvit_bench.formats.results import as_results
 from cvit_bench.progress import Progress, as_progress
-from cvit_bench.report.runs import final_row, final_row_label
+from cvit_bench.report.runs import final_row
 
 from .board import NOT_RECOMPUTABLE, BoardKey, Entry, Submitter, entry_id, flag_differences, now_utc, publish_entry
 from .bundle import OpenedBundle, bundle_errors, open_bundle
@@ -52,8 +54,7 @@ class SubmitOutcome:
 
 def checkpoint_hashes(results: dict[str, Any], bundle: OpenedBundle) -> list[str]:
     """The submission's identity: its checkpoint hashes, or (scored elsewhere, none recorded) its predictions'."""
-    hashes = [str(s["checkpoint_sha256"]) for s in results.get("stages") or []
-              if isinstance(s, dict) and s.get("checkpoint_sha256")]
+    hashes = [str(s.checkpoint_sha256) for s in as_results(results).stages if s.checkpoint_sha256]
     if hashes:
         return hashes
     return [f["sha256"] for f in bundle.submission["files"] if f["path"] != RESULTS_NAME] or [bundle.sha256]
@@ -61,17 +62,15 @@ def checkpoint_hashes(results: dict[str, Any], bundle: OpenedBundle) -> list[str
 
 def reported_summary(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], list[dict[str, Any]]]:
     """Numbers-only entry: recompute what the matrix allows, keep the rest as reported (and say so)."""
-    claimed = dict(results.get("summary") or {})
-    m = results["matrix"]
-    final_label = final_row_label(results)
-    if_rates = results.get("if_rates") or {}
-    final_if = None
-    if final_label in (if_rates.get("stages") or []):
-        final_if = if_rates["values"][if_rates["stages"].index(final_label)]
+    record = as_results(results)
+    claimed = dict(record.summary)
+    m, final_label, if_rates = record.matrix, record.final_stage, record.if_rates
+    final_if = list(if_rates.row(final_label)) if if_rates is not None and final_label in if_rates.stages else None
+    matrix = AccuracyMatrix(list(m.tasks), list(m.stages), [list(r) for r in m.values])
     try:
-        recomputed = summarize(AccuracyMatrix(m["tasks"], m["stages"], m["values"]), final_if)
+        recomputed = summarize(matrix, final_if)
     except DataError:          # e.g. IF rates of another shape: the matrix aggregates stay reported
-        recomputed = summarize(AccuracyMatrix(m["tasks"], m["stages"], m["values"]))
+        recomputed = summarize(matrix)
     summary, status = {}, {}
     for key in sorted(set(claimed) | {k for k, v in recomputed.items() if v is not None}):
         if recomputed.get(key) is not None:
@@ -101,25 +100,25 @@ def build_entry(bundle: OpenedBundle, submitted: dict[str, Any], *, data: Path |
     meta = bundle.submission["meta"]
     tier = bundle.submission["tier"]
     submitted = normalised_results(submitted, where)
-    bench = submitted["benchmark"]
+    bench = as_results(submitted).benchmark
     if tier == "rescored":
-        if bench["id"] not in benchmark_ids():           # never a path: load_benchmark also accepts YAML paths
-            raise DataError(f"unknown benchmark {bench['id']!r}; this board re-scores {', '.join(benchmark_ids())}",
+        if bench.id not in benchmark_ids():           # never a path: load_benchmark also accepts YAML paths
+            raise DataError(f"unknown benchmark {bench.id!r}; this board re-scores {', '.join(benchmark_ids())}",
                             file=where, field="benchmark.id")
-        spec = load_benchmark(bench["id"])
+        spec = load_benchmark(bench.id)
         if data is None:
             raise DataError("a re-scored submission needs the board's prepared references (--data PREPARED, or "
                             "DIR/data)", file=where)
         results, flags = rescore(bundle.root / "predictions", submitted, spec, data, where=where)
-        summary = dict(results["summary"])
+        summary = dict(as_results(results).summary)
         status = {k: "recomputed" for k in summary}
     else:
         results = submitted
         summary, status, flags = reported_summary(submitted)
     row = final_row(results)
     name = meta["method"]["name"]
-    board = BoardKey(benchmark=str(bench.get("id")), template_set=str(bench.get("template_set")),
-                     base_model=meta["base_model"]["name"], profile=str(bench.get("profile")))
+    board = BoardKey(benchmark=str(bench.id), template_set=str(bench.template_set),
+                     base_model=meta["base_model"]["name"], profile=str(bench.profile))
     return Entry(
         id=entry_id(name, checkpoint_hashes(submitted, bundle)), tier=tier,
         kind="reference" if (submitted.get("method") or {}).get("kind") == "reference" else "method",

@@ -21,9 +21,9 @@ from typing import Any
 
 from cvit_bench.benchmark import BenchmarkSpec
 from cvit_bench.errors import DataError
-from cvit_bench.files import sha256_file
-from cvit_bench.formats.manifest import MANIFEST_NAME, read_manifest, resolve_prepared
 from cvit_bench.formats.predictions import PredictionFile, discover
+from cvit_bench.formats.prepared import PreparedData
+from cvit_bench.formats.results import Results, as_results
 from cvit_bench.formats.sample import Sample
 from cvit_bench.schedule import RUN_KINDS, RunShape, cells_for
 from cvit_bench.scoring.pipeline import CellScore, EvalSamples, assemble_results, score_cells
@@ -77,21 +77,22 @@ def check_ids(pf: PredictionFile, samples: list[Sample], where: str) -> None:
 def rescore(pred_root: Path, submitted: dict[str, Any], spec: BenchmarkSpec, data: Path, *,
             where: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Re-score every prediction file under ``pred_root``; returns (recomputed results, flags)."""
-    bench = submitted["benchmark"]
-    profile, template_set = str(bench.get("profile")), str(bench.get("template_set"))
-    if str(bench.get("version")) != spec.version:
-        raise DataError(f"benchmark version {bench.get('version')!r} is not the board's {spec.version!r}",
+    record = as_results(submitted)
+    bench = record.benchmark
+    profile, template_set = str(bench.profile), str(bench.template_set)
+    if str(bench.version) != spec.version:
+        raise DataError(f"benchmark version {bench.version!r} is not the board's {spec.version!r}",
                         file=where, field="benchmark.version")
-    folder = resolve_prepared(data, spec.id)
-    manifest = read_manifest(folder)
-    if manifest["template_set"] != template_set:
+    prepared = PreparedData.open(data, spec.id)
+    folder = prepared.folder
+    if prepared.template_set != template_set:
         raise DataError(f"template set {template_set!r} but the board's references at {folder} are "
-                        f"{manifest['template_set']!r}", file=where, field="benchmark.template_set")
-    if str(manifest["benchmark"].get("version")) != spec.version:
-        raise DataError(f"the board's references at {folder} are benchmark version {manifest['benchmark'].get('version')!r}, "
+                        f"{prepared.template_set!r}", file=where, field="benchmark.template_set")
+    if str(prepared.benchmark_version) != spec.version:
+        raise DataError(f"the board's references at {folder} are benchmark version {prepared.benchmark_version!r}, "
                         f"not {spec.version!r}", file=where, field="benchmark.version")
     files = discover(pred_root, spec)
-    run_kind = submitted.get("run_kind", "sequential")
+    run_kind = record.run_kind or "sequential"
     check_required(set(files), spec, where, run_kind)
 
     def file_of(stage: str, task: str) -> str:
@@ -102,29 +103,30 @@ def rescore(pred_root: Path, submitted: dict[str, Any], spec: BenchmarkSpec, dat
         if cell.refused or cell.if_refused:   # e.g. re-typed ids pass check_ids but crash the reference script
             raise DataError(cell.refused or cell.if_refused, file=file_of(cell.stage, cell.task))
 
-    cells = score_cells(spec, profile, files, EvalSamples(folder, manifest, spec), task_notes=manifest.get("notes"),
+    cells = score_cells(spec, profile, files, EvalSamples(prepared, spec), task_notes=prepared.manifest.get("notes"),
                         check=lambda stage, task, pf, samples: check_ids(pf, samples, file_of(stage, task)),
                         on_cell=refuse_refused)
     recomputed = assemble_results(
         spec, profile, template_set, cells, base_model=submitted.get("base_model"), method=submitted.get("method"),
         stages=submitted.get("stages") or [], generation=submitted.get("generation") or {},
-        provenance={"rescored_by": "cvit-bench leaderboard submit", "data_manifest_sha256": sha256_file(folder / MANIFEST_NAME),
+        provenance={"rescored_by": "cvit-bench leaderboard submit", "data_manifest_sha256": prepared.manifest_sha256(),
                     "submitted": submitted.get("provenance") or {}},
         extra={"run_kind": run_kind},
     )
     return recomputed, compare_results(submitted, recomputed)
 
 
-def matrix_cells(results: dict[str, Any]) -> dict[str, float | None]:
-    m = results.get("matrix") or {}
-    return {f"{s}/{t}": v for s, row in zip(m.get("stages", []), m.get("values", [])) for t, v in zip(m.get("tasks", []), row)}
+def matrix_cells(results: Results | dict[str, Any]) -> dict[str, float | None]:
+    m = as_results(results).matrix
+    return {f"{s}/{t}": v for s, row in m.rows() for t, v in zip(m.tasks, row)}
 
 
 def compare_results(submitted: dict[str, Any], recomputed: dict[str, Any]) -> list[dict[str, Any]]:
     """Every claimed number (matrix cells, summary, downstream values) that the recomputation does not confirm."""
-    flags = flag_differences(submitted.get("summary") or {}, recomputed.get("summary") or {}, "summary.")
-    flags += flag_differences(matrix_cells(submitted), matrix_cells(recomputed), "matrix.")
-    sub_down = {k: (v or {}).get("value") for k, v in (submitted.get("downstream") or {}).items() if isinstance(v, dict)}
-    rec_down = {k: (v or {}).get("value") for k, v in (recomputed.get("downstream") or {}).items()}
+    sub, rec = as_results(submitted), as_results(recomputed)
+    flags = flag_differences(dict(sub.summary), dict(rec.summary), "summary.")
+    flags += flag_differences(matrix_cells(sub), matrix_cells(rec), "matrix.")
+    sub_down = {k: (v or {}).get("value") for k, v in sub.downstream.items() if isinstance(v, dict)}
+    rec_down = {k: (v or {}).get("value") for k, v in rec.downstream.items()}
     flags += flag_differences(sub_down, rec_down, "downstream.")
     return flags

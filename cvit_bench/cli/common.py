@@ -65,44 +65,48 @@ def _summary_labeller(benchmark_id: str):
 
 def print_results_summary(results: dict) -> None:
     """The accuracy matrix and the CL summary as rich tables (used by score and evaluate)."""
-    m = results["matrix"]
     from rich.table import Table
 
-    table = Table(title=f"{results['benchmark']['id']} v{results['benchmark']['version']} — "
-                        f"{results['benchmark']['template_set']} / {results['benchmark']['profile']}")
+    from ..formats.results import Results
+
+    r = Results.from_dict(results)
+    m, bench = r.matrix, r.benchmark
+    table = Table(title=f"{bench.id} v{bench.version} — {bench.template_set} / {bench.profile}")
     table.add_column("after stage")
-    for t, metric in zip(m["tasks"], m["metrics"]):
+    for t, metric in m.column_metrics().items():
         table.add_column(f"{t}\n{metric}", justify="right")
-    for label, row in zip(m["stages"], m["values"]):
+    for label, row in m.rows():
         table.add_row(label, *("" if v is None else f"{v:.2f}" for v in row))
     stdout().print(table)
     summary = Table(title="continual-learning summary")
-    label = _summary_labeller(results["benchmark"]["id"])
-    for key in results["summary"]:
+    label = _summary_labeller(bench.id)
+    for key in r.summary:
         summary.add_column(label(key), justify="right")
-    summary.add_row(*("—" if v is None else f"{v:.2f}" for v in results["summary"].values()))
+    summary.add_row(*("—" if v is None else f"{v:.2f}" for v in r.summary.values()))
     stdout().print(summary)
-    if results.get("downstream"):
+    if r.downstream:
         down = Table(title="downstream")
         for col in ("task", "stage", "metric", "value", "IF rate"):
             down.add_column(col)
-        for key, d in results["downstream"].items():
+        for key, d in r.downstream.items():
             down.add_row(key, d["stage"], d["metric"], "—" if d["value"] is None else f"{d['value']:.2f}",
                          "—" if d["if_rate"] is None else f"{d['if_rate']:.2f}")
         stdout().print(down)
-    for w in results.get("warnings", [])[:20]:
+    for w in r.warnings[:20]:
         console().print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
 def print_join_reports(results: dict) -> None:
     """Per cell, every deviation of its prediction file from a clean one and what the rule did with it."""
+    from ..formats.results import Results
+
     rows = []
-    for key, cell in results["cells"].items():
-        j = cell.get("join") or {}
+    for key, cell in Results.from_dict(results).cells.items():
+        j = cell.join
         counts = [(j.get("n_missing", 0), "missing"), (j.get("n_duplicates", 0), "duplicate"),
                   (j.get("n_unknown", 0), "unknown"), (j.get("n_retyped", 0), "re-typed"),
                   (j.get("n_official_only", 0), "official-only")]
-        if any(n for n, _ in counts) or cell.get("refused") or cell.get("if_refused"):
+        if any(n for n, _ in counts) or cell.refused or cell.if_refused:
             rows.append((key, j, counts, cell))
     if not rows:
         return
@@ -112,11 +116,11 @@ def print_join_reports(results: dict) -> None:
     for col in ("cell", "lines", "missing", "duplicate ids", "unknown ids", "re-typed ids", "rule", "status"):
         table.add_column(col)
     for key, j, counts, cell in rows:
-        status = "refused" if cell.get("refused") else ("IF refused" if cell.get("if_refused") else "scored")
+        status = "refused" if cell.refused else ("IF refused" if cell.if_refused else "scored")
         table.add_row(key, str(j.get("n_lines", "")), *(str(n) for n, _ in counts[:4]), str(j.get("rule") or "standard"),
                       status)
     stdout().print(table)
     for key, _, _, cell in rows:
-        for msg in (cell.get("refused"), cell.get("if_refused")):
+        for msg in (cell.refused, cell.if_refused):
             if msg:
                 console().print(f"[red]{key}:[/] {msg}", highlight=False)

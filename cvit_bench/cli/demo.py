@@ -20,6 +20,7 @@ def demo_command(out, methods, templates, seed) -> None:
     from .progress import RichProgress
     from rich.table import Table
 
+    from ..formats.results import Results
     from ..mini.demo import run_demo
 
     started = time.perf_counter()
@@ -29,7 +30,7 @@ def demo_command(out, methods, templates, seed) -> None:
     for col in ("method", "AP", "MAP", "BWT", "MIF"):
         summary.add_column(col, justify="right")
     for method, results in result.results.items():
-        s = results["summary"]
+        s = Results.from_dict(results).summary
         summary.add_row(method, *("—" if s[k] is None else f"{s[k]:.2f}" for k in ("AP", "MAP", "BWT", "MIF")))
     stdout().print(summary)
     for name, path in result.paths().items():

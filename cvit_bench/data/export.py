@@ -17,8 +17,8 @@ from typing import Any
 from ..benchmark import load_benchmark
 from ..errors import CvitError
 from ..files import atomic_write_text
-from ..formats.manifest import read_manifest, resolve_prepared
-from ..formats.sample import Sample, read_samples
+from ..formats.prepared import PreparedData
+from ..formats.sample import Sample
 
 import json
 
@@ -77,22 +77,21 @@ def _set_dir_name(template_set: str) -> str:
 def export(data: str | os.PathLike, out: str | os.PathLike, *, benchmark: str = "cvit", fmt: str = "llava") -> Path:
     if fmt not in EXPORT_FORMATS:
         raise CvitError(f"unknown export format {fmt!r}; valid: {', '.join(EXPORT_FORMATS)}")
-    folder = resolve_prepared(data, benchmark)
-    manifest = read_manifest(folder)
-    spec = load_benchmark(manifest["benchmark"]["id"])
-    set_dir = Path(out) / _set_dir_name(manifest["template_set"])
+    prepared = PreparedData.open(data, benchmark)
+    spec = load_benchmark(prepared.benchmark_id)
+    set_dir = Path(out) / _set_dir_name(prepared.template_set)
     multitask: dict[str, list[dict[str, Any]]] = {}
-    for rel, info in sorted(manifest["files"].items()):
-        task = spec.task(info["task"])
+    for _, info in sorted(prepared.files.items()):
+        task = spec.task(info.task)
         entry = _files_entry(task)
-        if info["split"] not in entry.get("splits", {}):
+        if info.split not in entry.get("splits", {}):
             continue
-        samples = read_samples(folder / rel)
-        is_eval = info["split"] == spec.eval_split
+        samples = prepared.samples(info.task, info.split)
+        is_eval = info.split == spec.eval_split
         records = [to_llava_eval(s, task.kind) if is_eval else to_llava_train(s) for s in samples]
         if not is_eval and task.id in spec.upstream and "coin_files" in task.extra:
             multitask[task.id] = records
-        target = set_dir / entry["folder"] / entry["splits"][info["split"]]
+        target = set_dir / entry["folder"] / entry["splits"][info.split]
         atomic_write_text(target, json.dumps(records, ensure_ascii=False, indent=1) + "\n")
     if multitask:
         joint = [r for t in spec.upstream for r in multitask.get(t, [])]

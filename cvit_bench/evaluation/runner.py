@@ -29,12 +29,12 @@ from ..benchmark import BenchmarkSpec, load_benchmark
 from .checkpoints import RunPlan, StageCheckpoint, check_sequence
 from ..errors import CvitError
 from ..files import JsonlAppender, ensure_output_dir, read_json, write_if_changed
-from ..formats.manifest import image_root, read_manifest, resolve_prepared, verify_files
+from ..formats.prepared import PreparedData
 from ..formats.predictions import PREDICTION_LINE_VERSION, read_prediction_file
 from ..progress import SILENT, Progress, as_progress
 from .provenance import collect_environment
 from ..formats.results import write_results
-from ..formats.sample import Sample, read_samples
+from ..formats.sample import Sample
 from ..schedule import ZERO_SHOT_STAGE, Cell, RunKind, RunShape, cells_for, run_kind
 from ..scoring.pipeline import CellScore, assemble_results, score_cells, write_score_files
 from ..formats.similarity import FILE_NAME as SIMILARITY_FILE, read_similarity
@@ -388,27 +388,25 @@ def evaluate(
         spec = spec.with_order(plan.order or [s.task for s in plan.stages], initial=plan.initial_tasks or None)
     if opts.schedule is None:
         opts = dataclasses.replace(opts, schedule=spec.schedule)
-    folder = resolve_prepared(data, spec.id)
-    manifest = read_manifest(folder)
-    verify_files(folder, manifest)
-    if manifest["benchmark"]["id"] != spec.id:
-        raise CvitError(f"{folder} holds benchmark {manifest['benchmark']['id']!r}, not {spec.id!r}")
-    if plan.template_set and plan.template_set != manifest["template_set"]:
-        raise CvitError(f"{plan.source} was trained on template set {plan.template_set!r} but {folder} was prepared "
-                        f"with {manifest['template_set']!r}")
+    prepared = PreparedData.open(data, spec.id)
+    prepared.verify()
+    prepared.require_benchmark(spec.id)
+    if plan.template_set and plan.template_set != prepared.template_set:
+        raise CvitError(f"{plan.source} was trained on template set {plan.template_set!r} but {prepared.folder} was "
+                        f"prepared with {prepared.template_set!r}")
     check_sequence(plan, spec, opts.allow_partial)
     base = base_model or plan.base_model
     if not base:
         raise CvitError("no base model: pass --base-model (run.json has none)")
-    available = {info["task"] for info in manifest["files"].values() if info["split"] == spec.eval_split}
+    available = set(prepared.tasks_with(spec.eval_split))
     cells = plan_cells(spec, plan, opts, available)
     if not cells:
         raise CvitError("nothing to evaluate: no cell of the schedule has prepared data (check --tasks and the data)")
     samples: dict[str, list[Sample]] = {}
     for task in dict.fromkeys(c.task for c in cells):
-        rows = read_samples(folder / f"{task}/{spec.eval_split}.parquet")
+        rows = prepared.samples(task, spec.eval_split)
         samples[task] = rows[: opts.limit] if opts.limit else rows
-    task_fps = {t: manifest["files"][f"{t}/{spec.eval_split}.parquet"]["fingerprint"] for t in samples}
+    task_fps = {t: prepared.fingerprint(t, spec.eval_split) for t in samples}
     from ..backends.families import prompt_format_for
 
     fmt = prompt_format or (plan.prompt_format if plan.prompt_format else prompt_format_for(str(base), spec.prompt_format))
@@ -418,15 +416,15 @@ def evaluate(
         with contextlib.suppress(CvitError):
             doc = read_json(out / "results.json", "results.json")
             previous = doc if isinstance(doc, dict) else None
-    ev = Evaluation(spec=spec, plan=plan, samples=samples, task_fps=task_fps, img_root=image_root(folder, manifest),
+    ev = Evaluation(spec=spec, plan=plan, samples=samples, task_fps=task_fps, img_root=prepared.image_root,
                     load_backend=lambda: load_backend(backend, base, dtype=dtype, device=device, prompt_format=fmt,
                                                       **(backend_options or {})),
-                    out=out, opts=opts, dist=dist_info(), base_model=str(base), template_set=manifest["template_set"],
+                    out=out, opts=opts, dist=dist_info(), base_model=str(base), template_set=prepared.template_set,
                     prompt_format=fmt, dtype=backend_class(backend).generation_dtype(dtype, device),
                     progress=as_progress(progress), previous=previous,
                     batch_size_used=resumed_batch_size(previous, opts.batch_size),
                     # --limit scores a prefix: the official universe would count the rest as failed
-                    task_notes={} if opts.limit else dict(manifest.get("notes") or {}))
+                    task_notes={} if opts.limit else prepared.notes)
     remaining: dict[str | None, int] = {}
     for c in cells:
         remaining[c.adapter] = remaining.get(c.adapter, 0) + 1

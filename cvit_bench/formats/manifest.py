@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import CvitError, DataError
-from ..files import atomic_write_json, read_json, sha256_file
+from ..files import atomic_write_json, read_json
 from .schemas import validate_document
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -40,7 +42,84 @@ def fingerprint(loader_version: str, templates: tuple[str, ...], uids: list[str]
     return h.hexdigest()
 
 
-def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> None:
+def _ordered(typed: dict[str, Any], other: Mapping[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
+    merged = {**typed, **other}
+    return {k: merged[k] for k in [k for k in order if k in merged] + [k for k in merged if k not in order]}
+
+
+@dataclass(frozen=True)
+class SplitFile:
+    """One entry of ``files``: a prepared ``<task>/<split>.parquet``, its row count and hashes."""
+
+    task: str
+    split: str
+    rows: int
+    sha256: str
+    fingerprint: str
+    templates: Mapping[str, int] | None = None      # template index -> samples drawn with it
+    other: Mapping[str, Any] = field(default_factory=dict)
+    order: tuple[str, ...] = ()
+
+    _TYPED = ("task", "split", "rows", "sha256", "fingerprint", "templates")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SplitFile:
+        return cls(data["task"], data["split"], data["rows"], data["sha256"], data["fingerprint"], data.get("templates"),
+                   {k: v for k, v in data.items() if k not in cls._TYPED}, tuple(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        order = self.order or self._TYPED
+        return _ordered({k: getattr(self, k) for k in self._TYPED if k in order}, self.other, order)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A whole ``manifest.json`` (see the module docstring). ``to_dict`` gives back the same keys in the same
+    order (``other`` holds what the record does not type: harness_version, seed, source, left_out, ...)."""
+
+    benchmark_id: str
+    benchmark_version: str
+    template_set: str
+    files: Mapping[str, SplitFile]
+    tasks: Mapping[str, Mapping[str, Any]]
+    image_root: str | None = None
+    notes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    schema_version: int = MANIFEST_SCHEMA_VERSION
+    benchmark_other: Mapping[str, Any] = field(default_factory=dict)   # keys of ``benchmark`` beyond id, version
+    other: Mapping[str, Any] = field(default_factory=dict)
+    order: tuple[str, ...] = ()
+
+    _TYPED = ("schema_version", "benchmark", "template_set", "image_root", "files", "tasks", "notes")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
+        bench = data["benchmark"]
+        other = {k: v for k, v in data.items() if k not in cls._TYPED}
+        return cls(bench["id"], bench["version"], data["template_set"],
+                   {rel: SplitFile.from_dict(info) for rel, info in data["files"].items()}, dict(data["tasks"]),
+                   data.get("image_root"), dict(data.get("notes") or {}), data.get("schema_version", MANIFEST_SCHEMA_VERSION),
+                   {k: v for k, v in bench.items() if k not in ("id", "version")}, other, tuple(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        typed = {"schema_version": self.schema_version,
+                 "benchmark": {"id": self.benchmark_id, "version": self.benchmark_version, **self.benchmark_other},
+                 "template_set": self.template_set, "image_root": self.image_root,
+                 "files": {rel: f.to_dict() for rel, f in self.files.items()}, "tasks": dict(self.tasks),
+                 "notes": dict(self.notes)}
+        order = self.order or self._TYPED
+        return _ordered({k: v for k, v in typed.items() if k in order}, self.other, order)
+
+    def split_file(self, task: str, split: str) -> SplitFile | None:
+        return self.files.get(f"{task}/{split}.parquet")
+
+    def tasks_with(self, split: str) -> list[str]:
+        """The tasks prepared with ``split``, in manifest order."""
+        return list(dict.fromkeys(f.task for f in self.files.values() if f.split == split))
+
+
+def write_manifest(folder: str | os.PathLike, manifest: Manifest | dict[str, Any]) -> None:
+    if isinstance(manifest, Manifest):
+        manifest = manifest.to_dict()
     atomic_write_json(Path(folder) / MANIFEST_NAME, {**manifest, "schema_version": MANIFEST_SCHEMA_VERSION})
 
 
@@ -64,13 +143,9 @@ def resolve_prepared(data: str | os.PathLike, benchmark: str | None) -> Path:
 
 def verify_files(folder: str | os.PathLike, manifest: dict[str, Any]) -> None:
     """Check every listed parquet file exists and has the recorded hash (detects partial or edited data)."""
-    folder = Path(folder)
-    for rel, info in manifest.get("files", {}).items():
-        path = folder / rel
-        if not path.is_file():
-            raise DataError("listed in the manifest but missing", file=path)
-        if sha256_file(path) != info["sha256"]:
-            raise DataError("sha256 differs from the manifest (file changed after prepare)", file=path)
+    from .prepared import PreparedData
+
+    PreparedData(Path(folder), manifest).verify()
 
 
 def image_root(folder: str | os.PathLike, manifest: dict[str, Any]) -> Path:

@@ -37,10 +37,10 @@ from filelock import FileLock
 from ..benchmark import load_benchmark
 from ..continual.metrics import AccuracyMatrix, summarize
 from ..errors import CvitError, DataError
-from ..files import JsonlAppender, atomic_write_json, atomic_write_text, iter_jsonl, sha256_file
+from ..files import JsonlAppender, atomic_write_json, atomic_write_text, iter_jsonl
 from .rules import (COIN_SAMPLING, MAX_NEW_TOKENS, SYSTEM_MESSAGE, JudgeCell, JudgeItem, aggregate,
                           judge_item, judge_messages)
-from ..formats.manifest import MANIFEST_NAME, read_manifest, resolve_prepared
+from ..formats.prepared import PreparedData
 from ..formats.predictions import discover, read_prediction_file
 from ..profiles import PROFILES, Profile
 from ..progress import Progress, as_progress
@@ -134,8 +134,8 @@ class JudgeRun:
     cells: list[JudgedCell] = field(default_factory=list)
 
 
-def _plan(spec, folder, manifest, predictions, profile, tasks):
-    eval_samples = EvalSamples(folder, manifest, spec)
+def _plan(spec, prepared: PreparedData, predictions, profile, tasks):
+    eval_samples = EvalSamples(prepared, spec)
     planned = []
     for (stage, task), path in sorted(discover(predictions, spec).items(), key=lambda kv: (stage_sort_key(kv[0][0]), kv[0][1])):
         if tasks and task not in tasks:
@@ -176,10 +176,9 @@ def run_judge(
         raise CvitError(f"batch size must be positive, got {batch_size}")
     settings = settings or JudgeSettings()
     spec = load_benchmark(benchmark)
-    folder = resolve_prepared(data, spec.id)
-    manifest = read_manifest(folder)
+    prepared = PreparedData.open(data, spec.id)
     out = Path(out)
-    planned = _plan(spec, folder, manifest, predictions, profile, tasks)
+    planned = _plan(spec, prepared, predictions, profile, tasks)
 
     judge_dir = model_folder(judge_model)
     model_sha = model_hash(judge_dir)
@@ -220,11 +219,11 @@ def run_judge(
         lines = [json.dumps({"uid": u, "score": v, "reply": r, "key": k}, ensure_ascii=False, sort_keys=True)
                  for u, v, r, k in zip(uids, cell.per_sample, replies, keys)]
         atomic_write_text(out / "judgments" / stage / f"{task}.jsonl", "\n".join(lines) + ("\n" if lines else ""))
-    results = assemble_judge_results(spec, profile, manifest, judged, judge={
+    results = assemble_judge_results(spec, profile, prepared.manifest, judged, judge={
         "model": str(judge_model), "model_sha256": model_sha, "identity": judge_id, "max_new_tokens": settings.max_new_tokens,
         "sampling": settings.sampling, "generation": settings.generation(), "seed": settings.seed,
         "batch_size": batch_size, "dtype": dtype})
-    results["provenance"] = {"data_manifest_sha256": sha256_file(folder / MANIFEST_NAME),
+    results["provenance"] = {"data_manifest_sha256": prepared.manifest_sha256(),
                              "predictions": str(Path(predictions).resolve()),
                              "judgments": {"asked": n_asked, "from_cache": n_total_keys - n_asked}}
     atomic_write_json(out / "judge.json", results)

@@ -31,6 +31,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from ..formats.results import as_results
 from ..errors import CvitError
 from ..files import atomic_write_bytes
 from .formatting import escape_mpl, fmt_value
@@ -129,9 +130,9 @@ def heatmap_figure(results: dict[str, Any], title: str | None = None) -> Figure:
     Every non-null cell prints its value (2 decimals); null cells stay blank (not drawn); the diagonal (the
     score right after learning the task) is outlined.
     """
-    m = results["matrix"]
-    tasks, stages = list(m["tasks"]), list(m["stages"])
-    values = np.array([[_nan(v) for v in row] for row in m["values"]], dtype=float).reshape(len(stages), len(tasks))
+    m = as_results(results).matrix
+    tasks, stages = list(m.tasks), list(m.stages)
+    values = np.array([[_nan(v) for v in row] for row in m.values], dtype=float).reshape(len(stages), len(tasks))
     scales = column_scales(results)
     with np.errstate(all="ignore"):
         col_max = np.array([np.nanmax(values[:, j]) if np.isfinite(values[:, j]).any() else 0.0
@@ -193,9 +194,9 @@ def forgetting_series(results: dict[str, Any]) -> dict[str, tuple[list[int], lis
 
     Task ``i`` (1-based) is learned at stage ``i``; null cells become NaN (a gap in the line).
     """
-    m = results["matrix"]
-    tasks = m["tasks"]
-    rows = {label: row for label, row in zip(m["stages"], m["values"])}
+    m = as_results(results).matrix
+    tasks = list(m.tasks)
+    rows = dict(m.rows())
     upstream = sorted((int(s) for s in upstream_row_labels(results) if s.isdigit()))
     series = {}
     for i, task in enumerate(tasks, start=1):
@@ -246,7 +247,7 @@ def forgetting_overlay_figure(runs: Sequence[Run | dict[str, Any]], title: str |
     runs = curve_runs(_as_runs(runs))
     tasks: list[str] = []
     for run in runs:
-        tasks.extend(t for t in run.results["matrix"]["tasks"] if t not in tasks)
+        tasks.extend(t for t in run.record.matrix.tasks if t not in tasks)
     ncols = min(3, max(1, len(tasks)))
     nrows = max(1, math.ceil(len(tasks) / ncols))
     fig = _new_figure(2.6 * ncols + 1.6, 2.1 * nrows + 0.5)
@@ -279,13 +280,13 @@ def if_rate_bars(results: dict[str, Any]) -> list[tuple[str, float | None, bool]
 
     Upstream rates come from ``if_rates`` (same shape as the matrix), else from the final row's cells.
     """
-    label = final_row_label(results)
-    tasks = results["matrix"]["tasks"]
+    record = as_results(results)
+    label = record.final_stage
+    tasks = list(record.matrix.tasks)
     rates: dict[str, float | None] = {t: None for t in tasks}
-    if_rates = results.get("if_rates") or {}
-    if if_rates.get("stages") and label in if_rates["stages"]:
-        row = if_rates["values"][if_rates["stages"].index(label)]
-        rates.update({t: v for t, v in zip(if_rates.get("tasks", tasks), row) if t in rates})
+    if_rates = record.if_rates
+    if if_rates is not None and label in if_rates.stages:
+        rates.update({t: v for t, v in if_rates.row_by_task(label).items() if t in rates})
     cells = results.get("cells") or {}
     for t in tasks:
         if rates[t] is None:

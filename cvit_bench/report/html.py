@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from ..formats.results import as_results
 from .. import __version__
 from ..formats.results import SUMMARY_KEYS
 from .formatting import fmt_aggregate, fmt_value
@@ -142,10 +143,10 @@ def table_view(table: SummaryTable, files: Iterable[str] = ()) -> TableView:
 
 
 def _matrix_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    m = results["matrix"]
-    tasks = m["tasks"]
+    m = as_results(results).matrix
+    tasks = list(m.tasks)
     rows = []
-    for label, values in zip(m["stages"], m["values"]):
+    for label, values in m.rows():
         learned = diagonal_task(label, tasks)
         rows.append({
             "label": "0 (zero-shot)" if label == ZERO_SHOT_LABEL else f"{label} ({learned})" if learned else label,
@@ -243,7 +244,7 @@ def run_view(run: Run, group: GroupKey | None = None, figures: Sequence[FigureVi
         facts=facts,
         metrics=[(t, m or "", scales[t]) for t, m in column_metrics(results).items()],
         summary=[(k, fmt_aggregate(summary.get(k))) for k in keys],
-        matrix_header=list(results["matrix"]["tasks"]),
+        matrix_header=list(as_results(results).matrix.tasks),
         matrix_rows=_matrix_rows(results),
         cells=_cells(results),
         downstream=_downstream(results),

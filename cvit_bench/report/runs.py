@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from ..formats.results import Results, as_results
 from ..schedule import ZERO_SHOT_STAGE as ZERO_SHOT_LABEL  # noqa: F401  (the report's name for row 0)
 from ..schedule import stage_sort_key
 
@@ -53,6 +55,11 @@ class Run:
     label: str  # unique within one report (method name, disambiguated)
     slug: str  # unique, filesystem-safe
     results: dict[str, Any]
+
+    @cached_property
+    def record(self) -> Results:
+        """``results`` as the typed record (matrix, cells, summary, ...)."""
+        return Results.from_dict(self.results)
 
     @property
     def method_name(self) -> str:
@@ -107,41 +114,32 @@ def make_runs(items: list[tuple[Path | None, dict[str, Any]]]) -> list[Run]:
     return runs
 
 
-def upstream_row_labels(results: dict[str, Any]) -> list[str]:
+def upstream_row_labels(results: Results | dict[str, Any]) -> list[str]:
     """Row labels of the upstream stages (``"1"``..``"T"``) in matrix order."""
-    return [s for s in results["matrix"]["stages"] if s != ZERO_SHOT_LABEL]
+    return [s for s in as_results(results).matrix.stages if s != ZERO_SHOT_LABEL]
 
 
-def final_row_label(results: dict[str, Any]) -> str:
+def final_row_label(results: Results | dict[str, Any]) -> str:
     """Label of the row the tables report (see module docstring)."""
-    stages = results["matrix"]["stages"]
-    upstream = upstream_row_labels(results)
-    if upstream:
-        return max(upstream, key=stage_sort_key)
-    if stages:
-        return stages[-1]
-    raise ValueError("results matrix has no rows")
+    return as_results(results).final_stage
 
 
-def final_row(results: dict[str, Any]) -> dict[str, float | None]:
+def final_row(results: Results | dict[str, Any]) -> dict[str, float | None]:
     """``{task: value}`` of the final row, in benchmark task order."""
-    m = results["matrix"]
-    row = m["values"][m["stages"].index(final_row_label(results))]
-    return dict(zip(m["tasks"], row))
+    record = as_results(results)
+    return record.matrix.row_by_task(record.final_stage)
 
 
-def column_metrics(results: dict[str, Any]) -> dict[str, str | None]:
-    m = results["matrix"]
-    metrics = m.get("metrics") or [None] * len(m["tasks"])
-    return dict(zip(m["tasks"], metrics))
+def column_metrics(results: Results | dict[str, Any]) -> dict[str, str | None]:
+    return as_results(results).matrix.column_metrics()
 
 
-def column_scales(results: dict[str, Any]) -> dict[str, str]:
+def column_scales(results: Results | dict[str, Any]) -> dict[str, str]:
     """``{task: "percent" | "cider_x100"}`` from the cells' ``scale``, else from the metric id (``cider*``)."""
-    cells = results.get("cells") or {}
+    record = as_results(results)
     scales = {}
-    for task, metric in column_metrics(results).items():
-        scale = next((c.get("scale") for k, c in cells.items() if k.endswith("/" + task) and c.get("scale")), None)
+    for task, metric in record.matrix.column_metrics().items():
+        scale = next((c.scale for k, c in record.cells.items() if k.endswith("/" + task) and c.scale), None)
         scales[task] = str(scale) if scale else ("cider_x100" if (metric or "").startswith("cider") else "percent")
     return scales
 
@@ -161,33 +159,31 @@ def collect_warnings(results: dict[str, Any]) -> list[str]:
     - the results file's ``warnings`` list, verbatim.
     """
     out: list[str] = []
-    m = results["matrix"]
-    tasks = m["tasks"]
-    for label, row in zip(m["stages"], m["values"]):
+    record = as_results(results)
+    tasks = list(record.matrix.tasks)
+    for label, row in record.matrix.rows():
         if not label.isdigit() or label == ZERO_SHOT_LABEL:
             continue
         t = int(label)
         for i, (task, value) in enumerate(zip(tasks, row), start=1):
             if i <= t and value is None:
                 out.append(f"missing cell: after stage {label}, task {task} was not evaluated (null)")
-    for key, cell in sorted((results.get("cells") or {}).items(), key=lambda kv: _cell_order(kv[0], results)):
-        n_missing = int(cell.get("n_missing") or 0)
-        n_empty = int(cell.get("n_empty") or 0)
+    for key, cell in sorted(record.cells.items(), key=lambda kv: _cell_order(kv[0], tasks)):
+        n_missing, n_empty = cell.incomplete
         if n_missing or n_empty:
-            n = cell.get("n")
-            of = f" of {n} samples" if n is not None else ""
+            of = f" of {cell.n} samples" if cell.n is not None else ""
             out.append(f"cell {key}: {n_missing} missing (failed) and {n_empty} empty predictions{of}")
-    out.extend(str(w) for w in results.get("warnings") or [])
+    out.extend(str(w) for w in record.warnings)
     return out
 
 
-def _cell_order(key: str, results: dict[str, Any]) -> tuple[tuple[int, str], int, str]:
+def _cell_order(key: str, tasks: list[str]) -> tuple[tuple[int, str], int, str]:
     stage, _, task = key.partition("/")
-    tasks = results["matrix"]["tasks"]
     return (stage_sort_key(stage), tasks.index(task) if task in tasks else len(tasks), task)
 
 
 def sorted_cells(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """``cells`` items ordered by stage, then benchmark task order."""
     cells = results.get("cells") or {}
-    return sorted(cells.items(), key=lambda kv: _cell_order(kv[0], results))
+    tasks = list(as_results(results).matrix.tasks)
+    return sorted(cells.items(), key=lambda kv: _cell_order(kv[0], tasks))

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..formats.results import as_results
 from .formatting import (
     escape_latex,
     escape_markdown,
@@ -97,7 +98,7 @@ def summary_table(runs: Sequence[Run | dict[str, Any]],
     tasks = union_tasks(runs)
     scales = []
     for t in tasks:
-        owner = next(r for r in runs if t in r.results["matrix"]["tasks"])
+        owner = next(r for r in runs if t in r.record.matrix.tasks)
         scales.append(column_scales(owner.results)[t])
     return SummaryTable(tuple(tasks), tuple(scales), tuple(summary_columns),
                         tuple(summary_rows(runs, tasks, summary_columns)))
@@ -106,7 +107,7 @@ def summary_table(runs: Sequence[Run | dict[str, Any]],
 def union_tasks(runs: Sequence[Run]) -> list[str]:
     tasks: list[str] = []
     for run in runs:
-        tasks.extend(t for t in run.results["matrix"]["tasks"] if t not in tasks)
+        tasks.extend(t for t in run.record.matrix.tasks if t not in tasks)
     return tasks
 
 
@@ -222,19 +223,19 @@ def to_csv(table: SummaryTable) -> str:
 def matrix_csv(results: dict[str, Any]) -> str:
     """The accuracy matrix in the ``cvit-bench metrics --matrix`` CSV layout: header of task names, first
     column stage labels (``0`` = zero-shot), empty cells for null; full precision."""
-    m = results["matrix"]
+    m = as_results(results).matrix
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["stage", *m["tasks"]])
-    for label, row in zip(m["stages"], m["values"]):
+    writer.writerow(["stage", *m.tasks])
+    for label, row in m.rows():
         writer.writerow([label, *(fmt_csv(v) for v in row)])
     return buf.getvalue()
 
 
 def matrix_markdown(results: dict[str, Any]) -> str:
-    m = results["matrix"]
-    lines = ["| after stage | " + " | ".join(escape_markdown(t) for t in m["tasks"]) + " |",
-             "|---|" + "---:|" * len(m["tasks"])]
-    for label, row in zip(m["stages"], m["values"]):
+    m = as_results(results).matrix
+    lines = ["| after stage | " + " | ".join(escape_markdown(t) for t in m.tasks) + " |",
+             "|---|" + "---:|" * len(m.tasks)]
+    for label, row in m.rows():
         lines.append(f"| {escape_markdown(label)} | " + " | ".join(fmt_value(v) for v in row) + " |")
     return "\n".join(lines) + "\n"

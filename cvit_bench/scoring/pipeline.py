@@ -19,13 +19,13 @@ from typing import Any
 from ..benchmark import BenchmarkSpec, TaskSpec, load_benchmark
 from ..continual.metrics import AccuracyMatrix, mif, summarize, zero_shot_ap
 from ..errors import CvitError
-from ..files import sha256_file, write_if_changed
-from ..formats.manifest import MANIFEST_NAME, read_manifest, resolve_prepared
+from ..files import write_if_changed
+from ..formats.prepared import PreparedData
 from ..formats.predictions import PredictionFile, discover, read_prediction_file
 from ..profiles import PROFILES, Profile
 from ..evaluation.provenance import collect_environment
 from ..formats.results import write_results
-from ..formats.sample import Sample, read_samples
+from ..formats.sample import Sample
 from ..schedule import Protocol, matrix_rows, stage_sort_key
 from .base import Metric, resolve_metric
 from .instruction_following import IF_CHECKS, caption_follows, if_flags, if_rate, short_follows
@@ -290,31 +290,21 @@ def write_score_files(out: str | os.PathLike, cell: CellScore) -> Path:
     return path
 
 
-def load_eval_samples(folder: Path, manifest: dict, spec: BenchmarkSpec, task: str, split: str | None = None) -> list[Sample]:
-    split = split or spec.eval_split
-    rel = f"{task}/{split}.parquet"
-    if rel not in manifest.get("files", {}):
-        raise CvitError(f"{folder}: the prepared data has no {rel} (tasks prepared: {', '.join(sorted(manifest.get('tasks', {})))})")
-    return read_samples(folder / rel)
-
-
 class EvalSamples(Mapping[str, list[Sample]]):
     """Task → the prepared eval split's samples, each task read on first use and then kept (a task is scored at
     many stages)."""
 
-    def __init__(self, folder: Path, manifest: dict, spec: BenchmarkSpec) -> None:
-        self.folder, self.manifest, self.spec = folder, manifest, spec
+    def __init__(self, prepared: PreparedData, spec: BenchmarkSpec) -> None:
+        self.prepared, self.spec = prepared, spec
         self._loaded: dict[str, list[Sample]] = {}
 
     def __getitem__(self, task: str) -> list[Sample]:
         if task not in self._loaded:
-            self._loaded[task] = load_eval_samples(self.folder, self.manifest, self.spec, task)
+            self._loaded[task] = self.prepared.samples(task, self.spec.eval_split)
         return self._loaded[task]
 
     def __iter__(self) -> Iterator[str]:
-        split = self.spec.eval_split
-        return iter(dict.fromkeys(info["task"] for info in self.manifest.get("files", {}).values()
-                                  if info.get("split") == split))
+        return self.prepared.tasks_with(self.spec.eval_split)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -364,14 +354,12 @@ def score_directory(
 ) -> dict[str, Any]:
     """Score every ``<stage>/<task>.jsonl`` under ``predictions`` and write ``OUT/results.json`` + score files."""
     spec = load_benchmark(benchmark)
-    folder = resolve_prepared(data, spec.id)
-    manifest = read_manifest(folder)
-    if manifest["benchmark"]["id"] != spec.id:
-        raise CvitError(f"{folder} holds benchmark {manifest['benchmark']['id']!r}, not {spec.id!r}")
-    cells = score_cells(spec, profile, discover(predictions, spec), EvalSamples(folder, manifest, spec),
-                        task_notes=manifest.get("notes"), on_cell=lambda cell: write_score_files(out, cell))
-    results = assemble_results(spec, profile, manifest["template_set"], cells,
-                               provenance={"data_manifest_sha256": sha256_file(folder / MANIFEST_NAME),
+    prepared = PreparedData.open(data, spec.id)
+    prepared.require_benchmark(spec.id)
+    cells = score_cells(spec, profile, discover(predictions, spec), EvalSamples(prepared, spec),
+                        task_notes=prepared.manifest.get("notes"), on_cell=lambda cell: write_score_files(out, cell))
+    results = assemble_results(spec, profile, prepared.template_set, cells,
+                               provenance={"data_manifest_sha256": prepared.manifest_sha256(),
                                            "predictions": str(Path(predictions).resolve())})
     write_results(Path(out) / "results.json", results)
     return results

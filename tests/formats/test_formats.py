@@ -2,28 +2,43 @@
 and refuse unknown versions naming the file, and reference-format prediction lines still read."""
 from __future__ import annotations
 
+import importlib
 import json
+from importlib import resources
 
 import jsonschema
 import pytest
 
 from cvit_bench.errors import DataError, SchemaVersionError
-from cvit_bench.formats.catalogue import formats
+from cvit_bench.formats.catalogue import formats, with_schema
 from cvit_bench.formats.predictions import read_prediction_file
 from cvit_bench.formats.results import read_results, write_results
 from cvit_bench.formats.schemas import load_schema
 from fixtures_results import make_results
 
 
-@pytest.mark.parametrize("fmt", formats(), ids=lambda f: f.name)
-def test_each_schema_is_valid_and_pins_the_written_version(fmt):
-    schema = load_schema(fmt.name)
+@pytest.mark.parametrize("fmt", with_schema(), ids=lambda f: f.name)
+def test_each_schema_is_shipped_valid_and_pins_the_written_version(fmt):
+    schema = fmt.load_schema()     # from the installed package's data, as other codebases would find it
     jsonschema.Draft202012Validator.check_schema(schema)
     if fmt.name == "prediction-line":
         versions = [b["properties"].get("schema_version") for b in schema["oneOf"]]
         assert {"const": fmt.version} in versions
     else:
         assert schema["properties"]["schema_version"] == {"const": fmt.version}
+    importlib.import_module(fmt.owner)
+
+
+def test_the_catalogue_lists_each_format_once_and_every_core_schema_file():
+    names = [f.name for f in formats()]
+    assert len(names) == len(set(names))
+    assert {"routing", "task-similarity", "judge", "submission", "board-entry"} <= set(names)
+    shipped = {p.name for p in resources.files("cvit_bench.formats.schemas").iterdir() if p.name.endswith(".schema.json")}
+    listed = {f.schema.partition(":")[2] for f in with_schema() if f.schema.startswith("cvit_bench.formats.schemas:")}
+    assert shipped == listed
+    for f in with_schema():
+        if f.schema.startswith("cvit_bench.formats.schemas:"):
+            assert f.load_schema() == load_schema(f.name)
 
 
 def test_prediction_lines_ours_old_and_reference_are_read(tmp_path):
@@ -65,3 +80,22 @@ def test_results_round_trip_and_unknown_version(tmp_path):
     with pytest.raises(DataError) as exc:
         read_results(tmp_path / "bad.json")
     assert exc.value.field.startswith("matrix.values")
+
+
+def test_results_record_gives_back_the_same_file_byte_for_byte(tmp_path):
+    from cvit_bench.files import dumps_json
+    from cvit_bench.formats.results import Results, load_results
+
+    results = make_results()
+    results["routing"] = {"1": {"scienceqa": [3, 1]}}          # a section the record does not type rides along
+    write_results(tmp_path / "results.json", results)
+    record = load_results(tmp_path / "results.json")
+    assert dumps_json(record.to_dict()) == (tmp_path / "results.json").read_text("utf-8")
+    assert record.to_dict() == read_results(tmp_path / "results.json")
+    assert record.matrix.tasks == tuple(results["matrix"]["tasks"])
+    assert record.matrix.row_by_task(record.final_stage) == dict(zip(results["matrix"]["tasks"],
+                                                                     results["matrix"]["values"][-1]))
+    assert record.summary == results["summary"] and record.other["routing"] == results["routing"]
+    minimal = {"schema_version": 1, "benchmark": {"id": "b", "version": "1"},
+               "matrix": {"tasks": ["t"], "stages": ["1"], "values": [[None]]}, "summary": {}}
+    assert Results.from_dict(minimal).to_dict() == minimal and list(Results.from_dict(minimal).to_dict()) == list(minimal)

@@ -147,7 +147,7 @@ RESULT_VARIANTS = [
     ("matrix-ragged", lambda d: d["matrix"]["values"][0].append(1.0), "field 'matrix.values'"),
     ("negative", lambda d: d["matrix"]["values"][0].__setitem__(0, -5.0), "field 'matrix.values.0.0'"),
     ("if-rate", lambda d: d["if_rates"]["values"][0].__setitem__(0, 250.0), "field 'if_rates.values.0.0'"),
-    ("stage-label", lambda d: d["stages"].append({"label": "<script>"}), "field 'stages.6.label'"),
+    ("stage-label", lambda d: d["stages"].append({"label": "<script>", "kind": "upstream"}), "field 'stages.6.label'"),
     ("unknown-key", lambda d: d.update(surprise={}), "Additional properties are not allowed"),
     ("metrics-short", lambda d: d["matrix"].update(metrics=["x"]), "field 'matrix.metrics'"),
 ]
@@ -380,7 +380,8 @@ def test_build_refuses_to_replace_a_folder_that_is_not_a_site(reported, tmp_path
 
 ODD_BUT_VALID = {
     "minimal": lambda d: [d.pop(k) for k in list(d) if k not in ("schema_version", "benchmark", "matrix", "summary")],
-    "cells-odd": lambda d: d.update(cells={"1/scienceqa": {"extras": {"a": [1, {"b": None}]}, "paired_vs_final": {"z": 1}}}),
+    "cells-odd": lambda d: d.update(cells={"1/scienceqa": {"value": None, "metric": "<b>m</b>", "extras": {"a": [1, {"b": None}]},
+                                                               "paired_vs_final": {"z": 1}}}),
     "downstream-min": lambda d: d.update(downstream={"vizwiz": {"value": None}}),
     "method-null": lambda d: d.update(method=None, base_model=None, stages=[]),
     "summary-extra": lambda d: d["summary"].update(ZZ=5),
