@@ -58,7 +58,7 @@ def _catalogue() -> tuple[Format, ...]:
         Format("metrics", "cvit-bench metrics --json OUT", METRICS_JSON_VERSION, "cvit_bench.formats.metrics_report",
                _core("metrics")),
         # Written by the mixture-of-LoRA methods into each stage folder; the runner copies it into results.json.
-        Format("routing", "<run dir>/<stage>/routing.json", None, "cvit_bench.baselines.moe_layers"),
+        Format("routing", "<run dir>/<stage>/routing.json", None, "cvit_bench.adapters.moe.io"),
         # Written by the TIR methods into each stage folder; the runner copies it into results.json.
         Format("task-similarity", "<run dir>/<stage>/task_similarity.json", None, "cvit_bench.formats.similarity"),
         Format("judge", "OUT/judge.json", JUDGE_SCHEMA_VERSION, "cvit_bench.judge.run"),
