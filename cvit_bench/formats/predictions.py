@@ -19,6 +19,7 @@ from .schemas import check_line
 #: reference format, which has none); schema: ``schemas/prediction-line.schema.json``.
 PREDICTION_LINE_VERSION = 1
 KNOWN_PREDICTION_LINE_VERSIONS = (1,)
+_JSON_TYPE = {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
 
 
 @dataclass
@@ -37,6 +38,9 @@ class PredictionFile:
     raw_keys: list = field(default_factory=list)
     # Line numbers whose text was JSON null (read as ""): the reference scripts crash on them (compat refuses).
     null_lines: set[int] = field(default_factory=set)
+    # Line number -> JSON type of a text that is neither a string nor null (read as ""), kept only when the reader
+    # was asked to (scoring decides per cell: CoIN's Grounding counts such a line wrong, other scripts crash).
+    non_string_lines: dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -53,18 +57,25 @@ class PredictionFile:
         return dict(zip(self.keys, self.records))
 
 
-def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False) -> PredictionFile:
+def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False,
+                         keep_non_string_text: bool = False) -> PredictionFile:
     """The one reader of prediction files (scoring, verification, the judge and the runner's resume): every line
     validated against the prediction-line schema. ``tolerate_truncated_tail``: an interrupted writer's last,
-    partial line is dropped (the runner resumes such files)."""
+    partial line is dropped (the runner resumes such files). ``keep_non_string_text``: a text that is a number,
+    list or object is read as ``""`` and noted in ``non_string_lines`` instead of refusing the whole file (the
+    ``score`` loop decides per cell)."""
     path = Path(path)
     kind = None
     keys, texts, lines, records, raw_keys, null_lines = [], [], [], [], [], set()
+    non_string_lines: dict[int, str] = {}
     for line_no, obj in iter_jsonl(path, tolerate_truncated_tail=tolerate_truncated_tail):
         if isinstance(obj, dict) and "uid" not in obj and "question_id" not in obj:
             raise DataError("needs `uid` (cvit-bench) or `question_id` (reference format)", file=path,
                             record=f"line {line_no}", field="uid")
-        check_line(obj, "prediction-line", path, line_no, KNOWN_PREDICTION_LINE_VERSIONS, "prediction line")
+        field_name = "prediction" if "uid" in obj else "text"
+        odd = keep_non_string_text and obj.get(field_name) is not None and not isinstance(obj.get(field_name), str)
+        check_line({**obj, field_name: None} if odd else obj, "prediction-line", path, line_no,
+                   KNOWN_PREDICTION_LINE_VERSIONS, "prediction line")
         if "uid" in obj:
             this, key, text_field = "uid", obj["uid"], "prediction"
         elif "question_id" in obj:
@@ -82,6 +93,9 @@ def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bo
         if text is None:
             text = ""
             null_lines.add(line_no)
+        elif odd:
+            non_string_lines[line_no] = _JSON_TYPE.get(type(text), type(text).__name__)
+            text = ""
         if not isinstance(text, str):
             raise DataError(f"must be a string, got {type(text).__name__}", file=path, record=f"line {line_no} (id {key})",
                             field=text_field)
@@ -91,7 +105,7 @@ def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bo
         lines.append(line_no)
         records.append(obj)
     return PredictionFile(path=path, key_kind=kind or "uid", keys=keys, texts=texts, lines=lines, records=records,
-                          raw_keys=raw_keys, null_lines=null_lines)
+                          raw_keys=raw_keys, null_lines=null_lines, non_string_lines=non_string_lines)
 
 
 def stage_label(name: str, spec: BenchmarkSpec) -> str:

@@ -171,6 +171,10 @@ def _line_ref(pf: PredictionFile, i: int) -> str:
 def standard_join(samples: list[Sample], pf: PredictionFile, universe: str) -> Joined:
     """Join by id after ``str()``; duplicates are an error; ``universe`` is the metric's (samples | predictions)."""
     key_of = (lambda s: s.uid) if pf.key_kind == "uid" else (lambda s: s.source_id)
+    if pf.non_string_lines:
+        line, kind = next(iter(pf.non_string_lines.items()))
+        raise DataError(f"must be a string, got {kind}", file=pf.path, record=f"line {line}",
+                        field="prediction" if pf.key_kind == "uid" else "text")
     index = {key_of(s): s for s in samples}
     dups, n_dup = _counts(pf.keys)
     report = JoinReport(n_lines=len(pf), unknown=[k for k in dict.fromkeys(pf.keys) if k not in index],
@@ -208,6 +212,9 @@ class ReferenceJoin:
     unknown: Literal["crash", "ignore"]
     string_answer: Literal["one", "chars"] = "one"   # Flickr30k: the best-reference loop runs over a string's characters
     reads_every_line: bool = False   # GQA: convert_gqa_for_eval.py calls text.rstrip() on every line, unknown ids too
+    # A ``text`` that is null or not a string: most scripts call a str method on it and ``crash``; CoIN's Grounding
+    # parses it inside ``try/except: continue``, so the line counts as ``wrong`` (still in the denominator).
+    non_string_text: Literal["crash", "wrong"] = "crash"
     checks: tuple[Check, ...] = ()
 
     @property
@@ -276,7 +283,7 @@ def compat_join(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin,
             joined = Joined([found[i][0] for i in picks], [pf.texts[i] for i in picks], [pf.lines[i] for i in picks], report)
         seen = {s.uid for s, t in zip(joined.samples, joined.texts) if t is not None}
         report.missing = [s.uid for s in (universe if universe is not None else samples) if s.uid not in seen]
-    if strict:
+    if strict and rule.non_string_text == "crash":
         _refuse_null_texts(pf, pf.lines if rule.reads_every_line else [ln for ln in joined.lines if ln is not None],
                            rule.script)
     if rule.string_answer == "chars":
@@ -288,11 +295,13 @@ def compat_join(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin,
 
 
 def _refuse_null_texts(pf: PredictionFile, scored_lines: Sequence[int], script: str) -> None:
-    """A ``"text": null`` line the script reads makes it call a str method on None (AttributeError/TypeError)."""
-    hit = next((ln for ln in scored_lines if ln in pf.null_lines), None)
+    """A ``"text": null`` (or number, list, object) line the script reads makes it call a str method on it
+    (AttributeError/TypeError)."""
+    hit = next((ln for ln in scored_lines if ln in pf.null_lines or ln in pf.non_string_lines), None)
     if hit is not None:
-        raise ReferenceCrash(f"{pf.path}: line {hit}: `text` is null; {script} would raise on it (a str method "
-                             "called on None)")
+        what = "null" if hit in pf.null_lines else f"a JSON {pf.non_string_lines[hit]}, not a string"
+        raise ReferenceCrash(f"{pf.path}: line {hit}: `text` is {what}; {script} would raise on it (a str method "
+                             f"called on {'None' if hit in pf.null_lines else 'it'})")
 
 
 def _positional(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin, report: JoinReport) -> Joined:
@@ -410,9 +419,10 @@ for _rule in (
                   reads_every_line=True, checks=(_gqa_nothing_balanced,)),
     ReferenceJoin("imagenet@smolora", _SMOLORA + "eval_ImagetNet.py", "position", "str", "eval-file", "crash"),
     ReferenceJoin("imagenet@coin", _COIN + "eval_ImagetNet.py", "position", "str", "eval-file", "crash"),
-    # CoIN eval_grounding.py: a dict by raw question_id, every line scored, an unknown id raises KeyError.
+    # CoIN eval_grounding.py: a dict by raw question_id, every line scored, an unknown id raises KeyError; the
+    # text is parsed inside try/except, so a null or non-string text is a wrong line, not a crash.
     ReferenceJoin("grounding@coin", _COIN + "eval_grounding.py", "every", "raw", "eval-file", "crash",
-                  checks=(_nothing_scored(_EMPTY),)),
+                  non_string_text="wrong", checks=(_nothing_scored(_EMPTY),)),
     ReferenceJoin("flickr30k@smolora", _SMOLORA + "eval_flickr30k_cider.py", "last", "str", "eval-file", "ignore",
                   string_answer="chars", checks=(_caption_corpus("eval_flickr30k_cider.py", True),)),
     ReferenceJoin("textcaps@smolora", _SMOLORA + "eval_textcaps_cider.py", "last", "str", "eval-file", "ignore",

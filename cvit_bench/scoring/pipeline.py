@@ -343,7 +343,7 @@ def score_cells(
     notes = task_notes or {}
     cells: dict[tuple[str, str], CellScore] = {}
     for (stage, task), source in sorted(predictions.items(), key=lambda kv: (stage_sort_key(kv[0][0]), kv[0][1])):
-        pf = source if isinstance(source, PredictionFile) else read_prediction_file(source)
+        pf = source if isinstance(source, PredictionFile) else read_prediction_file(source, keep_non_string_text=True)
         task_samples = samples[task]
         if check is not None:
             check(stage, task, pf, task_samples)

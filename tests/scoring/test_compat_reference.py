@@ -39,10 +39,11 @@ def _spec_with(task: str, **changes):
     return replace(SPEC, tasks={**SPEC.tasks, task: replace(t, extra=extra, **changes)})
 
 
-def _cell(tmp_path: Path, task: str, samples, lines, profile="compat", spec=SPEC, notes=None):
+def _cell(tmp_path: Path, task: str, samples, lines, profile="compat", spec=SPEC, notes=None, raw: str | None = None):
     path = tmp_path / f"{task}-{profile}-{len(list(tmp_path.iterdir()))}.jsonl"
-    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return score_cell(spec, "6", task, profile, samples, read_prediction_file(path), task_notes=notes)
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines) if raw is None else raw, encoding="utf-8")
+    return score_cell(spec, "6", task, profile, samples, read_prediction_file(path, keep_non_string_text=True),
+                      task_notes=notes)
 
 
 def _lines(samples, texts, retype=lambda i, qid: qid, **extra):
@@ -473,3 +474,45 @@ def test_positional_own_format_files_in_runner_order_are_scored_by_uid(tmp_path)
     assert cell.value == 50.0 and cell.uids == [s.uid for s in samples] and cell.if_rate == 75.0
     assert cell.per_sample == [100.0 if i % 2 == 0 else 0.0 for i in range(20)]
     assert _cell(tmp_path, "imagenet", samples, lines[:-1]).refused   # one short: the reference would misalign
+
+
+# ------------------------------------------------------------------------------------------ Grounding (CoIN)
+
+GOLD_BOX = "[0.10, 0.20, 0.50, 0.60]"
+
+
+def _grounding(n=6):
+    return [_sample("grounding", i, [GOLD_BOX], answer_bbox=GOLD_BOX, size=[640, 480]) for i in range(n)]
+
+
+GROUNDING_SPEC = load_benchmark("coin")
+
+
+def test_grounding_parses_the_text_as_it_is_no_strip(tmp_path):
+    samples = _grounding(4)
+    # eval_grounding.py drops the first and last character after removing brackets: with a leading space the
+    # space is dropped and x1 stays 0.10 (right); without one, "0.10" loses its "0" (still 0.1: ".10").
+    texts = [" [0.10, 0.20, 0.50, 0.60]", "[0.10, 0.20, 0.50, 0.60]",
+             " [10.03, 0.20, 0.50, 0.60]",     # x1 = 10.03 there (no strip): a degenerate box, wrong
+             "  [0.10, 0.20, 0.50, 0.60]"]     # two spaces: " 0.10" parses, the last digit is cut: right
+    cell = _cell(tmp_path, "grounding", samples, _lines(samples, texts), spec=GROUNDING_SPEC)
+    assert cell.join.rule == "grounding@coin" and cell.refused is None
+    assert cell.per_sample == [100.0, 100.0, 0.0, 100.0] and cell.value == 75.0
+
+
+def test_grounding_null_number_or_unparsable_text_is_wrong_never_a_refusal(tmp_path):
+    samples = _grounding(5)
+    lines = _lines(samples, ["[0.10, 0.20, 0.50, 0.60]"] * 5)
+    lines[1]["text"], lines[2]["text"], lines[3]["text"], lines[4]["text"] = None, 7, [0.1, 0.2, 0.5, 0.6], "box?"
+    cell = _cell(tmp_path, "grounding", samples, lines, spec=GROUNDING_SPEC)
+    assert cell.refused is None and cell.value == 20.0 and cell.n == 5 and cell.extras["n_unparsed"] == 4
+    with pytest.raises(DataError, match="line 3.*must be a string, got number"):   # standard: the file is wrong
+        _cell(tmp_path, "grounding", samples, lines, "standard", spec=GROUNDING_SPEC)
+
+
+def test_non_string_text_crashes_the_other_reference_scripts(tmp_path):
+    samples, texts = _imagenet()
+    lines = _lines(samples, texts)
+    lines[2]["text"] = 3
+    cell = _cell(tmp_path, "imagenet", samples, lines)
+    assert cell.value is None and "line 3: `text` is a JSON number" in cell.refused
