@@ -41,6 +41,9 @@ class PredictionFile:
     # Line number -> JSON type of a text that is neither a string nor null (read as ""), kept only when the reader
     # was asked to (scoring decides per cell: CoIN's Grounding counts such a line wrong, other scripts crash).
     non_string_lines: dict[int, str] = field(default_factory=dict)
+    # Line number -> why ``json.loads`` on that line of text would raise ("blank line", "UTF-8 BOM"): our reader
+    # skips blank lines and accepts a BOM, the reference scripts' ``[json.loads(l) for l in open(f)]`` does not.
+    unreadable_lines: dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -105,7 +108,24 @@ def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bo
         lines.append(line_no)
         records.append(obj)
     return PredictionFile(path=path, key_kind=kind or "uid", keys=keys, texts=texts, lines=lines, records=records,
-                          raw_keys=raw_keys, null_lines=null_lines, non_string_lines=non_string_lines)
+                          raw_keys=raw_keys, null_lines=null_lines, non_string_lines=non_string_lines,
+                          unreadable_lines=lines_json_loads_rejects(path.read_bytes()))
+
+
+def lines_json_loads_rejects(data: bytes) -> dict[int, str]:
+    """Line number -> why Python's ``json.loads`` would raise on that line as ``for line in open(f)`` yields it
+    (text mode, UTF-8): a blank or whitespace-only line (a file ending in two newlines has one) or a UTF-8 BOM
+    (``open`` keeps it; ``json.loads`` refuses a str starting with one)."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()   # the text after the final newline is not a line
+    out: dict[int, str] = {}
+    for i, raw in enumerate(lines):
+        if raw.startswith(b"\xef\xbb\xbf"):
+            out[i + 1] = "UTF-8 BOM"
+        elif not raw.strip():
+            out[i + 1] = "blank line"
+    return out
 
 
 def stage_label(name: str, spec: BenchmarkSpec) -> str:

@@ -516,3 +516,40 @@ def test_non_string_text_crashes_the_other_reference_scripts(tmp_path):
     lines[2]["text"] = 3
     cell = _cell(tmp_path, "imagenet", samples, lines)
     assert cell.value is None and "line 3: `text` is a JSON number" in cell.refused
+
+
+# ------------------------------------------------------------------------------------------ unreadable lines (CoIN)
+
+def _raw(lines) -> str:
+    return "".join(json.dumps(x) + "\n" for x in lines)
+
+
+@pytest.mark.parametrize("damage, line, why", [
+    (lambda text: text + "\n", 7, "blank line"),                                 # a file ending in \n\n
+    (lambda text: text.replace("\n", "\n\n", 1), 2, "blank line"),
+    (lambda text: text.replace("\n", "\n   \r\n", 1), 2, "blank line"),          # whitespace only
+    (lambda text: "\ufeff" + text, 1, "UTF-8 BOM"),
+])
+def test_coin_scripts_crash_on_a_blank_line_or_bom_compat_refuses_standard_scores(tmp_path, damage, line, why):
+    samples = _grounding(6)
+    raw = damage(_raw(_lines(samples, ["[0.10, 0.20, 0.50, 0.60]"] * 6)))
+    cell = _cell(tmp_path, "grounding", samples, [], spec=GROUNDING_SPEC, raw=raw)
+    assert cell.value is None and f"the reference would crash at line {line}: {why}" in cell.refused
+    assert "--profile standard" in cell.refused
+    std = _cell(tmp_path, "grounding", samples, [], "standard", spec=GROUNDING_SPEC, raw=raw)
+    assert std.value == 100.0 and std.refused is None
+
+
+def test_a_single_trailing_newline_or_none_is_readable(tmp_path):
+    samples = _grounding(3)
+    raw = _raw(_lines(samples, ["[0.10, 0.20, 0.50, 0.60]"] * 3))
+    for text in (raw, raw.rstrip("\n")):
+        assert _cell(tmp_path, "grounding", samples, [], spec=GROUNDING_SPEC, raw=text).value == 100.0
+
+
+def test_blank_line_in_a_positional_coin_file_is_refused_naming_the_line(tmp_path):
+    samples, texts = _imagenet()
+    spec = _spec_with("imagenet", metrics={"compat": "substring@coin", "standard": "exact_any@m4c"})
+    raw = _raw(_lines(samples, texts)) + "\n"
+    cell = _cell(tmp_path, "imagenet", samples, [], spec=spec, raw=raw)
+    assert cell.value is None and "line 21: blank line" in cell.refused
