@@ -190,3 +190,27 @@ def test_cli_prepare_coin_files_and_bad_input_exit_2(coin_raw, tmp_path):
            "--source", "coin-files", "--raw-root", str(coin_raw), "--out", str(tmp_path / "p")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 2 and "Instructions_Diverse" in proc.stderr      # this fixture has only Original
+
+
+def test_repeated_question_id_last_record_wins_and_is_noted(coin_raw, tmp_path):
+    path = coin_raw / "Instructions_Original" / "Grounding" / "test.json"
+    records = json.loads(path.read_text())
+    repeat = {**records[0], "answer_bbox": "[0.00, 0.00, 0.20, 0.20]"}
+    folder = tmp_path / "Grounding"
+    folder.mkdir()
+    (folder / "test.json").write_text(json.dumps([*records, repeat]))
+    (folder / "train.json").write_text((path.parent / "train.json").read_text())
+    res = prepare("coin", templates="original", source="coin-files", raw_root=coin_raw, image_root=coin_raw / "images",
+                  out=tmp_path / "out", tasks=["grounding"], paths={"grounding": str(folder)})
+    note = res.manifest["notes"]["grounding"]["repeated_question_ids"]
+    assert note["n_ids"] == 1 and note["n_records_dropped"] == 1 and note["examples"] == [str(records[0]["question_id"])]
+    samples = read_samples(res.folder / "grounding" / "test.parquet")
+    assert [s.source_id for s in samples] == [str(r["question_id"]) for r in records]      # first position
+    assert samples[0].meta["answer_bbox"] == "[0.00, 0.00, 0.20, 0.20]"                      # last record
+    # eval_grounding.py scores against the last record's box
+    preds = tmp_path / "preds" / "8"
+    preds.mkdir(parents=True)
+    (preds / "grounding.jsonl").write_text(json.dumps({"question_id": records[0]["question_id"],
+                                                       "text": "[0.00, 0.00, 0.20, 0.20]"}) + "\n")
+    results = score_directory(preds.parent, res.folder.parent, benchmark="coin", profile="compat", out=tmp_path / "o")
+    assert results["cells"]["8/grounding"]["value"] == 100.0
