@@ -61,12 +61,14 @@ class PredictionFile:
 
 
 def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False,
-                         keep_non_string_text: bool = False) -> PredictionFile:
+                         per_cell: bool = False) -> PredictionFile:
     """The one reader of prediction files (scoring, verification, the judge and the runner's resume): every line
     validated against the prediction-line schema. ``tolerate_truncated_tail``: an interrupted writer's last,
-    partial line is dropped (the runner resumes such files). ``keep_non_string_text``: a text that is a number,
-    list or object is read as ``""`` and noted in ``non_string_lines`` instead of refusing the whole file (the
-    ``score`` loop decides per cell)."""
+    partial line is dropped (the runner resumes such files). ``per_cell`` (the ``score`` loop, which decides per
+    cell what the reference script would do): a text that is a number, list or object is read as ``""`` and noted
+    in ``non_string_lines``; a reference-format ``question_id`` of another JSON type (null, a list) is kept as it
+    is; the fields only some scripts read (``prompt``, ``answer_id``, ``model_id``, ``metadata``) are not
+    type-checked, so one such field does not refuse the whole file."""
     path = Path(path)
     kind = None
     keys, texts, lines, records, raw_keys, null_lines = [], [], [], [], [], set()
@@ -76,8 +78,8 @@ def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bo
             raise DataError("needs `uid` (cvit-bench) or `question_id` (reference format)", file=path,
                             record=f"line {line_no}", field="uid")
         field_name = "prediction" if "uid" in obj else "text"
-        odd = keep_non_string_text and obj.get(field_name) is not None and not isinstance(obj.get(field_name), str)
-        check_line({**obj, field_name: None} if odd else obj, "prediction-line", path, line_no,
+        odd = per_cell and obj.get(field_name) is not None and not isinstance(obj.get(field_name), str)
+        check_line(_schema_view(obj, field_name) if per_cell else obj, "prediction-line", path, line_no,
                    KNOWN_PREDICTION_LINE_VERSIONS, "prediction line")
         if "uid" in obj:
             this, key, text_field = "uid", obj["uid"], "prediction"
@@ -110,6 +112,23 @@ def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bo
     return PredictionFile(path=path, key_kind=kind or "uid", keys=keys, texts=texts, lines=lines, records=records,
                           raw_keys=raw_keys, null_lines=null_lines, non_string_lines=non_string_lines,
                           unreadable_lines=lines_json_loads_rejects(path.read_bytes()))
+
+
+_READ_BY_SOME_SCRIPTS = ("prompt", "answer_id", "model_id", "metadata")
+
+
+def _schema_view(obj: dict, text_field: str) -> dict:
+    """The line as the schema checks it when the scoring decides per cell: the text and, for reference-format
+    lines, the id and the fields only some scripts read are left to the cell's rule."""
+    view = {**obj}
+    if view.get(text_field) is not None and not isinstance(view[text_field], str):
+        view[text_field] = None
+    if "question_id" in view:
+        if not isinstance(view["question_id"], (str, int, float)) or isinstance(view["question_id"], bool):
+            view["question_id"] = 0
+        for name in _READ_BY_SOME_SCRIPTS:
+            view.pop(name, None)
+    return view
 
 
 def lines_json_loads_rejects(data: bytes) -> dict[int, str]:

@@ -34,6 +34,7 @@ missing, because ``pred`` is then unbound); the short-answer and caption scripts
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
@@ -171,10 +172,6 @@ def _line_ref(pf: PredictionFile, i: int) -> str:
 def standard_join(samples: list[Sample], pf: PredictionFile, universe: str) -> Joined:
     """Join by id after ``str()``; duplicates are an error; ``universe`` is the metric's (samples | predictions)."""
     key_of = (lambda s: s.uid) if pf.key_kind == "uid" else (lambda s: s.source_id)
-    if pf.non_string_lines:
-        line, kind = next(iter(pf.non_string_lines.items()))
-        raise DataError(f"must be a string, got {kind}", file=pf.path, record=f"line {line}",
-                        field="prediction" if pf.key_kind == "uid" else "text")
     index = {key_of(s): s for s in samples}
     dups, n_dup = _counts(pf.keys)
     report = JoinReport(n_lines=len(pf), unknown=[k for k in dict.fromkeys(pf.keys) if k not in index],
@@ -383,11 +380,15 @@ def _scienceqa_prompts(img_accuracy: bool) -> Check:
         for s, line in zip(joined.samples, joined.lines):
             if line is None:
                 continue   # a missing problem gets the prompt 'Unknown'
-            prompt = by_line.get(line, {}).get("prompt")
-            if prompt is None:
+            record = by_line.get(line, {})
+            if "prompt" not in record:
                 raise ReferenceCrash(f"{pf.path}: line {line} ({s.source_id}): no `prompt` field; eval_science_qa.py "
                                      "would raise KeyError reading pred['prompt']")
-            multimodal += "<image>" in str(prompt)
+            prompt = record["prompt"]
+            if not isinstance(prompt, (str, list, dict)):   # '<image>' in prompt: TypeError on null or a number
+                raise ReferenceCrash(f"{pf.path}: line {line} ({s.source_id}): `prompt` is {json.dumps(prompt)}; "
+                                     "eval_science_qa.py would raise TypeError testing '<image>' in pred['prompt']")
+            multimodal += "<image>" in prompt
         if img_accuracy and joined.samples and multimodal == 0:
             raise ReferenceCrash(f"{pf.path}: no scored prompt contains '<image>'; SMoLoRA's eval_science_qa.py would "
                                  "raise ZeroDivisionError computing IMG-Accuracy")

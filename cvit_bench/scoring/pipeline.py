@@ -163,6 +163,10 @@ def score_cell(spec: BenchmarkSpec, stage: str, task_id: str, profile: str, samp
     se = clustered_se(per_sample, [s.image or s.uid for s in cell_samples]) if cell_samples else None
     where = f"{pf.path}"
     warnings = notes + report.warnings(where)
+    if pf.non_string_lines and profile != "compat":
+        line, kind = next(iter(pf.non_string_lines.items()))
+        warnings.append(f"{where}: {len(pf.non_string_lines)} line(s) whose text is not a string (e.g. line {line}: "
+                        f"a {kind}); read as the empty string, as a null text is")
     if report.official_only:
         warnings.append(f"{where}: {report.official_only} official test problems are not in the eval file; "
                         "scored as FAILED (wrong), as the reference does")
@@ -343,7 +347,7 @@ def score_cells(
     notes = task_notes or {}
     cells: dict[tuple[str, str], CellScore] = {}
     for (stage, task), source in sorted(predictions.items(), key=lambda kv: (stage_sort_key(kv[0][0]), kv[0][1])):
-        pf = source if isinstance(source, PredictionFile) else read_prediction_file(source, keep_non_string_text=True)
+        pf = source if isinstance(source, PredictionFile) else read_prediction_file(source, per_cell=True)
         task_samples = samples[task]
         if check is not None:
             check(stage, task, pf, task_samples)

@@ -42,7 +42,7 @@ def _spec_with(task: str, **changes):
 def _cell(tmp_path: Path, task: str, samples, lines, profile="compat", spec=SPEC, notes=None, raw: str | None = None):
     path = tmp_path / f"{task}-{profile}-{len(list(tmp_path.iterdir()))}.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines) if raw is None else raw, encoding="utf-8")
-    return score_cell(spec, "6", task, profile, samples, read_prediction_file(path, keep_non_string_text=True),
+    return score_cell(spec, "6", task, profile, samples, read_prediction_file(path, per_cell=True),
                       task_notes=notes)
 
 
@@ -506,8 +506,8 @@ def test_grounding_null_number_or_unparsable_text_is_wrong_never_a_refusal(tmp_p
     lines[1]["text"], lines[2]["text"], lines[3]["text"], lines[4]["text"] = None, 7, [0.1, 0.2, 0.5, 0.6], "box?"
     cell = _cell(tmp_path, "grounding", samples, lines, spec=GROUNDING_SPEC)
     assert cell.refused is None and cell.value == 20.0 and cell.n == 5 and cell.extras["n_unparsed"] == 4
-    with pytest.raises(DataError, match="line 3.*must be a string, got number"):   # standard: the file is wrong
-        _cell(tmp_path, "grounding", samples, lines, "standard", spec=GROUNDING_SPEC)
+    std = _cell(tmp_path, "grounding", samples, lines, "standard", spec=GROUNDING_SPEC)   # read as "", as null is
+    assert std.value == 20.0 and any("line 3: a number" in w for w in std.warnings)
 
 
 def test_non_string_text_crashes_the_other_reference_scripts(tmp_path):
@@ -553,3 +553,41 @@ def test_blank_line_in_a_positional_coin_file_is_refused_naming_the_line(tmp_pat
     raw = _raw(_lines(samples, texts)) + "\n"
     cell = _cell(tmp_path, "imagenet", samples, [], spec=spec, raw=raw)
     assert cell.value is None and "line 21: blank line" in cell.refused
+
+
+# ------------------------------------------------------------------------------------------ one bad field, one cell
+
+def test_fields_a_script_never_reads_do_not_refuse_the_file(tmp_path):
+    samples, texts = _imagenet()
+    lines = _lines(samples, texts, prompt=None, answer_id=3, metadata="x")   # the ImageNet script reads only text
+    cell = _cell(tmp_path, "imagenet", samples, lines)
+    assert cell.value == 50.0 and cell.refused is None
+
+
+def test_scienceqa_null_prompt_crashes_its_script_null_id_is_filed_under_none(tmp_path):
+    samples, texts = _sqa()
+    lines = _lines(samples, texts, prompt="<image>\nq")
+    lines[3]["prompt"] = None                    # '<image>' in None: TypeError
+    cell = _cell(tmp_path, "scienceqa", samples, lines)
+    assert cell.value is None and "line 4" in cell.refused and "TypeError" in cell.refused
+    lines[3]["prompt"] = "<image>\nq"
+    lines[1]["question_id"] = None               # predictions[None]: problem 101 is then missing -> FAILED
+    cell = _cell(tmp_path, "scienceqa", samples, lines, notes=SQA_NOTES)
+    clean = _cell(tmp_path, "scienceqa", samples, _lines(samples, texts, prompt="<image>\nq"), notes=SQA_NOTES)
+    assert cell.refused is None and cell.n == clean.n == SQA_N + 2
+    assert clean.per_sample[1] == 100.0 and cell.per_sample[1] == 0.0
+    assert cell.per_sample[:1] + cell.per_sample[2:] == clean.per_sample[:1] + clean.per_sample[2:]
+
+
+def test_a_bad_file_refuses_its_cell_and_the_run_goes_on(tmp_path):
+    from cvit_bench.scoring.pipeline import score_cells
+
+    samples, texts = _imagenet()
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    good.write_text(_raw(_lines(samples, texts)))
+    bad_lines = _lines(samples, texts)
+    bad_lines[4]["text"] = {"x": 1}
+    bad.write_text(_raw(bad_lines))
+    cells = score_cells(SPEC, "compat", {("5", "imagenet"): bad, ("6", "imagenet"): good}, {"imagenet": samples})
+    assert cells[("5", "imagenet")].value is None and "line 5" in cells[("5", "imagenet")].refused
+    assert cells[("6", "imagenet")].value == 50.0
