@@ -258,7 +258,7 @@ def compat_join(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin,
     report.n_duplicate_lines = sum(c - 1 for c in per_key.values())
     report.unknown = list(dict.fromkeys(str(r) for r, (s, re) in zip(raws, found) if s is None and not re))
     report.retyped = list(dict.fromkeys(str(r) for r, (s, re) in zip(raws, found) if re))
-    if universe is not None:
+    if universe is not None and rule.lines == "universe":
         report.official_only = sum(1 for s in universe if meta_of(s).get("official_only"))
 
     if rule.lines == "position":
@@ -286,7 +286,10 @@ def compat_join(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin,
         else:
             joined = Joined([found[i][0] for i in picks], [pf.texts[i] for i in picks], [pf.lines[i] for i in picks], report)
         seen = {s.uid for s, t in zip(joined.samples, joined.texts) if t is not None}
-        report.missing = [s.uid for s in (universe if universe is not None else samples) if s.uid not in seen]
+        pool = universe if universe is not None and rule.lines == "universe" else samples
+        report.missing = [s.uid for s in pool if s.uid not in seen]
+        if rule.lines != "universe":   # official ids outside the eval file that lines name (TextVQA, GQA)
+            report.official_only = len({s.uid for s in joined.samples if meta_of(s).get("official_only")})
     if strict and rule.non_string_text == "crash":
         _refuse_null_texts(pf, pf.lines if rule.reads_every_line else [ln for ln in joined.lines if ln is not None],
                            rule.script)
