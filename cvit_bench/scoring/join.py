@@ -20,7 +20,8 @@ ways, each a field of a :class:`ReferenceJoin` rule registered in :data:`REFEREN
 
 Where the script would crash, :class:`ReferenceCrash` names the file, the line and what the script would have
 done; the caller refuses the cell's compat value (``standard`` still scores it). Positional rules also refuse
-files that are not in eval-file order or not of full length (the script prints a number that means nothing).
+files whose line i is not eval entry i (the script prints a number that means nothing); a file that is eval
+entries 1..k in order (only the end lost) is scored over those k lines, as the script does.
 Our own prediction files (``uid`` keys) join by uid; id typing does not arise for them, a positional task's
 file with exactly one line per sample is put in eval-file order (the order the reference's merged file has; the
 runner writes batches sorted by prompt length), and the crash cases that need a field only reference-format
@@ -324,16 +325,24 @@ def _positional(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin, 
     if len(pf.keys) > len(expected):
         raise ReferenceCrash(f"{pf.path}: line {pf.lines[len(expected)]}: the file has {len(pf.keys)} lines but the eval "
                              f"file {len(expected)} entries; {rule.script} would raise IndexError at this line")
-    if pf.keys != expected:
-        if len(pf.keys) != len(expected):
-            raise ReferenceCrash(f"{pf.path}: positional alignment ({rule.script}) needs one line per eval sample in "
-                                 f"eval-file order: {len(pf.keys)} lines vs {len(expected)} samples; the script would "
-                                 "compare line i with eval entry i and print a number that means nothing")
+    k = len(pf.keys)
+    if pf.key_kind == "uid" and k < len(expected):
+        # Our files are in the runner's order, so which entries a short one lacks says nothing about the order
+        # the reference's merged file would have: no prefix to trust.
+        raise ReferenceCrash(f"{pf.path}: {k} lines for {len(expected)} eval entries; {rule.script} pairs line i "
+                             "with eval entry i, and a merged file lacking these samples would be misaligned (its "
+                             "number would mean nothing)")
+    if pf.keys != expected[:k]:
         first = next(i for i, (a, b) in enumerate(zip(pf.keys, expected)) if a != b)
+        short = (f" ({k} lines for {len(expected)} eval entries: not only the end is missing)"
+                 if k < len(expected) else "")
         raise ReferenceCrash(f"{pf.path}: line {pf.lines[first]}: question_id {pf.keys[first]!r} but eval entry {first + 1} "
-                             f"is {expected[first]!r}; the file is not in eval-file order, and {rule.script} would "
-                             "compare it with the wrong answer and print a number that means nothing")
-    return Joined(list(samples), list(pf.texts), list(pf.lines), report)
+                             f"is {expected[first]!r}: the file is not in eval-file order{short}; {rule.script} pairs line i with eval entry i whatever the "
+                             "id, so from this line on it compares predictions with the wrong answers and prints a "
+                             "number that means nothing")
+    # Lines 1..k are eval entries 1..k (a merged file whose last chunk is lost): the script's number over those k
+    # lines is meaningful, and it is the one given.
+    return Joined(list(samples[:k]), list(pf.texts), list(pf.lines), report)
 
 
 # ------------------------------------------------------------------------------------------ crash checks

@@ -283,8 +283,11 @@ def test_positional_refuses_misaligned_files_but_gives_the_if_rate_by_id(tmp_pat
     shuffled = _cell(tmp_path, task, samples, _shuffled(lines))
     assert shuffled.value is None and "not in eval-file order" in shuffled.refused and shuffled.if_rate == 75.0
     short = _cell(tmp_path, task, samples, [x for i, x in enumerate(lines) if i not in (1, 3)])
-    assert short.value is None and "18 lines vs 20 samples" in short.refused
+    assert short.value is None and "line 2" in short.refused and "18 lines for 20 eval entries" in short.refused
     assert short.if_rate == pytest.approx(100 * 13 / 18)
+    tail_lost = _cell(tmp_path, task, samples, lines[:13])        # only the last chunk lost: lines 1..13 align
+    assert tail_lost.refused is None and tail_lost.n == 13 and tail_lost.value == pytest.approx(100 * 7 / 13)
+    assert len(tail_lost.join.missing) == 7
     extra = _cell(tmp_path, task, samples, lines + [{"question_id": 100 + k, "text": "shark"} for k in range(3)])
     assert extra.value is None and "IndexError" in extra.refused and "line 21" in extra.refused
     assert extra.if_rate == pytest.approx(100 * 18 / 23)
