@@ -594,3 +594,17 @@ def test_a_bad_file_refuses_its_cell_and_the_run_goes_on(tmp_path):
     cells = score_cells(SPEC, "compat", {("5", "imagenet"): bad, ("6", "imagenet"): good}, {"imagenet": samples})
     assert cells[("5", "imagenet")].value is None and "line 5" in cells[("5", "imagenet")].refused
     assert cells[("6", "imagenet")].value == 50.0
+
+
+def test_if_rate_of_a_refused_cell_enters_the_if_matrix(tmp_path):
+    from cvit_bench.scoring.pipeline import assemble_results
+
+    samples, texts, _ = _textvqa()
+    lines = _lines(samples, texts) + [{"question_id": 99990, "text": "stop"}]   # accuracy refused (KeyError)
+    cell = _cell(tmp_path, "textvqa", samples, lines)
+    assert cell.value is None and cell.if_rate == pytest.approx(100 * 16 / 21)
+    results = assemble_results(SPEC, "compat", "single", {(cell.stage, cell.task): cell}, environment={})
+    row = results["if_rates"]["stages"].index(cell.stage)
+    col = results["if_rates"]["tasks"].index("textvqa")
+    assert results["if_rates"]["values"][row][col] == pytest.approx(cell.if_rate)
+    assert results["matrix"]["values"][row][col] is None
