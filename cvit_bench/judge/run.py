@@ -126,7 +126,7 @@ class JudgedCell:
 # CoIN create_prompt.py: every line, looked up by str(question_id) in the eval file. It raises KeyError on an
 # unknown id; the judge skips such lines and reports them instead (nothing would be judged otherwise).
 JUDGE_JOIN = ReferenceJoin("judge@coin", "CoIN ETrain/Eval/LLaVA/CoIN/create_prompt.py", "every", "str", "eval-file",
-                           "ignore")
+                           "ignore", json_per_line=False)   # blank lines skipped here too (nothing to refuse in a judge run)
 
 
 @dataclass

@@ -213,9 +213,9 @@ class ReferenceJoin:
     # A ``text`` that is null or not a string: most scripts call a str method on it and ``crash``; CoIN's Grounding
     # parses it inside ``try/except: continue``, so the line counts as ``wrong`` (still in the denominator).
     non_string_text: Literal["crash", "wrong"] = "crash"
-    # The script reads the file with ``json.loads`` on every line (CoIN's scripts, verified), so a blank line or a
-    # UTF-8 BOM crashes it before anything is scored.
-    json_per_line: bool = False
+    # The script reads the file with ``json.loads`` on every line (every CoIN and SMoLoRA scorer, IF scripts and
+    # convert_gqa_for_eval.py included), so a blank line or a UTF-8 BOM crashes it before anything is scored.
+    json_per_line: bool = True
     checks: tuple[Check, ...] = ()
 
     @property
@@ -245,10 +245,8 @@ def compat_join(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin,
     if not strict:
         rule = replace(rule, unknown="ignore", checks=(), reads_every_line=False,
                        lines="last" if rule.lines == "position" else rule.lines)
-    if strict and rule.json_per_line and pf.unreadable_lines:
-        line, why = next(iter(pf.unreadable_lines.items()))
-        raise ReferenceCrash(f"{pf.path}: the reference would crash at line {line}: {why} ({rule.script} calls "
-                             "json.loads on every line); remove it or use --profile standard")
+    if strict and rule.json_per_line:
+        _refuse_unreadable_lines(pf, rule.script)
     raws = _raw_keys(pf)
     index = _Index(universe if universe is not None else samples, pf, rule.ids, rule.annotation_ids)
     found = [index.find(raw) for raw in raws]
@@ -300,6 +298,13 @@ def compat_join(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin,
     for check in rule.checks:
         check(joined, pf)
     return joined
+
+
+def _refuse_unreadable_lines(pf: PredictionFile, script: str) -> None:
+    if pf.unreadable_lines:
+        line, why = next(iter(pf.unreadable_lines.items()))
+        raise ReferenceCrash(f"{pf.path}: the reference would crash at line {line}: {why} ({script} calls "
+                             "json.loads on every line); remove it or use --profile standard")
 
 
 def _refuse_null_texts(pf: PredictionFile, scored_lines: Sequence[int], script: str) -> None:
@@ -428,22 +433,21 @@ for _rule in (
     ReferenceJoin("scienceqa@smolora", _SMOLORA + "eval_science_qa.py", "universe", "raw", "str", "ignore",
                   checks=(_scienceqa_prompts(img_accuracy=True),)),
     ReferenceJoin("scienceqa@coin", _COIN + "eval_science_qa.py", "universe", "raw", "str", "ignore",
-                  json_per_line=True, checks=(_scienceqa_prompts(img_accuracy=False),)),
+                  checks=(_scienceqa_prompts(img_accuracy=False),)),
     ReferenceJoin("textvqa@smolora", _SMOLORA + "eval_textvqa.py", "every", "raw", "int", "crash",
                   checks=(_nothing_scored(_EMPTY_M4C), _ten_answers)),
     ReferenceJoin("textvqa@coin", _COIN + "eval_textvqa.py", "every", "str", "int", "crash",
-                  json_per_line=True, checks=(_nothing_scored(_EMPTY_M4C), _ten_answers)),
+                  checks=(_nothing_scored(_EMPTY_M4C), _ten_answers)),
     ReferenceJoin("gqa@smolora", "convert_gqa_for_eval.py + " + _SMOLORA + "eval_gqa.py", "last", "raw", "str", "crash",
                   reads_every_line=True, checks=(_gqa_nothing_balanced,)),
     ReferenceJoin("gqa@coin", "convert_gqa_for_eval.py + " + _COIN + "eval_gqa.py", "last", "raw", "str", "crash",
-                  reads_every_line=True, json_per_line=True, checks=(_gqa_nothing_balanced,)),
+                  reads_every_line=True, checks=(_gqa_nothing_balanced,)),
     ReferenceJoin("imagenet@smolora", _SMOLORA + "eval_ImagetNet.py", "position", "str", "eval-file", "crash"),
-    ReferenceJoin("imagenet@coin", _COIN + "eval_ImagetNet.py", "position", "str", "eval-file", "crash",
-                  json_per_line=True),
+    ReferenceJoin("imagenet@coin", _COIN + "eval_ImagetNet.py", "position", "str", "eval-file", "crash"),
     # CoIN eval_grounding.py: a dict by raw question_id, every line scored, an unknown id raises KeyError; the
     # text is parsed inside try/except, so a null or non-string text is a wrong line, not a crash.
     ReferenceJoin("grounding@coin", _COIN + "eval_grounding.py", "every", "raw", "eval-file", "crash",
-                  non_string_text="wrong", json_per_line=True, checks=(_nothing_scored(_EMPTY),)),
+                  non_string_text="wrong", checks=(_nothing_scored(_EMPTY),)),
     ReferenceJoin("flickr30k@smolora", _SMOLORA + "eval_flickr30k_cider.py", "last", "str", "eval-file", "ignore",
                   string_answer="chars", checks=(_caption_corpus("eval_flickr30k_cider.py", True),)),
     ReferenceJoin("textcaps@smolora", _SMOLORA + "eval_textcaps_cider.py", "last", "str", "eval-file", "ignore",
@@ -458,7 +462,7 @@ for _task, _script, _ids in (("vqav2", "eval_vqav2.py", {"smolora": "raw", "coin
     for _variant, _base in (("smolora", _SMOLORA), ("coin", _COIN)):
         REFERENCE_JOINS.add(f"{_task}@{_variant}", ReferenceJoin(
             f"{_task}@{_variant}", _base + _script, "every", _ids[_variant], "eval-file", "crash",
-            json_per_line=_variant == "coin", checks=(_nothing_scored(_EMPTY),)))
+            checks=(_nothing_scored(_EMPTY),)))
 
 # The rule a compat metric implies when a task names none (``compat_join`` in the benchmark YAML overrides).
 DEFAULT_JOIN_OF_METRIC: dict[str, str] = {
@@ -491,6 +495,7 @@ class IfItem:
 def compat_if_items(check_id: str, samples: list[Sample], pf: PredictionFile,
                     universe: list[Sample] | None = None, first_problem: str | None = None) -> list[IfItem]:
     """The items the SMoLoRA IF script of ``check_id`` judges, in its loop order (raises :class:`ReferenceCrash`)."""
+    _refuse_unreadable_lines(pf, "the IF script")
     raws = _raw_keys(pf)
     last: dict[Any, int] = {}
     for i, raw in enumerate(raws):

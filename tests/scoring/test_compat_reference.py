@@ -608,3 +608,12 @@ def test_if_rate_of_a_refused_cell_enters_the_if_matrix(tmp_path):
     col = results["if_rates"]["tasks"].index("textvqa")
     assert results["if_rates"]["values"][row][col] == pytest.approx(cell.if_rate)
     assert results["matrix"]["values"][row][col] is None
+
+
+def test_smolora_scripts_and_if_scripts_also_json_load_every_line(tmp_path):
+    samples, texts, _ = _textvqa()
+    raw = _raw(_lines(samples, texts)) + "\n"
+    cell = _cell(tmp_path, "textvqa", samples, [], raw=raw)
+    assert cell.value is None and "line 21: blank line" in cell.refused
+    assert cell.if_rate is None and "line 21: blank line" in cell.if_refused
+    assert _cell(tmp_path, "textvqa", samples, [], "standard", raw=raw).value == 47.5
