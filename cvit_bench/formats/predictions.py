@@ -41,6 +41,9 @@ class PredictionFile:
     # Line number -> JSON type of a text that is neither a string nor null (read as ""), kept only when the reader
     # was asked to (scoring decides per cell: CoIN's Grounding counts such a line wrong, other scripts crash).
     non_string_lines: dict[int, str] = field(default_factory=dict)
+    # Lines without the text field at all (kept only by a ``per_cell`` read): every reference script reads
+    # ``result['text']`` outside any try, so compat refuses the cell (KeyError); standard reads them as "".
+    missing_text_lines: set[int] = field(default_factory=set)
     # Line number -> why ``json.loads`` on that line of text would raise ("blank line", "UTF-8 BOM"): our reader
     # skips blank lines and accepts a BOM, the reference scripts' ``[json.loads(l) for l in open(f)]`` does not.
     unreadable_lines: dict[int, str] = field(default_factory=dict)
@@ -73,6 +76,7 @@ def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bo
     kind = None
     keys, texts, lines, records, raw_keys, null_lines = [], [], [], [], [], set()
     non_string_lines: dict[int, str] = {}
+    missing_text_lines: set[int] = set()
     for line_no, obj in iter_jsonl(path, tolerate_truncated_tail=tolerate_truncated_tail):
         if isinstance(obj, dict) and "uid" not in obj and "question_id" not in obj:
             raise DataError("needs `uid` (cvit-bench) or `question_id` (reference format)", file=path,
@@ -92,10 +96,13 @@ def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bo
             kind = this
         elif kind != this:
             raise DataError("mixes cvit-bench (`uid`) and reference (`question_id`) lines", file=path, record=f"line {line_no}")
-        if text_field not in obj:
+        if text_field not in obj and not per_cell:
             raise DataError("required field missing", file=path, record=f"line {line_no} (id {key})", field=text_field)
-        text = obj[text_field]
-        if text is None:
+        text = obj.get(text_field)
+        if text_field not in obj:
+            text = ""
+            missing_text_lines.add(line_no)
+        elif text is None:
             text = ""
             null_lines.add(line_no)
         elif odd:
@@ -111,6 +118,7 @@ def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bo
         records.append(obj)
     return PredictionFile(path=path, key_kind=kind or "uid", keys=keys, texts=texts, lines=lines, records=records,
                           raw_keys=raw_keys, null_lines=null_lines, non_string_lines=non_string_lines,
+                          missing_text_lines=missing_text_lines,
                           unreadable_lines=lines_json_loads_rejects(path.read_bytes()))
 
 
@@ -121,6 +129,8 @@ def _schema_view(obj: dict, text_field: str) -> dict:
     """The line as the schema checks it when the scoring decides per cell: the text and, for reference-format
     lines, the id and the fields only some scripts read are left to the cell's rule."""
     view = {**obj}
+    if "question_id" in view or "uid" in view:
+        view.setdefault(text_field, None)     # a missing text is the cell's to judge (the scripts' KeyError)
     if view.get(text_field) is not None and not isinstance(view[text_field], str):
         view[text_field] = None
     if "question_id" in view:

@@ -289,6 +289,9 @@ def compat_join(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin,
         report.missing = [s.uid for s in pool if s.uid not in seen]
         if rule.lines != "universe":   # official ids outside the eval file that lines name (TextVQA, GQA)
             report.official_only = len({s.uid for s in joined.samples if meta_of(s).get("official_only")})
+    if strict:
+        _refuse_missing_texts(pf, pf.lines if rule.reads_every_line or rule.lines != "universe"
+                              else [ln for ln in joined.lines if ln is not None], rule.script)
     if strict and rule.non_string_text == "crash":
         _refuse_null_texts(pf, pf.lines if rule.reads_every_line else [ln for ln in joined.lines if ln is not None],
                            rule.script)
@@ -305,6 +308,14 @@ def _refuse_unreadable_lines(pf: PredictionFile, script: str) -> None:
         line, why = next(iter(pf.unreadable_lines.items()))
         raise ReferenceCrash(f"{pf.path}: the reference would crash at line {line}: {why} ({script} calls "
                              "json.loads on every line); remove it or use --profile standard")
+
+
+def _refuse_missing_texts(pf: PredictionFile, read_lines: Sequence[int], script: str) -> None:
+    """``result['text']`` on a line without the field raises KeyError (outside Grounding's try, too)."""
+    hit = next((ln for ln in read_lines if ln in pf.missing_text_lines), None)
+    if hit is not None:
+        raise ReferenceCrash(f"{pf.path}: line {hit}: no `text` field; {script} would raise KeyError reading "
+                             "result['text']")
 
 
 def _refuse_null_texts(pf: PredictionFile, scored_lines: Sequence[int], script: str) -> None:
@@ -519,6 +530,7 @@ def compat_if_items(check_id: str, samples: list[Sample], pf: PredictionFile,
                 if "prompt" not in (pf.records[i] if i < len(pf.records) else {}):
                     raise ReferenceCrash(f"{_line_ref(pf, i)}: no `prompt` field; eval_scienceqa_instruction.py "
                                          "would raise KeyError reading pred['prompt']")
+        _refuse_missing_texts(pf, [pf.lines[i] for i in hit.values()], "eval_scienceqa_instruction.py")
         _refuse_null_texts(pf, [pf.lines[i] for i in hit.values()], "eval_scienceqa_instruction.py")
         return [IfItem(s, pf.texts[hit[s.uid]] if s.uid in hit else None, None,
                        pf.lines[hit[s.uid]] if s.uid in hit else None) for s in pool]
@@ -533,5 +545,6 @@ def compat_if_items(check_id: str, samples: list[Sample], pf: PredictionFile,
         else:
             answer = s.target
         items.append(IfItem(s, pf.texts[i], answer, pf.lines[i]))
+    _refuse_missing_texts(pf, pf.lines, "the IF script")   # {id: pred['text']} reads every line
     _refuse_null_texts(pf, [it.line for it in items], "the IF script")
     return items

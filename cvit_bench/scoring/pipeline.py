@@ -174,6 +174,9 @@ def score_cell(spec: BenchmarkSpec, stage: str, task_id: str, profile: str, samp
     se = clustered_se(per_sample, [s.image or s.uid for s in cell_samples]) if cell_samples else None
     where = f"{pf.path}"
     warnings = notes + report.warnings(where)
+    if pf.missing_text_lines and profile != "compat":
+        warnings.append(f"{where}: {len(pf.missing_text_lines)} line(s) without a text field (e.g. line "
+                        f"{min(pf.missing_text_lines)}); read as the empty string")
     if pf.non_string_lines and profile != "compat":
         line, kind = next(iter(pf.non_string_lines.items()))
         warnings.append(f"{where}: {len(pf.non_string_lines)} line(s) whose text is not a string (e.g. line {line}: "

@@ -617,3 +617,18 @@ def test_smolora_scripts_and_if_scripts_also_json_load_every_line(tmp_path):
     assert cell.value is None and "line 21: blank line" in cell.refused
     assert cell.if_rate is None and "line 21: blank line" in cell.if_refused
     assert _cell(tmp_path, "textvqa", samples, [], "standard", raw=raw).value == 47.5
+
+
+def test_a_line_without_text_refuses_its_cell_even_for_grounding(tmp_path):
+    samples = _grounding(4)
+    lines = _lines(samples, ["[0.10, 0.20, 0.50, 0.60]"] * 4)
+    del lines[2]["text"]                     # result['text'] is read outside eval_grounding.py's try: KeyError
+    cell = _cell(tmp_path, "grounding", samples, lines, spec=GROUNDING_SPEC)
+    assert cell.value is None and "line 3: no `text` field" in cell.refused
+    std = _cell(tmp_path, "grounding", samples, lines, "standard", spec=GROUNDING_SPEC)
+    assert std.value == 75.0 and any("without a text field" in w for w in std.warnings)
+    samples, texts, _ = _textvqa()
+    lines = _lines(samples, texts)
+    del lines[0]["text"]
+    cell = _cell(tmp_path, "textvqa", samples, lines)
+    assert "line 1: no `text` field" in cell.refused and "line 1: no `text` field" in cell.if_refused
