@@ -6,8 +6,8 @@ process, on the adversarial scenarios of ``tests/scoring/test_compat_reference.p
 duplicated id with another text, unknown ids, ids re-typed to str / int, caption string answers), and compares
 each aggregate and IF rate with :func:`cvit_bench.scoring.pipeline.score_cell`. A reference crash must be a compat refusal;
 for ImageNet/Places365 compat refuses misaligned files on purpose (the reference's number means nothing there).
-Files the scripts cannot read (a blank line at the end or in the middle, a UTF-8 BOM) and a ``prompt: null`` field
-run for every task. With ``--coin`` also: Grounding (``eval_grounding.py``: a leading space, null / numeric /
+Files the scripts cannot read (a blank line at the end or in the middle, a UTF-8 BOM), a line without ``text`` and a
+``prompt: null`` field run for every task. With ``--coin`` also: Grounding (``eval_grounding.py``: a leading space, null / numeric /
 unparsable texts, a repeated eval-file id), ImageNet with only the last chunk lost, TextVQA/GQA lines naming an
 official id CoIN's file lacks, and General Knowledge replies read by ``ETrain/Eval/evaluate_score.py``.
 
@@ -202,7 +202,8 @@ def scenarios(samples, texts, **extra):
             "ids-as-str": T._lines(samples, texts, retype=lambda i, q: str(q), **extra),
             "ids-as-int": T._lines(samples, texts, retype=lambda i, q: int(q) if str(q).isdigit() else q, **extra),
             "blank-line-at-end": raw + "\n", "blank-line-inside": raw.replace("\n", "\n\n", 2).replace("\n\n", "\n", 1),
-            "utf8-bom": "\ufeff" + raw, "prompt-null": [dict(x, prompt=None) for x in lines]}
+            "utf8-bom": "\ufeff" + raw, "prompt-null": [dict(x, prompt=None) for x in lines],
+            "text-missing": [{k: v for k, v in x.items() if k != "text" or i != 1} for i, x in enumerate(lines)]}
 
 
 def coin_only(ref, rows, ours) -> None:
