@@ -6,8 +6,13 @@ process, on the adversarial scenarios of ``tests/scoring/test_compat_reference.p
 duplicated id with another text, unknown ids, ids re-typed to str / int, caption string answers), and compares
 each aggregate and IF rate with :func:`cvit_bench.scoring.pipeline.score_cell`. A reference crash must be a compat refusal;
 for ImageNet/Places365 compat refuses misaligned files on purpose (the reference's number means nothing there).
+Files the scripts cannot read (a blank line at the end or in the middle, a UTF-8 BOM), a line without ``text`` and a
+``prompt: null`` field run for every task. With ``--coin`` also: Grounding (``eval_grounding.py``: a leading space, null / numeric /
+unparsable texts, a repeated eval-file id), ImageNet with only the last chunk lost, TextVQA/GQA lines naming an
+official id CoIN's file lacks, and General Knowledge replies read by ``ETrain/Eval/evaluate_score.py``.
 
     git --git-dir=<mirror of Minato-Zackie/SMoLoRA> archive HEAD llava scripts | tar x -C /tmp/smolora
+    git --git-dir=<mirror of zackschen/CoIN> archive HEAD ETrain/Eval scripts | tar x -C /tmp/coin
     python bench/compat_agreement.py --smolora /tmp/smolora [--coin /tmp/coin]
 
 Not a test: it needs the reference checkouts (and pycocoevalcap-free: the scripts ship their own CIDEr copy).
@@ -27,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT / "tests" / "scoring"), str(ROOT / "tests")]
 
 import test_compat_reference as T  # noqa: E402  (the scenarios' builders)
 
@@ -41,7 +46,8 @@ def _file(obj, suffix=".json") -> Path:
 
 
 def _jsonl(lines) -> Path:
-    return _file("".join(json.dumps(x) + "\n" for x in lines), ".jsonl")
+    """A prediction file: the lines as JSONL, or (a str) the file's exact text (blank lines, a BOM)."""
+    return _file(lines if isinstance(lines, str) else "".join(json.dumps(x) + "\n" for x in lines), ".jsonl")
 
 
 def run_script(path: Path, argv: list[str], capture: tuple[str, ...] = (), cwd: Path | None = None,
@@ -115,9 +121,10 @@ class Reference:
                                        "--output-dir", str(WORK)], ("eval_single",))
         return r.get("crash") or 100.0 * r["got"]["eval_single"][0][0]["right"] / r["got"]["eval_single"][0][0]["total"]
 
-    def textvqa(self, variant, samples, lines):
+    def textvqa(self, variant, samples, lines, official=()):
         base = self.s if variant == "smolora" else self.c
-        ann = _file({"data": [{"question_id": int(s.source_id), "answers": s.references} for s in samples]})
+        ann = _file({"data": [{"question_id": int(s.source_id), "answers": s.references} for s in samples]
+                             + [{"question_id": int(e["id"]), "answers": e["references"]} for e in official]})
         r = run_script(base / "eval_textvqa.py", ["--annotation-file", str(ann), "--result-file", str(_jsonl(lines))],
                        ("eval_pred_list",))
         return r.get("crash") or 100.0 * r["got"]["eval_pred_list"][0][1]
@@ -129,14 +136,16 @@ class Reference:
                                                     "--output-dir", str(WORK)], ("eval_single",))
         return r.get("crash") or 100.0 * r["got"]["eval_single"][0][0]["right"] / r["got"]["eval_single"][0][0]["total"]
 
-    def gqa(self, variant, samples, lines):
+    def gqa(self, variant, samples, lines, official=()):
         base = self.s if variant == "smolora" else self.c
         d = WORK / f"gqa{len(list(WORK.iterdir()))}"
         (d / "cl_dataset/GQA").mkdir(parents=True)
-        questions = {s.source_id: {"answer": s.references[0], "isBalanced": s.meta.get("is_balanced", True), "question": "q",
-                                   "semantic": [], "types": {"structural": s.meta.get("structural"), "semantic": "obj",
-                                                             "detailed": "x"}, "groups": {"global": s.meta.get("global_group", "g")}}
-                     for s in samples}
+        entries = [(s.source_id, s.references[0], s.meta) for s in samples] + [(e["id"], e["references"][0], e["meta"])
+                                                                              for e in official]
+        questions = {qid: {"answer": answer, "isBalanced": meta.get("is_balanced", True), "question": "q",
+                           "semantic": [], "types": {"structural": meta.get("structural"), "semantic": "obj",
+                                                     "detailed": "x"}, "groups": {"global": meta.get("global_group", "g")}}
+                     for qid, answer, meta in entries}
         (d / "cl_dataset/GQA/testdev_balanced_questions.json").write_text(json.dumps(questions))
         conv = run_script(self.gqa_convert, ["--src", str(_jsonl(lines)), "--dst", str(d / "testdev_balanced_predictions.json")])
         if "crash" in conv:
@@ -144,6 +153,20 @@ class Reference:
         r = run_script(base / "eval_gqa.py", ["--tier", "testdev_balanced", "--path", str(d)], cwd=d,
                        redirect=("/data/zqwang/moe_cl_data/dataset/GQA", str(d / "cl_dataset/GQA")))
         return r.get("crash") or r["g"]["scores"]["accuracy"]
+
+    def grounding(self, records, lines):
+        """CoIN eval_grounding.py on a test file of ``records`` ({question_id, answer_bbox, size}, repeats kept)."""
+        r = run_script(self.c / "eval_grounding.py", ["--test-file", str(_file(records)), "--result-file", str(_jsonl(lines))],
+                       ("eval_single",))
+        return r.get("crash") or 100.0 * r["got"]["eval_single"][0][0]["right"] / r["got"]["eval_single"][0][0]["total"]
+
+    def general_knowledge(self, replies):
+        """CoIN ETrain/Eval/evaluate_score.py on the judge's replies; its printed 'Final score:N'."""
+        d = WORK / f"gk{len(list(WORK.iterdir()))}"
+        d.mkdir()
+        (d / "prompt_eval_merge.jsonl").write_text("".join(json.dumps({"text": r}) + "\n" for r in replies))
+        r = run_script(self.c.parents[1] / "evaluate_score.py", ["--dir", str(d)])
+        return r.get("crash") or float((d / "Prompt_Result.text").read_text().split(":")[1])
 
     def cider(self, script, samples, lines):
         r = run_script(self.s / script, ["--annotation-file", str(_eval_file(samples, caption=True)),
@@ -169,14 +192,81 @@ class Reference:
         return r.get("crash") or r["g"]["accuracy"]
 
 
-def scenarios(samples, texts):
-    lines = T._lines(samples, texts)
+def scenarios(samples, texts, **extra):
+    lines = T._lines(samples, texts, **extra)
+    raw = "".join(json.dumps(x) + "\n" for x in lines)
     return {"clean": lines, "shuffled": T._shuffled(lines),
             "missing": [x for i, x in enumerate(lines) if i not in (1, 3)],
             "duplicate": lines + [dict(lines[0], text="zzz")],
             "unknown": lines + [dict(lines[0], question_id=987650 + k, text="an unknown text here") for k in range(3)],
-            "ids-as-str": T._lines(samples, texts, retype=lambda i, q: str(q)),
-            "ids-as-int": T._lines(samples, texts, retype=lambda i, q: int(q) if str(q).isdigit() else q)}
+            "ids-as-str": T._lines(samples, texts, retype=lambda i, q: str(q), **extra),
+            "ids-as-int": T._lines(samples, texts, retype=lambda i, q: int(q) if str(q).isdigit() else q, **extra),
+            "blank-line-at-end": raw + "\n", "blank-line-inside": raw.replace("\n", "\n\n", 2).replace("\n\n", "\n", 1),
+            "utf8-bom": "\ufeff" + raw, "prompt-null": [dict(x, prompt=None) for x in lines],
+            "text-missing": [{k: v for k, v in x.items() if k != "text" or i != 1} for i, x in enumerate(lines)]}
+
+
+def coin_only(ref, rows, ours) -> None:
+    """The CoIN scenarios of issue 25: Grounding, ImageNet's lost last chunk, official TextVQA/GQA ids outside the
+    eval file, a repeated eval-file id, General Knowledge replies (CoIN has no IF track: aggregates only)."""
+    from types import SimpleNamespace
+
+    from cvit_bench.benchmark import load_benchmark
+    from cvit_bench.judge.rules import aggregate
+    from cvit_bench.tasks.coin_files import last_record_wins
+
+    coin = load_benchmark("coin")
+    s = T._grounding(8)
+    boxes = ["[0.10, 0.20, 0.50, 0.60]", " [0.10, 0.20, 0.50, 0.60]", "[0.12, 0.22, 0.52, 0.58]", "[0.6, 0.6, 0.9, 0.9]",
+             "  [0.10, 0.20, 0.50, 0.60]", "[0.10,0.20,0.50,0.60]", " [10.03, 0.20, 0.50, 0.60]", "0.10, 0.20, 0.50, 0.60"]
+    records = [{"question_id": _raw(x), "answer_bbox": x.meta["answer_bbox"], "size": x.meta["size"]} for x in s]
+    odd = {"leading-space": " [0.10, 0.20, 0.50, 0.60]", "null-text": None, "number-text": 7, "list-text": [0.1, 0.2, 0.5, 0.6],
+           "unparsable-text": "the box is top left", "nan-text": "[nan, 0.2, 0.5, 0.6]"}
+    grounding = dict(scenarios(s, boxes))
+    for k, text in odd.items():
+        grounding[k] = [dict(x, text=text) if i % 2 else x for i, x in enumerate(grounding["clean"])]
+    for k, lines in grounding.items():
+        compare(rows, f"grounding@coin/{k}", T._cell(ours.tmp, "grounding", s, [] if isinstance(lines, str) else lines,
+                                                     spec=coin, raw=lines if isinstance(lines, str) else None),
+                ref.grounding(records, lines))
+    # a repeated eval-file id: the reference's dict keeps the last record; prepare collapses the same way
+    repeat = dict(records[0], answer_bbox="[0.00, 0.00, 0.30, 0.30]")
+    ns = SimpleNamespace(notes={})
+    samples_rep = [T._sample("grounding", r["question_id"], [r["answer_bbox"]], answer_bbox=r["answer_bbox"], size=r["size"])
+                   for r in records + [repeat]]
+    _, kept = last_record_wins(ns, coin.task("grounding"), records + [repeat], samples_rep)
+    for k, texts in {"repeated-id-last-box": ["[0.00, 0.00, 0.30, 0.30]"] + boxes[1:], "repeated-id-first-box": boxes}.items():
+        lines = T._lines(kept, texts)
+        compare(rows, f"grounding@coin/{k}", T._cell(ours.tmp, "grounding", kept, lines, spec=coin),
+                ref.grounding(records + [repeat], lines))
+    # ImageNet: only the last chunk of the merged file lost
+    s, t = T._imagenet()
+    lines = T._lines(s, t)
+    metric = {"compat": "substring@coin", "standard": "exact_any@m4c"}
+    for k, part in {"tail-lost": lines[:13], "tail-lost-one": lines[:-1], "middle-chunk-lost": lines[:5] + lines[10:]}.items():
+        compare(rows, f"imagenet@coin/{k}", ours("imagenet", s, part, "coin", metrics=metric), ref.imagenet("coin", s, part),
+                positional=k == "middle-chunk-lost")
+    # TextVQA/GQA: a line naming an official id that CoIN's eval file lacks
+    s, t, _ = T._textvqa()
+    official = [{"id": "7777", "references": ["yield"] * 10, "meta": {"question_id_type": "int"}},
+                {"id": "7778", "references": ["stop"] * 10, "meta": {"question_id_type": "int"}}]
+    lines = T._lines(s, t) + [{"question_id": 7777, "text": "yield"}, {"question_id": 7778, "text": "go"}]
+    compare(rows, "textvqa@coin/official-id-not-in-eval-file", ours("textvqa", s, lines, "coin", notes={"official_extra": official}),
+            ref.textvqa("coin", s, lines, official))
+    s, t = T._gqa()
+    official = [{"id": "20199999", "references": ["dog"], "meta": {"question_id_type": "str", "is_balanced": True,
+                                                                   "structural": "query"}}]
+    lines = T._lines(s, t) + [{"question_id": "20199999", "text": "Dog."}]
+    compare(rows, "gqa@coin/official-id-not-in-eval-file", ours("gqa", s, lines, "coin", notes={"official_extra": official}),
+            ref.gqa("coin", s, lines, official))
+    # General Knowledge: replies evaluate_score.py reads (value = its printed Final score)
+    for k, replies in {"plain": ["8", "7", "10", "3"], "quirks": ["8/10", "Score: 10", "Score: 8/10", "7.5 out of 10", "nan", "-3"],
+                       "superscript": ["8", "²/10", "7"], "circled": ["⑧/10", "5"], "fraction": ["½/10"],
+                       "fullwidth": ["１０/10", "6"], "minus-inf": ["8", "-inf"], "half-even": ["5", "0", "0", "0"]}.items():
+        cell = aggregate("gk_judge@coin", replies)
+        ref_value = ref.general_knowledge(replies)
+        compare(rows, f"general-knowledge@coin/{k}", SimpleNamespace(value=cell.value if not cell.refused else None,
+                                                                      if_rate=None), ref_value)
 
 
 def compare(rows, name, cell, ref_value, ref_if=None, positional=False):
@@ -190,25 +280,31 @@ def compare(rows, name, cell, ref_value, ref_if=None, positional=False):
 
     value_ok = agree(ours_v, ref_value) or (positional and ours_v == "refused")
     if_ok = ref_if is None or agree(ours_if, ref_if)
-    rows.append((name, ours_v, ref_value, ours_if, ref_if, value_ok and if_ok))
+    rows.append((name, ours_v, ref_value, ours_if if ref_if is not None else "-", ref_if, value_ok and if_ok))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smolora", type=Path, required=True, help="checkout of Minato-Zackie/SMoLoRA")
     ap.add_argument("--coin", type=Path, help="checkout of zackschen/CoIN (adds the CoIN variants)")
+    ap.add_argument("--commits", default="", help="the reference commits, printed in the header (the archives carry none)")
     args = ap.parse_args()
+    if args.commits:
+        print(f"reference scripts: {args.commits}\n")
     ref = Reference(args.smolora, args.coin)
     variants = ["smolora"] + (["coin"] if args.coin else [])
     rows: list = []
     tmp = WORK / "ours"
     tmp.mkdir()
 
-    def ours(task, samples, lines, variant, notes=None, **task_changes):
+    def ours(task, samples, lines, variant, notes=None, **task_changes):  # noqa: PLR0913
         spec = T._spec_with(task, extra={"compat_join": f"{ {'places365': 'imagenet'}.get(task, task)}@{variant}"},
                             **task_changes)
+        if isinstance(lines, str):
+            return T._cell(tmp, task, samples, [], spec=spec, notes=notes, raw=lines)
         return T._cell(tmp, task, samples, lines, spec=spec, notes=notes)
 
+    ours.tmp = tmp
     for variant in variants:
         s, t, _ = T._textvqa()
         for k, lines in scenarios(s, t).items():
@@ -234,11 +330,13 @@ def main() -> None:
                         ref.if_rate("eval_vqa_instruction.py", s, lines), positional=True)
         s, t = T._sqa()
         extra = T.SQA_NOTES["compat_universe"]["extra"]
-        for k, lines in {**scenarios(s, t), "first-missing": T._lines(s, t)[1:]}.items():
-            lines = [dict(x, prompt="<image>\nq") for x in lines]
+        sqa = scenarios(s, t, prompt="<image>\nq")
+        for k, lines in {**sqa, "first-missing": sqa["clean"][1:]}.items():
             value, base = ref.scienceqa(variant, s, lines, extra)
             compare(rows, f"scienceqa@{variant}/{k}", ours("scienceqa", s, lines, variant, notes=T.SQA_NOTES), value,
                     ref.if_rate("eval_scienceqa_instruction.py", s, lines, base_dir=base))
+        if variant == "coin":
+            coin_only(ref, rows, ours)
     for task, script in (("flickr30k", "eval_flickr30k_cider.py"), ("textcaps", "eval_textcaps_cider.py")):
         sets = {"spec-5.4": T._captions(task), "300-images": T._random_captions(task, 300)}
         for set_name, (s, t) in sets.items():
@@ -254,11 +352,21 @@ def main() -> None:
     print(f"{'cell':<{width}}  {'compat':>22}  {'reference':>22}  {'IF compat':>12}  {'IF ref':>12}  agree")
 
     def fmt(v):
+        if v is None or v == "-":
+            return "-"      # not compared (CoIN has no IF track; General Knowledge has no IF)
         return f"{v:.12g}" if isinstance(v, float) else ("crash" if isinstance(v, str) and v != "refused" else str(v))
 
     for name, ov, rv, oi, ri, ok in rows:
         print(f"{name:<{width}}  {fmt(ov):>22}  {fmt(rv):>22}  {fmt(oi):>12}  {fmt(ri):>12}  {'yes' if ok else 'NO'}")
     print(f"\n{sum(r[-1] for r in rows)} of {len(rows)} cells agree (aggregate and IF rate to 1e-9; crash = refusal)")
+    print("\nper task and scenario (agreeing / cells):")
+    groups: dict[str, list[bool]] = {}
+    for name, *_, ok in rows:
+        task, _, scenario = name.partition("/")
+        groups.setdefault(task, []).append(ok)
+        groups.setdefault(f"  scenario {scenario.split('/')[-1]}", []).append(ok)
+    for key in sorted(groups, key=lambda k: (k.startswith(" "), k)):
+        print(f"{key:<{width}}  {sum(groups[key])} / {len(groups[key])}")
 
 
 if __name__ == "__main__":

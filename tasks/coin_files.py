@@ -29,6 +29,10 @@ CoIN specifics:
   the raw ``text`` in ``meta["coin_text"]`` when it differs from the composed prompt.
 * ``question_id``: kept as ``source_id = str(id)`` with the JSON type in ``meta["question_id_type"]``, so mixed
   int/str ids in one file survive export and the reference-format join (formats.md b.4).
+* **A repeated ``question_id``** in an eval file: CoIN's scorers build ``{question_id: record}`` dicts, so the
+  last record wins at the first one's position; prepare does the same and lists the repeats in the manifest's
+  ``notes[task]["repeated_question_ids"]``. A positional task (ImageNet: ``answers`` is a list) cannot be
+  collapsed that way and stays refused as a duplicate uid.
 """
 from __future__ import annotations
 
@@ -121,12 +125,36 @@ def add_grounding_boxes(records: list[dict], samples: list[Sample], path: Path) 
         s.meta["size"] = _size(rec["size"], path, qid)
 
 
+def last_record_wins(ctx: LoadContext, task: TaskSpec, records: list[dict],
+                     samples: list[Sample]) -> tuple[list[dict], list[Sample]]:
+    """Collapse repeated ids as the reference's dict does (first position, last record) and note the repeats."""
+    at: dict[str, int] = {}
+    for i, s in enumerate(samples):
+        at.setdefault(s.source_id, i)
+    if len(at) == len(samples):
+        return records, samples
+    last = {s.source_id: i for i, s in enumerate(samples)}
+    keep = [last[k] for k in at]     # dict order: first appearance; value: the last record
+    repeated = [k for k in at if at[k] != last[k]]
+    ctx.notes.setdefault(task.id, {})["repeated_question_ids"] = {
+        "n_ids": len(repeated), "n_records_dropped": len(samples) - len(at), "examples": repeated[:5],
+        "rule": "the last record of each id is kept at its first position, as the reference scorers' dicts do"}
+    return [records[i] for i in keep], [samples[i] for i in keep]
+
+
 def keep_judge_inputs(records: list[dict], samples: list[Sample]) -> None:
     for rec, s in zip(records, samples):
         s.meta["coin_answer"] = rec["answer"]
         text = rec["text"]
         if text != s.prompt:
             s.meta["coin_text"] = text
+
+
+def _positional(task: TaskSpec) -> bool:
+    from ..scoring.join import reference_join_for
+
+    rule = reference_join_for(task.metrics.get("compat", ""), task.extra.get("compat_join"))
+    return rule is not None and rule.lines == "position"
 
 
 class CoinFilesSource:
@@ -144,6 +172,8 @@ class CoinFilesSource:
             raise MissingFileError(path, f"CoIN {split} file of task {task.id!r} ({entry['folder']}/{entry['splits'][split]})")
         if split == ctx.benchmark.eval_split:
             records, samples = read_eval_file(ctx, task, split, path)
+            if not _positional(task):
+                records, samples = last_record_wins(ctx, task, records, samples)
             if task.kind == "grounding":
                 add_grounding_boxes(records, samples, path)
             keep_judge_inputs(records, samples)

@@ -212,6 +212,10 @@ def join_textvqa(ctx: LoadContext, task: TaskSpec, split: str, path: Path, sampl
     if not isinstance(ann, dict) or not isinstance(ann.get("data"), list):
         raise DataError("must be an object with a `data` list", file=ann_path, field="data")
     answers = {str(q.get("question_id")): q.get("answers") for q in ann["data"] if isinstance(q, dict)}
+    have = {s.source_id for s in samples}
+    note_official_extra(ctx, task, [{"id": qid, "references": [str(a) for a in found] if isinstance(found, list) else [],
+                                     "meta": {"question_id_type": "int"}}
+                                    for qid, found in answers.items() if qid not in have])
     for s in samples:
         found = answers.get(s.source_id)
         if found is None:
@@ -235,12 +239,30 @@ def join_gqa(ctx: LoadContext, task: TaskSpec, split: str, path: Path, samples: 
         if "answer" not in q:
             raise DataError("required field missing", file=q_path, record=s.source_id, field="answer")
         s.references = [str(q["answer"])]
-        types = q.get("types") or {}
-        s.meta.update({"is_balanced": bool(q.get("isBalanced", False)),
-                       "structural": types.get("structural"), "semantic": types.get("semantic")})
-        if isinstance(q.get("groups"), dict):
-            # eval_gqa.py's distribution metric divides by the predicted balanced questions with a global group
-            s.meta["global_group"] = q["groups"].get("global")
+        s.meta.update(_gqa_meta(q))
+    have = {s.source_id for s in samples}
+    note_official_extra(ctx, task, [{"id": str(qid), "references": [str(q["answer"])],
+                                     "meta": {"question_id_type": "str", **_gqa_meta(q)}}
+                                    for qid, q in questions.items()
+                                    if str(qid) not in have and isinstance(q, dict) and "answer" in q])
+
+
+def _gqa_meta(q: dict) -> dict:
+    types = q.get("types") or {}
+    meta = {"is_balanced": bool(q.get("isBalanced", False)),
+            "structural": types.get("structural"), "semantic": types.get("semantic")}
+    if isinstance(q.get("groups"), dict):
+        # eval_gqa.py's distribution metric divides by the predicted balanced questions with a global group
+        meta["global_group"] = q["groups"].get("global")
+    return meta
+
+
+def note_official_extra(ctx: LoadContext, task: TaskSpec, extra: list[dict]) -> None:
+    """The official annotation entries absent from the eval file (TextVQA, GQA): the reference scorers look ids up
+    in the official file, so a prediction line naming one is scored there. Kept in the manifest's
+    ``notes[task]["official_extra"]`` ({id, references, meta}); prepare adds the entries a ``--test-subset``
+    leaves out, and drops the note when it stays empty."""
+    ctx.notes.setdefault(task.id, {})["official_extra"] = extra
 
 
 class CvitFilesSource:

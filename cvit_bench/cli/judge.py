@@ -52,6 +52,12 @@ def judge_command(predictions, data, judge_model, out, benchmark, profile, cache
                   highlight=False)
     console().print(f"judgments: {run.n_asked} asked, {run.n_cached} from the cache", highlight=False)
     click.echo(f"wrote {Path(out) / 'judge.json'}")
+    refused = {k: c["refused"] for k, c in r["cells"].items() if c.get("refused")}
+    if refused:
+        from ..errors import CvitError
+
+        raise CvitError(f"{len(refused)} cell(s) refused by the compat profile (null in judge.json): "
+                        + "; ".join(f"{k}: {why}" for k, why in refused.items()))
 
 
 @click.command("judge")

@@ -146,7 +146,9 @@ def prepare(
                 samples = src.load(ctx, task, split)
                 samples = subsample(samples, limit_per_split, seed)
                 if split == spec.eval_split:
+                    full = samples
                     samples = subsample(samples, test_subset, seed)
+                    keep_official_universe(ctx.notes.get(task_id), full, samples)
                 if src.assigns_templates:
                     assign_templates(samples, spec, ctx.template_set, seed)
                 missing = find_missing_images(samples, img_root, verify_images)
@@ -173,6 +175,9 @@ def prepare(
             info = task_info.setdefault(task_id, {"loader_version": src.loader_version, "family": task.family, "_uids": []})
             info["_uids"].extend(s.uid for s in kept)
             summary.append(SplitSummary(task_id, split, len(kept), templates_used, len(dropped)))
+        for task_notes in ctx.notes.values():
+            if "official_extra" in task_notes and not task_notes["official_extra"]:
+                del task_notes["official_extra"]    # the eval file holds every official id
         notes = {}
         for task_id, info in task_info.items():
             task_notes = dict(src.notes(ctx, spec.task(task_id))) if hasattr(src, "notes") else {}
@@ -208,3 +213,16 @@ def _embed(samples: list[Sample], src_root: Path, dst_root: Path) -> None:
         if not dst.exists():
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src_root / s.image, dst)
+
+
+def keep_official_universe(task_notes: dict | None, full: list[Sample], kept: list[Sample]) -> None:
+    """A ``--test-subset`` leaves eval samples out; where the reference scorer looks ids up in the official
+    annotations (``official_extra`` noted by the task's join), those samples stay scorable as official entries."""
+    if task_notes is None or "official_extra" not in task_notes or len(kept) == len(full):
+        return
+    in_subset = {s.uid for s in kept}
+    task_notes["official_extra"] = task_notes["official_extra"] + [
+        {"id": s.source_id, "references": list(s.references),
+         "meta": {k: v for k, v in s.meta.items() if k in ("question_id_type", "is_balanced", "structural", "semantic",
+                                                            "global_group")}}
+        for s in full if s.uid not in in_subset]

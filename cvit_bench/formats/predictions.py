@@ -19,6 +19,7 @@ from .schemas import check_line
 #: reference format, which has none); schema: ``schemas/prediction-line.schema.json``.
 PREDICTION_LINE_VERSION = 1
 KNOWN_PREDICTION_LINE_VERSIONS = (1,)
+_JSON_TYPE = {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
 
 
 @dataclass
@@ -37,6 +38,15 @@ class PredictionFile:
     raw_keys: list = field(default_factory=list)
     # Line numbers whose text was JSON null (read as ""): the reference scripts crash on them (compat refuses).
     null_lines: set[int] = field(default_factory=set)
+    # Line number -> JSON type of a text that is neither a string nor null (read as ""), kept only when the reader
+    # was asked to (scoring decides per cell: CoIN's Grounding counts such a line wrong, other scripts crash).
+    non_string_lines: dict[int, str] = field(default_factory=dict)
+    # Lines without the text field at all (kept only by a ``per_cell`` read): every reference script reads
+    # ``result['text']`` outside any try, so compat refuses the cell (KeyError); standard reads them as "".
+    missing_text_lines: set[int] = field(default_factory=set)
+    # Line number -> why ``json.loads`` on that line of text would raise ("blank line", "UTF-8 BOM"): our reader
+    # skips blank lines and accepts a BOM, the reference scripts' ``[json.loads(l) for l in open(f)]`` does not.
+    unreadable_lines: dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -53,18 +63,28 @@ class PredictionFile:
         return dict(zip(self.keys, self.records))
 
 
-def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False) -> PredictionFile:
+def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bool = False,
+                         per_cell: bool = False) -> PredictionFile:
     """The one reader of prediction files (scoring, verification, the judge and the runner's resume): every line
     validated against the prediction-line schema. ``tolerate_truncated_tail``: an interrupted writer's last,
-    partial line is dropped (the runner resumes such files)."""
+    partial line is dropped (the runner resumes such files). ``per_cell`` (the ``score`` loop, which decides per
+    cell what the reference script would do): a text that is a number, list or object is read as ``""`` and noted
+    in ``non_string_lines``; a reference-format ``question_id`` of another JSON type (null, a list) is kept as it
+    is; the fields only some scripts read (``prompt``, ``answer_id``, ``model_id``, ``metadata``) are not
+    type-checked, so one such field does not refuse the whole file."""
     path = Path(path)
     kind = None
     keys, texts, lines, records, raw_keys, null_lines = [], [], [], [], [], set()
+    non_string_lines: dict[int, str] = {}
+    missing_text_lines: set[int] = set()
     for line_no, obj in iter_jsonl(path, tolerate_truncated_tail=tolerate_truncated_tail):
         if isinstance(obj, dict) and "uid" not in obj and "question_id" not in obj:
             raise DataError("needs `uid` (cvit-bench) or `question_id` (reference format)", file=path,
                             record=f"line {line_no}", field="uid")
-        check_line(obj, "prediction-line", path, line_no, KNOWN_PREDICTION_LINE_VERSIONS, "prediction line")
+        field_name = "prediction" if "uid" in obj else "text"
+        odd = per_cell and obj.get(field_name) is not None and not isinstance(obj.get(field_name), str)
+        check_line(_schema_view(obj, field_name) if per_cell else obj, "prediction-line", path, line_no,
+                   KNOWN_PREDICTION_LINE_VERSIONS, "prediction line")
         if "uid" in obj:
             this, key, text_field = "uid", obj["uid"], "prediction"
         elif "question_id" in obj:
@@ -76,12 +96,18 @@ def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bo
             kind = this
         elif kind != this:
             raise DataError("mixes cvit-bench (`uid`) and reference (`question_id`) lines", file=path, record=f"line {line_no}")
-        if text_field not in obj:
+        if text_field not in obj and not per_cell:
             raise DataError("required field missing", file=path, record=f"line {line_no} (id {key})", field=text_field)
-        text = obj[text_field]
-        if text is None:
+        text = obj.get(text_field)
+        if text_field not in obj:
+            text = ""
+            missing_text_lines.add(line_no)
+        elif text is None:
             text = ""
             null_lines.add(line_no)
+        elif odd:
+            non_string_lines[line_no] = _JSON_TYPE.get(type(text), type(text).__name__)
+            text = ""
         if not isinstance(text, str):
             raise DataError(f"must be a string, got {type(text).__name__}", file=path, record=f"line {line_no} (id {key})",
                             field=text_field)
@@ -91,7 +117,44 @@ def read_prediction_file(path: str | os.PathLike, *, tolerate_truncated_tail: bo
         lines.append(line_no)
         records.append(obj)
     return PredictionFile(path=path, key_kind=kind or "uid", keys=keys, texts=texts, lines=lines, records=records,
-                          raw_keys=raw_keys, null_lines=null_lines)
+                          raw_keys=raw_keys, null_lines=null_lines, non_string_lines=non_string_lines,
+                          missing_text_lines=missing_text_lines,
+                          unreadable_lines=lines_json_loads_rejects(path.read_bytes()))
+
+
+_READ_BY_SOME_SCRIPTS = ("prompt", "answer_id", "model_id", "metadata")
+
+
+def _schema_view(obj: dict, text_field: str) -> dict:
+    """The line as the schema checks it when the scoring decides per cell: the text and, for reference-format
+    lines, the id and the fields only some scripts read are left to the cell's rule."""
+    view = {**obj}
+    if "question_id" in view or "uid" in view:
+        view.setdefault(text_field, None)     # a missing text is the cell's to judge (the scripts' KeyError)
+    if view.get(text_field) is not None and not isinstance(view[text_field], str):
+        view[text_field] = None
+    if "question_id" in view:
+        if not isinstance(view["question_id"], (str, int, float)) or isinstance(view["question_id"], bool):
+            view["question_id"] = 0
+        for name in _READ_BY_SOME_SCRIPTS:
+            view.pop(name, None)
+    return view
+
+
+def lines_json_loads_rejects(data: bytes) -> dict[int, str]:
+    """Line number -> why Python's ``json.loads`` would raise on that line as ``for line in open(f)`` yields it
+    (text mode, UTF-8): a blank or whitespace-only line (a file ending in two newlines has one) or a UTF-8 BOM
+    (``open`` keeps it; ``json.loads`` refuses a str starting with one)."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()   # the text after the final newline is not a line
+    out: dict[int, str] = {}
+    for i, raw in enumerate(lines):
+        if raw.startswith(b"\xef\xbb\xbf"):
+            out[i + 1] = "UTF-8 BOM"
+        elif not raw.strip():
+            out[i + 1] = "blank line"
+    return out
 
 
 def stage_label(name: str, spec: BenchmarkSpec) -> str:

@@ -20,7 +20,10 @@ last line (the instruction) and ``truth`` its ``answer`` formatted as Python's `
   as nothing); otherwise, if the reply contains ``/``, the part before the first ``/`` counts only if it is all
   digits (``str.isnumeric``) and ≤ 10 (``8/10`` → 8, ``Score: 8/10`` → 0); otherwise the first digit 1–9
   anywhere counts (``Score: 10`` → **1**, ``Rating: 0`` → 0, ``7.5 out of 10`` → 7). Cell value
-  ``round(100 · Σ / (10 · N))`` with Python's ``round`` (half to even), N = prediction lines.
+  ``round(100 · Σ / (10 · N))`` with Python's ``round`` (half to even), N = prediction lines. Where the script
+  crashes, the cell is refused (value None, ``refused`` says why): a head before ``/`` that ``str.isnumeric``
+  accepts but ``float`` does not (``²/10``, ``⑧/10``, ``½/10``: ValueError raised inside its ``except``), a
+  ``-inf`` reply (``round`` of an infinite share: OverflowError) or no reply at all (ZeroDivisionError).
 * ``gk_judge@robust`` (standard): the first number in the reply (``\\d+(\\.\\d+)?``); it counts if 0 ≤ x ≤ 10,
   else the reply is unparsed and scores 0; N = every eval sample (a missing prediction scores 0, unjudged);
   value ``100 · Σ / (10 · N)`` unrounded.
@@ -104,6 +107,10 @@ def judge_messages(item: JudgeItem) -> list[dict[str, str]]:
 
 # --- reading the replies -------------------------------------------------------------------------------
 
+class ReplyCrash(Exception):
+    """``evaluate_score.py`` would raise on this reply; the compat cell is refused, not scored 0."""
+
+
 Parse = Callable[[str], float | None]   # None = could not be read (counts 0)
 PARSERS: Registry[Parse] = Registry("judge parser")
 _DIGIT_1_9 = re.compile(r"[1-9]")
@@ -123,8 +130,9 @@ def parse_coin(reply: str) -> float | None:
         if head.isnumeric():
             try:
                 value = float(head)
-            except ValueError:        # numeric to unicode but not to float ('²'): the reference script crashes
-                return None
+            except ValueError:        # numeric to unicode but not to float ('²', '⑧'): raised inside the except
+                raise ReplyCrash(f"{head!r} is numeric to str.isnumeric() but float() rejects it; "
+                                 "evaluate_score.py would raise ValueError") from None
             return value if value <= 10.0 else None
         return None
     found = _DIGIT_1_9.findall(reply)
@@ -149,27 +157,37 @@ class JudgeCell:
     n_unparsed: int
     n_missing: int
     per_sample: list[float]
+    refused: str | None = None   # compat: why evaluate_score.py would crash on this cell's replies
 
 
 def aggregate(metric_id: str, replies: Sequence[str | None]) -> JudgeCell:
     """One cell from its replies (None = no prediction, scored 0 without asking the judge)."""
     parse = PARSERS.get(metric_id)
     per, unparsed, missing = [], 0, 0
-    for r in replies:
+    for i, r in enumerate(replies):
         if r is None:
             missing += 1
             per.append(0.0)
             continue
-        v = parse(r)
+        try:
+            v = parse(r)
+        except ReplyCrash as crash:
+            return JudgeCell(metric_id, None, 0, 0.0, 0, 0, [],
+                             refused=f"compat refused: reply {i + 1} ({r!r}): {crash}")
         if v is None:
             unparsed += 1
             v = 0.0
         per.append(v)
     n = len(per)
     total = sum(per)
+    refused = None
+    if metric_id == "gk_judge@coin" and (n == 0 or total == -math.inf):
+        refused = ("compat refused: no reply; evaluate_score.py would raise ZeroDivisionError" if n == 0 else
+                   "compat refused: a reply of -inf makes the share infinite; evaluate_score.py would raise "
+                   "OverflowError in round()")
     if n == 0 or not math.isfinite(total):
         value = None
     else:
         share = total / (10 * n)
         value = float(round(share * 100.0)) if metric_id == "gk_judge@coin" else share * 100.0
-    return JudgeCell(metric_id, value, n, total, unparsed, missing, per)
+    return JudgeCell(metric_id, value, n, total, unparsed, missing, per, refused)

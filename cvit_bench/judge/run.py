@@ -116,14 +116,17 @@ class JudgedCell:
 
     def to_dict(self) -> dict[str, Any]:
         c = self.cell
-        return {"value": c.value, "metric": c.metric_id, "n": c.n, "sum": c.total, "n_unparsed": c.n_unparsed,
-                "n_missing": c.n_missing, "join": self.join.to_dict()}
+        out = {"value": c.value, "metric": c.metric_id, "n": c.n, "sum": c.total, "n_unparsed": c.n_unparsed,
+               "n_missing": c.n_missing, "join": self.join.to_dict()}
+        if c.refused:
+            out["refused"] = c.refused
+        return out
 
 
 # CoIN create_prompt.py: every line, looked up by str(question_id) in the eval file. It raises KeyError on an
 # unknown id; the judge skips such lines and reports them instead (nothing would be judged otherwise).
 JUDGE_JOIN = ReferenceJoin("judge@coin", "CoIN ETrain/Eval/LLaVA/CoIN/create_prompt.py", "every", "str", "eval-file",
-                           "ignore")
+                           "ignore", json_per_line=False)   # blank lines skipped here too (nothing to refuse in a judge run)
 
 
 @dataclass
@@ -217,7 +220,7 @@ def run_judge(
         cell = aggregate(metric_id, replies)
         judged.append(JudgedCell(stage, task, cell, uids, keys, report))
         lines = [json.dumps({"uid": u, "score": v, "reply": r, "key": k}, ensure_ascii=False, sort_keys=True)
-                 for u, v, r, k in zip(uids, cell.per_sample, replies, keys)]
+                 for u, v, r, k in zip(uids, cell.per_sample or [None] * len(uids), replies, keys)]
         atomic_write_text(out / "judgments" / stage / f"{task}.jsonl", "\n".join(lines) + ("\n" if lines else ""))
     results = assemble_judge_results(spec, profile, prepared.manifest, judged, judge={
         "model": str(judge_model), "model_sha256": model_sha, "identity": judge_id, "max_new_tokens": settings.max_new_tokens,

@@ -5,9 +5,11 @@ y2]``) and ``meta["size"]`` (``[w, h]`` of the image). IoU = inter / union with 
 max(x1, x1')) · max(0, min(y2, y2') − max(y1, y1')), union = area + area' − inter (IoU = 0 if union ≤ 0);
 correct iff IoU > 0.5 (strict).
 
-``iou50@coin`` parses the prediction as the CoIN script does: drop one leading space, remove every ``[`` and
-``]``, then drop the first and the last character of what remains (so ``[0.12, 0.34, 0.56, 0.78]`` is read as
-``.12, 0.34, 0.56, 0.7``), split on ``,`` and parse four floats; any failure or a count ≠ 4 is wrong. Both
+``iou50@coin`` parses the prediction as CoIN's ``eval_grounding.py`` does, on the text as it is (no strip):
+remove every ``[`` and ``]``, then drop the first and the last character of what remains (so
+``[0.12, 0.34, 0.56, 0.78]`` is read as ``.12, 0.34, 0.56, 0.7`` and `` [10.03, 0.62, 0.30, 0.91]`` as
+``10.03, 0.62, 0.30, 0.9``), split on ``,`` and parse four floats; any failure or a count ≠ 4 is wrong, and so
+is a ``text`` that is not a string (null, a number: the script's ``try/except: continue``). Both
 boxes are multiplied by max(w, h) as the script does (no effect on IoU beyond rounding). A non-finite number
 (``nan``, ``inf``, which Python's ``float`` accepts) is treated as a parse failure.
 
@@ -47,10 +49,10 @@ def _floats(parts: Sequence[str]) -> Box | None:
     return values[0], values[1], values[2], values[3]
 
 
-def parse_coin_box(text: str) -> Box | None:
-    """The CoIN prediction parser (quirks included); None when it would fail."""
-    if text.startswith(" "):
-        text = text[1:]
+def parse_coin_box(text: object) -> Box | None:
+    """The CoIN prediction parser (quirks included, no strip); None when it would fail (the script skips the line)."""
+    if not isinstance(text, str):
+        return None    # None, a number: ``.replace`` raises AttributeError inside the script's try/except
     text = text.replace("[", "").replace("]", "")[1:-1]
     return _floats(text.split(","))
 

@@ -20,7 +20,8 @@ ways, each a field of a :class:`ReferenceJoin` rule registered in :data:`REFEREN
 
 Where the script would crash, :class:`ReferenceCrash` names the file, the line and what the script would have
 done; the caller refuses the cell's compat value (``standard`` still scores it). Positional rules also refuse
-files that are not in eval-file order or not of full length (the script prints a number that means nothing).
+files whose line i is not eval entry i (the script prints a number that means nothing); a file that is eval
+entries 1..k in order (only the end lost) is scored over those k lines, as the script does.
 Our own prediction files (``uid`` keys) join by uid; id typing does not arise for them, a positional task's
 file with exactly one line per sample is put in eval-file order (the order the reference's merged file has; the
 runner writes batches sorted by prompt length), and the crash cases that need a field only reference-format
@@ -34,6 +35,7 @@ missing, because ``pred`` is then unbound); the short-answer and caption scripts
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
@@ -208,6 +210,12 @@ class ReferenceJoin:
     unknown: Literal["crash", "ignore"]
     string_answer: Literal["one", "chars"] = "one"   # Flickr30k: the best-reference loop runs over a string's characters
     reads_every_line: bool = False   # GQA: convert_gqa_for_eval.py calls text.rstrip() on every line, unknown ids too
+    # A ``text`` that is null or not a string: most scripts call a str method on it and ``crash``; CoIN's Grounding
+    # parses it inside ``try/except: continue``, so the line counts as ``wrong`` (still in the denominator).
+    non_string_text: Literal["crash", "wrong"] = "crash"
+    # The script reads the file with ``json.loads`` on every line (every CoIN and SMoLoRA scorer, IF scripts and
+    # convert_gqa_for_eval.py included), so a blank line or a UTF-8 BOM crashes it before anything is scored.
+    json_per_line: bool = True
     checks: tuple[Check, ...] = ()
 
     @property
@@ -237,6 +245,8 @@ def compat_join(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin,
     if not strict:
         rule = replace(rule, unknown="ignore", checks=(), reads_every_line=False,
                        lines="last" if rule.lines == "position" else rule.lines)
+    if strict and rule.json_per_line:
+        _refuse_unreadable_lines(pf, rule.script)
     raws = _raw_keys(pf)
     index = _Index(universe if universe is not None else samples, pf, rule.ids, rule.annotation_ids)
     found = [index.find(raw) for raw in raws]
@@ -247,7 +257,7 @@ def compat_join(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin,
     report.n_duplicate_lines = sum(c - 1 for c in per_key.values())
     report.unknown = list(dict.fromkeys(str(r) for r, (s, re) in zip(raws, found) if s is None and not re))
     report.retyped = list(dict.fromkeys(str(r) for r, (s, re) in zip(raws, found) if re))
-    if universe is not None:
+    if universe is not None and rule.lines == "universe":
         report.official_only = sum(1 for s in universe if meta_of(s).get("official_only"))
 
     if rule.lines == "position":
@@ -275,8 +285,14 @@ def compat_join(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin,
         else:
             joined = Joined([found[i][0] for i in picks], [pf.texts[i] for i in picks], [pf.lines[i] for i in picks], report)
         seen = {s.uid for s, t in zip(joined.samples, joined.texts) if t is not None}
-        report.missing = [s.uid for s in (universe if universe is not None else samples) if s.uid not in seen]
+        pool = universe if universe is not None and rule.lines == "universe" else samples
+        report.missing = [s.uid for s in pool if s.uid not in seen]
+        if rule.lines != "universe":   # official ids outside the eval file that lines name (TextVQA, GQA)
+            report.official_only = len({s.uid for s in joined.samples if meta_of(s).get("official_only")})
     if strict:
+        _refuse_missing_texts(pf, pf.lines if rule.reads_every_line or rule.lines != "universe"
+                              else [ln for ln in joined.lines if ln is not None], rule.script)
+    if strict and rule.non_string_text == "crash":
         _refuse_null_texts(pf, pf.lines if rule.reads_every_line else [ln for ln in joined.lines if ln is not None],
                            rule.script)
     if rule.string_answer == "chars":
@@ -287,12 +303,29 @@ def compat_join(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin,
     return joined
 
 
-def _refuse_null_texts(pf: PredictionFile, scored_lines: Sequence[int], script: str) -> None:
-    """A ``"text": null`` line the script reads makes it call a str method on None (AttributeError/TypeError)."""
-    hit = next((ln for ln in scored_lines if ln in pf.null_lines), None)
+def _refuse_unreadable_lines(pf: PredictionFile, script: str) -> None:
+    if pf.unreadable_lines:
+        line, why = next(iter(pf.unreadable_lines.items()))
+        raise ReferenceCrash(f"{pf.path}: the reference would crash at line {line}: {why} ({script} calls "
+                             "json.loads on every line); remove it or use --profile standard")
+
+
+def _refuse_missing_texts(pf: PredictionFile, read_lines: Sequence[int], script: str) -> None:
+    """``result['text']`` on a line without the field raises KeyError (outside Grounding's try, too)."""
+    hit = next((ln for ln in read_lines if ln in pf.missing_text_lines), None)
     if hit is not None:
-        raise ReferenceCrash(f"{pf.path}: line {hit}: `text` is null; {script} would raise on it (a str method "
-                             "called on None)")
+        raise ReferenceCrash(f"{pf.path}: line {hit}: no `text` field; {script} would raise KeyError reading "
+                             "result['text']")
+
+
+def _refuse_null_texts(pf: PredictionFile, scored_lines: Sequence[int], script: str) -> None:
+    """A ``"text": null`` (or number, list, object) line the script reads makes it call a str method on it
+    (AttributeError/TypeError)."""
+    hit = next((ln for ln in scored_lines if ln in pf.null_lines or ln in pf.non_string_lines), None)
+    if hit is not None:
+        what = "null" if hit in pf.null_lines else f"a JSON {pf.non_string_lines[hit]}, not a string"
+        raise ReferenceCrash(f"{pf.path}: line {hit}: `text` is {what}; {script} would raise on it (a str method "
+                             f"called on {'None' if hit in pf.null_lines else 'it'})")
 
 
 def _positional(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin, report: JoinReport) -> Joined:
@@ -308,16 +341,24 @@ def _positional(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin, 
     if len(pf.keys) > len(expected):
         raise ReferenceCrash(f"{pf.path}: line {pf.lines[len(expected)]}: the file has {len(pf.keys)} lines but the eval "
                              f"file {len(expected)} entries; {rule.script} would raise IndexError at this line")
-    if pf.keys != expected:
-        if len(pf.keys) != len(expected):
-            raise ReferenceCrash(f"{pf.path}: positional alignment ({rule.script}) needs one line per eval sample in "
-                                 f"eval-file order: {len(pf.keys)} lines vs {len(expected)} samples; the script would "
-                                 "compare line i with eval entry i and print a number that means nothing")
+    k = len(pf.keys)
+    if pf.key_kind == "uid" and k < len(expected):
+        # Our files are in the runner's order, so which entries a short one lacks says nothing about the order
+        # the reference's merged file would have: no prefix to trust.
+        raise ReferenceCrash(f"{pf.path}: {k} lines for {len(expected)} eval entries; {rule.script} pairs line i "
+                             "with eval entry i, and a merged file lacking these samples would be misaligned (its "
+                             "number would mean nothing)")
+    if pf.keys != expected[:k]:
         first = next(i for i, (a, b) in enumerate(zip(pf.keys, expected)) if a != b)
+        short = (f" ({k} lines for {len(expected)} eval entries: not only the end is missing)"
+                 if k < len(expected) else "")
         raise ReferenceCrash(f"{pf.path}: line {pf.lines[first]}: question_id {pf.keys[first]!r} but eval entry {first + 1} "
-                             f"is {expected[first]!r}; the file is not in eval-file order, and {rule.script} would "
-                             "compare it with the wrong answer and print a number that means nothing")
-    return Joined(list(samples), list(pf.texts), list(pf.lines), report)
+                             f"is {expected[first]!r}: the file is not in eval-file order{short}; {rule.script} pairs line i with eval entry i whatever the "
+                             "id, so from this line on it compares predictions with the wrong answers and prints a "
+                             "number that means nothing")
+    # Lines 1..k are eval entries 1..k (a merged file whose last chunk is lost): the script's number over those k
+    # lines is meaningful, and it is the one given.
+    return Joined(list(samples[:k]), list(pf.texts), list(pf.lines), report)
 
 
 # ------------------------------------------------------------------------------------------ crash checks
@@ -367,11 +408,15 @@ def _scienceqa_prompts(img_accuracy: bool) -> Check:
         for s, line in zip(joined.samples, joined.lines):
             if line is None:
                 continue   # a missing problem gets the prompt 'Unknown'
-            prompt = by_line.get(line, {}).get("prompt")
-            if prompt is None:
+            record = by_line.get(line, {})
+            if "prompt" not in record:
                 raise ReferenceCrash(f"{pf.path}: line {line} ({s.source_id}): no `prompt` field; eval_science_qa.py "
                                      "would raise KeyError reading pred['prompt']")
-            multimodal += "<image>" in str(prompt)
+            prompt = record["prompt"]
+            if not isinstance(prompt, (str, list, dict)):   # '<image>' in prompt: TypeError on null or a number
+                raise ReferenceCrash(f"{pf.path}: line {line} ({s.source_id}): `prompt` is {json.dumps(prompt)}; "
+                                     "eval_science_qa.py would raise TypeError testing '<image>' in pred['prompt']")
+            multimodal += "<image>" in prompt
         if img_accuracy and joined.samples and multimodal == 0:
             raise ReferenceCrash(f"{pf.path}: no scored prompt contains '<image>'; SMoLoRA's eval_science_qa.py would "
                                  "raise ZeroDivisionError computing IMG-Accuracy")
@@ -410,9 +455,10 @@ for _rule in (
                   reads_every_line=True, checks=(_gqa_nothing_balanced,)),
     ReferenceJoin("imagenet@smolora", _SMOLORA + "eval_ImagetNet.py", "position", "str", "eval-file", "crash"),
     ReferenceJoin("imagenet@coin", _COIN + "eval_ImagetNet.py", "position", "str", "eval-file", "crash"),
-    # CoIN eval_grounding.py: a dict by raw question_id, every line scored, an unknown id raises KeyError.
+    # CoIN eval_grounding.py: a dict by raw question_id, every line scored, an unknown id raises KeyError; the
+    # text is parsed inside try/except, so a null or non-string text is a wrong line, not a crash.
     ReferenceJoin("grounding@coin", _COIN + "eval_grounding.py", "every", "raw", "eval-file", "crash",
-                  checks=(_nothing_scored(_EMPTY),)),
+                  non_string_text="wrong", checks=(_nothing_scored(_EMPTY),)),
     ReferenceJoin("flickr30k@smolora", _SMOLORA + "eval_flickr30k_cider.py", "last", "str", "eval-file", "ignore",
                   string_answer="chars", checks=(_caption_corpus("eval_flickr30k_cider.py", True),)),
     ReferenceJoin("textcaps@smolora", _SMOLORA + "eval_textcaps_cider.py", "last", "str", "eval-file", "ignore",
@@ -460,6 +506,7 @@ class IfItem:
 def compat_if_items(check_id: str, samples: list[Sample], pf: PredictionFile,
                     universe: list[Sample] | None = None, first_problem: str | None = None) -> list[IfItem]:
     """The items the SMoLoRA IF script of ``check_id`` judges, in its loop order (raises :class:`ReferenceCrash`)."""
+    _refuse_unreadable_lines(pf, "the IF script")
     raws = _raw_keys(pf)
     last: dict[Any, int] = {}
     for i, raw in enumerate(raws):
@@ -483,6 +530,7 @@ def compat_if_items(check_id: str, samples: list[Sample], pf: PredictionFile,
                 if "prompt" not in (pf.records[i] if i < len(pf.records) else {}):
                     raise ReferenceCrash(f"{_line_ref(pf, i)}: no `prompt` field; eval_scienceqa_instruction.py "
                                          "would raise KeyError reading pred['prompt']")
+        _refuse_missing_texts(pf, [pf.lines[i] for i in hit.values()], "eval_scienceqa_instruction.py")
         _refuse_null_texts(pf, [pf.lines[i] for i in hit.values()], "eval_scienceqa_instruction.py")
         return [IfItem(s, pf.texts[hit[s.uid]] if s.uid in hit else None, None,
                        pf.lines[hit[s.uid]] if s.uid in hit else None) for s in pool]
@@ -497,5 +545,6 @@ def compat_if_items(check_id: str, samples: list[Sample], pf: PredictionFile,
         else:
             answer = s.target
         items.append(IfItem(s, pf.texts[i], answer, pf.lines[i]))
+    _refuse_missing_texts(pf, pf.lines, "the IF script")   # {id: pred['text']} reads every line
     _refuse_null_texts(pf, [it.line for it in items], "the IF script")
     return items

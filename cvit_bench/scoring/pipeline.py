@@ -83,6 +83,17 @@ def compat_universe(task_id: str, samples: list[Sample], notes: dict | None) -> 
     (gold letter and option count from ``problems.json``); eval-file problems outside the split are dropped.
     Returns (universe, id of the split's first problem).
     """
+    official = (notes or {}).get("official_extra")
+    if official:
+        # TextVQA/GQA: the script looks ids up in the official annotations; entries absent from the eval file
+        # are scored when a line names them (never counted as missing).
+        split = samples[0].split if samples else "test"
+        return samples + [Sample(uid=Sample.make_uid(task_id, split, str(e["id"])), task=task_id, split=split,
+                                 source_id=str(e["id"]), image=None, question="", instruction="", template_set="",
+                                 template_index=-1, prompt="", target=(e["references"] or [""])[0],
+                                 references=list(e["references"]), choices=[],
+                                 meta={**e.get("meta", {}), "official_only": True})
+                          for e in official], None
     universe_note = (notes or {}).get("compat_universe")
     if not universe_note:
         return None, None
@@ -163,7 +174,17 @@ def score_cell(spec: BenchmarkSpec, stage: str, task_id: str, profile: str, samp
     se = clustered_se(per_sample, [s.image or s.uid for s in cell_samples]) if cell_samples else None
     where = f"{pf.path}"
     warnings = notes + report.warnings(where)
-    if report.official_only:
+    if pf.missing_text_lines and profile != "compat":
+        warnings.append(f"{where}: {len(pf.missing_text_lines)} line(s) without a text field (e.g. line "
+                        f"{min(pf.missing_text_lines)}); read as the empty string")
+    if pf.non_string_lines and profile != "compat":
+        line, kind = next(iter(pf.non_string_lines.items()))
+        warnings.append(f"{where}: {len(pf.non_string_lines)} line(s) whose text is not a string (e.g. line {line}: "
+                        f"a {kind}); read as the empty string, as a null text is")
+    if report.official_only and report.rule and reference_join_for(metric.id, task.extra.get("compat_join")).lines != "universe":
+        warnings.append(f"{where}: {report.official_only} line(s) name official ids that are not in the eval file; "
+                        "scored with the official annotation, as the reference does")
+    elif report.official_only:
         warnings.append(f"{where}: {report.official_only} official test problems are not in the eval file; "
                         "scored as FAILED (wrong), as the reference does")
     warnings += [w for w in (refused, if_refused) if w]
@@ -333,7 +354,7 @@ def score_cells(
     notes = task_notes or {}
     cells: dict[tuple[str, str], CellScore] = {}
     for (stage, task), source in sorted(predictions.items(), key=lambda kv: (stage_sort_key(kv[0][0]), kv[0][1])):
-        pf = source if isinstance(source, PredictionFile) else read_prediction_file(source)
+        pf = source if isinstance(source, PredictionFile) else read_prediction_file(source, per_cell=True)
         task_samples = samples[task]
         if check is not None:
             check(stage, task, pf, task_samples)

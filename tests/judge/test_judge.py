@@ -10,7 +10,7 @@ import pytest
 from coin_fixtures import make_coin_files
 from cvit_bench.errors import CvitError
 from cvit_bench.judge.run import JudgmentCache, run_judge
-from cvit_bench.judge.rules import RULES, aggregate, judge_item, judge_prompt, parse_coin, parse_robust
+from cvit_bench.judge.rules import RULES, ReplyCrash, aggregate, judge_item, judge_prompt, parse_coin, parse_robust
 from cvit_bench.data.prepare import prepare
 from cvit_bench.formats.sample import read_samples
 
@@ -35,10 +35,26 @@ def prepared(tmp_path_factory):
 @pytest.mark.parametrize("reply, expected", [
     ("8", 8.0), (" 10\n", 10.0), ("10/10", 10.0), ("8/10", 8.0), ("Score: 8/10", None),   # '/' branch: head must be digits
     ("Score: 10", 1.0), ("7.5 out of 10", 7.0), ("Rating: 0", None), ("0", 0.0), ("11", None),
-    ("-3", -3.0), ("nan", None), ("²/10", None), ("", None), ("I would say 4", 4.0),
+    ("-3", -3.0), ("nan", None), ("１０/10", 10.0), ("", None), ("I would say 4", 4.0),
 ])
 def test_coin_parser_quirks(reply, expected):
     assert parse_coin(reply) == expected
+
+
+@pytest.mark.parametrize("reply", ["²/10", "⑧/10", "½/10"])
+def test_coin_replies_the_script_crashes_on_refuse_the_cell(reply):
+    # '²'.isnumeric() is True but float('²') raises inside evaluate_score.py's except: no number, not a 0
+    with pytest.raises(ReplyCrash, match="float"):
+        parse_coin(reply)
+    cell = aggregate("gk_judge@coin", ["8", reply, "7"])
+    assert cell.value is None and "reply 2" in cell.refused and "ValueError" in cell.refused
+    assert aggregate("gk_judge@robust", ["8", reply, "7"]).refused is None    # standard reads the first number
+
+
+def test_coin_cells_the_script_cannot_round_or_divide_are_refused():
+    assert "OverflowError" in aggregate("gk_judge@coin", ["8", "-inf"]).refused
+    assert "ZeroDivisionError" in aggregate("gk_judge@coin", []).refused
+    assert aggregate("gk_judge@coin", ["8", "nan"]).refused is None            # nan <= 10 is False: not counted
 
 
 @pytest.mark.parametrize("reply, expected", [("Score: 10", 10.0), ("8/10", 8.0), ("7.5 out of 10", 7.5),

@@ -39,10 +39,11 @@ def _spec_with(task: str, **changes):
     return replace(SPEC, tasks={**SPEC.tasks, task: replace(t, extra=extra, **changes)})
 
 
-def _cell(tmp_path: Path, task: str, samples, lines, profile="compat", spec=SPEC, notes=None):
+def _cell(tmp_path: Path, task: str, samples, lines, profile="compat", spec=SPEC, notes=None, raw: str | None = None):
     path = tmp_path / f"{task}-{profile}-{len(list(tmp_path.iterdir()))}.jsonl"
-    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return score_cell(spec, "6", task, profile, samples, read_prediction_file(path), task_notes=notes)
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines) if raw is None else raw, encoding="utf-8")
+    return score_cell(spec, "6", task, profile, samples, read_prediction_file(path, per_cell=True),
+                      task_notes=notes)
 
 
 def _lines(samples, texts, retype=lambda i, qid: qid, **extra):
@@ -282,8 +283,11 @@ def test_positional_refuses_misaligned_files_but_gives_the_if_rate_by_id(tmp_pat
     shuffled = _cell(tmp_path, task, samples, _shuffled(lines))
     assert shuffled.value is None and "not in eval-file order" in shuffled.refused and shuffled.if_rate == 75.0
     short = _cell(tmp_path, task, samples, [x for i, x in enumerate(lines) if i not in (1, 3)])
-    assert short.value is None and "18 lines vs 20 samples" in short.refused
+    assert short.value is None and "line 2" in short.refused and "18 lines for 20 eval entries" in short.refused
     assert short.if_rate == pytest.approx(100 * 13 / 18)
+    tail_lost = _cell(tmp_path, task, samples, lines[:13])        # only the last chunk lost: lines 1..13 align
+    assert tail_lost.refused is None and tail_lost.n == 13 and tail_lost.value == pytest.approx(100 * 7 / 13)
+    assert len(tail_lost.join.missing) == 7
     extra = _cell(tmp_path, task, samples, lines + [{"question_id": 100 + k, "text": "shark"} for k in range(3)])
     assert extra.value is None and "IndexError" in extra.refused and "line 21" in extra.refused
     assert extra.if_rate == pytest.approx(100 * 18 / 23)
@@ -473,3 +477,158 @@ def test_positional_own_format_files_in_runner_order_are_scored_by_uid(tmp_path)
     assert cell.value == 50.0 and cell.uids == [s.uid for s in samples] and cell.if_rate == 75.0
     assert cell.per_sample == [100.0 if i % 2 == 0 else 0.0 for i in range(20)]
     assert _cell(tmp_path, "imagenet", samples, lines[:-1]).refused   # one short: the reference would misalign
+
+
+# ------------------------------------------------------------------------------------------ Grounding (CoIN)
+
+GOLD_BOX = "[0.10, 0.20, 0.50, 0.60]"
+
+
+def _grounding(n=6):
+    return [_sample("grounding", i, [GOLD_BOX], answer_bbox=GOLD_BOX, size=[640, 480]) for i in range(n)]
+
+
+GROUNDING_SPEC = load_benchmark("coin")
+
+
+def test_grounding_parses_the_text_as_it_is_no_strip(tmp_path):
+    samples = _grounding(4)
+    # eval_grounding.py drops the first and last character after removing brackets: with a leading space the
+    # space is dropped and x1 stays 0.10 (right); without one, "0.10" loses its "0" (still 0.1: ".10").
+    texts = [" [0.10, 0.20, 0.50, 0.60]", "[0.10, 0.20, 0.50, 0.60]",
+             " [10.03, 0.20, 0.50, 0.60]",     # x1 = 10.03 there (no strip): a degenerate box, wrong
+             "  [0.10, 0.20, 0.50, 0.60]"]     # two spaces: " 0.10" parses, the last digit is cut: right
+    cell = _cell(tmp_path, "grounding", samples, _lines(samples, texts), spec=GROUNDING_SPEC)
+    assert cell.join.rule == "grounding@coin" and cell.refused is None
+    assert cell.per_sample == [100.0, 100.0, 0.0, 100.0] and cell.value == 75.0
+
+
+def test_grounding_null_number_or_unparsable_text_is_wrong_never_a_refusal(tmp_path):
+    samples = _grounding(5)
+    lines = _lines(samples, ["[0.10, 0.20, 0.50, 0.60]"] * 5)
+    lines[1]["text"], lines[2]["text"], lines[3]["text"], lines[4]["text"] = None, 7, [0.1, 0.2, 0.5, 0.6], "box?"
+    cell = _cell(tmp_path, "grounding", samples, lines, spec=GROUNDING_SPEC)
+    assert cell.refused is None and cell.value == 20.0 and cell.n == 5 and cell.extras["n_unparsed"] == 4
+    std = _cell(tmp_path, "grounding", samples, lines, "standard", spec=GROUNDING_SPEC)   # read as "", as null is
+    assert std.value == 20.0 and any("line 3: a number" in w for w in std.warnings)
+
+
+def test_non_string_text_crashes_the_other_reference_scripts(tmp_path):
+    samples, texts = _imagenet()
+    lines = _lines(samples, texts)
+    lines[2]["text"] = 3
+    cell = _cell(tmp_path, "imagenet", samples, lines)
+    assert cell.value is None and "line 3: `text` is a JSON number" in cell.refused
+
+
+# ------------------------------------------------------------------------------------------ unreadable lines (CoIN)
+
+def _raw(lines) -> str:
+    return "".join(json.dumps(x) + "\n" for x in lines)
+
+
+@pytest.mark.parametrize("damage, line, why", [
+    (lambda text: text + "\n", 7, "blank line"),                                 # a file ending in \n\n
+    (lambda text: text.replace("\n", "\n\n", 1), 2, "blank line"),
+    (lambda text: text.replace("\n", "\n   \r\n", 1), 2, "blank line"),          # whitespace only
+    (lambda text: "\ufeff" + text, 1, "UTF-8 BOM"),
+])
+def test_coin_scripts_crash_on_a_blank_line_or_bom_compat_refuses_standard_scores(tmp_path, damage, line, why):
+    samples = _grounding(6)
+    raw = damage(_raw(_lines(samples, ["[0.10, 0.20, 0.50, 0.60]"] * 6)))
+    cell = _cell(tmp_path, "grounding", samples, [], spec=GROUNDING_SPEC, raw=raw)
+    assert cell.value is None and f"the reference would crash at line {line}: {why}" in cell.refused
+    assert "--profile standard" in cell.refused
+    std = _cell(tmp_path, "grounding", samples, [], "standard", spec=GROUNDING_SPEC, raw=raw)
+    assert std.value == 100.0 and std.refused is None
+
+
+def test_a_single_trailing_newline_or_none_is_readable(tmp_path):
+    samples = _grounding(3)
+    raw = _raw(_lines(samples, ["[0.10, 0.20, 0.50, 0.60]"] * 3))
+    for text in (raw, raw.rstrip("\n")):
+        assert _cell(tmp_path, "grounding", samples, [], spec=GROUNDING_SPEC, raw=text).value == 100.0
+
+
+def test_blank_line_in_a_positional_coin_file_is_refused_naming_the_line(tmp_path):
+    samples, texts = _imagenet()
+    spec = _spec_with("imagenet", metrics={"compat": "substring@coin", "standard": "exact_any@m4c"})
+    raw = _raw(_lines(samples, texts)) + "\n"
+    cell = _cell(tmp_path, "imagenet", samples, [], spec=spec, raw=raw)
+    assert cell.value is None and "line 21: blank line" in cell.refused
+
+
+# ------------------------------------------------------------------------------------------ one bad field, one cell
+
+def test_fields_a_script_never_reads_do_not_refuse_the_file(tmp_path):
+    samples, texts = _imagenet()
+    lines = _lines(samples, texts, prompt=None, answer_id=3, metadata="x")   # the ImageNet script reads only text
+    cell = _cell(tmp_path, "imagenet", samples, lines)
+    assert cell.value == 50.0 and cell.refused is None
+
+
+def test_scienceqa_null_prompt_crashes_its_script_null_id_is_filed_under_none(tmp_path):
+    samples, texts = _sqa()
+    lines = _lines(samples, texts, prompt="<image>\nq")
+    lines[3]["prompt"] = None                    # '<image>' in None: TypeError
+    cell = _cell(tmp_path, "scienceqa", samples, lines)
+    assert cell.value is None and "line 4" in cell.refused and "TypeError" in cell.refused
+    lines[3]["prompt"] = "<image>\nq"
+    lines[1]["question_id"] = None               # predictions[None]: problem 101 is then missing -> FAILED
+    cell = _cell(tmp_path, "scienceqa", samples, lines, notes=SQA_NOTES)
+    clean = _cell(tmp_path, "scienceqa", samples, _lines(samples, texts, prompt="<image>\nq"), notes=SQA_NOTES)
+    assert cell.refused is None and cell.n == clean.n == SQA_N + 2
+    assert clean.per_sample[1] == 100.0 and cell.per_sample[1] == 0.0
+    assert cell.per_sample[:1] + cell.per_sample[2:] == clean.per_sample[:1] + clean.per_sample[2:]
+
+
+def test_a_bad_file_refuses_its_cell_and_the_run_goes_on(tmp_path):
+    from cvit_bench.scoring.pipeline import score_cells
+
+    samples, texts = _imagenet()
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    good.write_text(_raw(_lines(samples, texts)))
+    bad_lines = _lines(samples, texts)
+    bad_lines[4]["text"] = {"x": 1}
+    bad.write_text(_raw(bad_lines))
+    cells = score_cells(SPEC, "compat", {("5", "imagenet"): bad, ("6", "imagenet"): good}, {"imagenet": samples})
+    assert cells[("5", "imagenet")].value is None and "line 5" in cells[("5", "imagenet")].refused
+    assert cells[("6", "imagenet")].value == 50.0
+
+
+def test_if_rate_of_a_refused_cell_enters_the_if_matrix(tmp_path):
+    from cvit_bench.scoring.pipeline import assemble_results
+
+    samples, texts, _ = _textvqa()
+    lines = _lines(samples, texts) + [{"question_id": 99990, "text": "stop"}]   # accuracy refused (KeyError)
+    cell = _cell(tmp_path, "textvqa", samples, lines)
+    assert cell.value is None and cell.if_rate == pytest.approx(100 * 16 / 21)
+    results = assemble_results(SPEC, "compat", "single", {(cell.stage, cell.task): cell}, environment={})
+    row = results["if_rates"]["stages"].index(cell.stage)
+    col = results["if_rates"]["tasks"].index("textvqa")
+    assert results["if_rates"]["values"][row][col] == pytest.approx(cell.if_rate)
+    assert results["matrix"]["values"][row][col] is None
+
+
+def test_smolora_scripts_and_if_scripts_also_json_load_every_line(tmp_path):
+    samples, texts, _ = _textvqa()
+    raw = _raw(_lines(samples, texts)) + "\n"
+    cell = _cell(tmp_path, "textvqa", samples, [], raw=raw)
+    assert cell.value is None and "line 21: blank line" in cell.refused
+    assert cell.if_rate is None and "line 21: blank line" in cell.if_refused
+    assert _cell(tmp_path, "textvqa", samples, [], "standard", raw=raw).value == 47.5
+
+
+def test_a_line_without_text_refuses_its_cell_even_for_grounding(tmp_path):
+    samples = _grounding(4)
+    lines = _lines(samples, ["[0.10, 0.20, 0.50, 0.60]"] * 4)
+    del lines[2]["text"]                     # result['text'] is read outside eval_grounding.py's try: KeyError
+    cell = _cell(tmp_path, "grounding", samples, lines, spec=GROUNDING_SPEC)
+    assert cell.value is None and "line 3: no `text` field" in cell.refused
+    std = _cell(tmp_path, "grounding", samples, lines, "standard", spec=GROUNDING_SPEC)
+    assert std.value == 75.0 and any("without a text field" in w for w in std.warnings)
+    samples, texts, _ = _textvqa()
+    lines = _lines(samples, texts)
+    del lines[0]["text"]
+    cell = _cell(tmp_path, "textvqa", samples, lines)
+    assert "line 1: no `text` field" in cell.refused and "line 1: no `text` field" in cell.if_refused

@@ -224,7 +224,9 @@ def test_substring_variants(pred, gold, smolora, coin):
 def test_coin_box_parser_quirks():
     assert parse_coin_box("[0.12, 0.34, 0.56, 0.78]") == pytest.approx((0.12, 0.34, 0.56, 0.7))
     assert parse_coin_box("0.12, 0.34, 0.56, 0.78") == pytest.approx((0.12, 0.34, 0.56, 0.7))  # ".12", " 0.7"
-    assert parse_coin_box(" [0.1,0.2,0.3,0.4]") == pytest.approx((0.1, 0.2, 0.3, 0.0))  # one space dropped
+    assert parse_coin_box(" [0.1,0.2,0.3,0.4]") == pytest.approx((0.1, 0.2, 0.3, 0.0))  # [1:-1] eats the space
+    assert parse_coin_box(" [10.03, 0.62, 0.30, 0.91]") == pytest.approx((10.03, 0.62, 0.30, 0.9))  # no strip
+    assert parse_coin_box(None) is None and parse_coin_box(7) is None
     assert parse_coin_box("[0.1, 0.2, 0.3]") is None
     assert parse_coin_box("a box") is None
     assert parse_coin_box("[nan, 0, 1, 1]") is None

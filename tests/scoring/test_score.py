@@ -95,7 +95,7 @@ def test_compat_positional_scorer_refuses_reordered_reference_files(prepared, tm
     assert results["matrix"]["values"][3][3] is None
     _write(tmp_path / "p" / "4" / "imagenet.jsonl", lines[:3])
     results = score_directory(tmp_path / "p", prepared, benchmark="cvit", profile="compat", out=tmp_path / "o")
-    assert "3 lines vs 6 samples" in results["cells"]["4/imagenet"]["refused"]
+    assert "3 lines for 6 eval entries" in results["cells"]["4/imagenet"]["refused"]   # not a prefix of the eval file
     # standard joins by id and scores it; the CLI exits 2 on a refused compat cell, after writing results.json
     assert score_directory(tmp_path / "p", prepared, benchmark="cvit", profile="standard",
                            out=tmp_path / "s")["cells"]["4/imagenet"]["value"] is not None

@@ -190,3 +190,76 @@ def test_cli_prepare_coin_files_and_bad_input_exit_2(coin_raw, tmp_path):
            "--source", "coin-files", "--raw-root", str(coin_raw), "--out", str(tmp_path / "p")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 2 and "Instructions_Diverse" in proc.stderr      # this fixture has only Original
+
+
+def test_repeated_question_id_last_record_wins_and_is_noted(coin_raw, tmp_path):
+    path = coin_raw / "Instructions_Original" / "Grounding" / "test.json"
+    records = json.loads(path.read_text())
+    repeat = {**records[0], "answer_bbox": "[0.00, 0.00, 0.20, 0.20]"}
+    folder = tmp_path / "Grounding"
+    folder.mkdir()
+    (folder / "test.json").write_text(json.dumps([*records, repeat]))
+    (folder / "train.json").write_text((path.parent / "train.json").read_text())
+    res = prepare("coin", templates="original", source="coin-files", raw_root=coin_raw, image_root=coin_raw / "images",
+                  out=tmp_path / "out", tasks=["grounding"], paths={"grounding": str(folder)})
+    note = res.manifest["notes"]["grounding"]["repeated_question_ids"]
+    assert note["n_ids"] == 1 and note["n_records_dropped"] == 1 and note["examples"] == [str(records[0]["question_id"])]
+    samples = read_samples(res.folder / "grounding" / "test.parquet")
+    assert [s.source_id for s in samples] == [str(r["question_id"]) for r in records]      # first position
+    assert samples[0].meta["answer_bbox"] == "[0.00, 0.00, 0.20, 0.20]"                      # last record
+    # eval_grounding.py scores against the last record's box
+    preds = tmp_path / "preds" / "8"
+    preds.mkdir(parents=True)
+    (preds / "grounding.jsonl").write_text(json.dumps({"question_id": records[0]["question_id"],
+                                                       "text": "[0.00, 0.00, 0.20, 0.20]"}) + "\n")
+    results = score_directory(preds.parent, res.folder.parent, benchmark="coin", profile="compat", out=tmp_path / "o")
+    assert results["cells"]["8/grounding"]["value"] == 100.0
+
+
+def _official_with_extras(coin_raw, tmp_path):
+    """Official TextVQA/GQA annotation files holding one more question than CoIN's eval files."""
+    tv = json.loads((coin_raw / "TextVQA" / "TextVQA_0.5.1_val.json").read_text())
+    tv["data"].append({"question_id": 7777, "question": "q", "image_id": "x", "answers": ["yield"] * 10})
+    gqa = json.loads((coin_raw / "GQA" / "testdev_balanced_questions.json").read_text())
+    gqa["20199999"] = {"imageId": "n", "question": "q", "answer": "dog", "isBalanced": True,
+                       "types": {"structural": "query", "semantic": "obj"}}
+    (tmp_path / "tv.json").write_text(json.dumps(tv))
+    (tmp_path / "gqa.json").write_text(json.dumps(gqa))
+    return {"textvqa_annotations": str(tmp_path / "tv.json"), "gqa_questions": str(tmp_path / "gqa.json")}
+
+
+def _score_lines(tmp_path, folder, lines_by_task, profile="compat"):
+    preds = tmp_path / f"preds-{profile}-{len(list(tmp_path.iterdir()))}"
+    for task, lines in lines_by_task.items():
+        (preds / "8").mkdir(parents=True, exist_ok=True)
+        (preds / "8" / f"{task}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return score_directory(preds, folder.parent, benchmark="coin", profile=profile, out=preds.with_suffix(".out"))
+
+
+@pytest.mark.parametrize("test_subset", [None, 2])
+def test_textvqa_gqa_ids_official_but_not_in_coins_file_are_scored(coin_raw, tmp_path, test_subset):
+    res = prepare("coin", templates="original", source="coin-files", raw_root=coin_raw, image_root=coin_raw / "images",
+                  out=tmp_path / "out", tasks=["textvqa", "gqa"], paths=_official_with_extras(coin_raw, tmp_path),
+                  test_subset=test_subset)
+    notes = res.manifest["notes"]
+    left_out = 0 if test_subset is None else 2      # the 4 eval questions minus the subset
+    assert len(notes["textvqa"]["official_extra"]) == 1 + left_out and len(notes["gqa"]["official_extra"]) == 1 + left_out
+    tv_ids = [5000 + i for i in range(4)] + [7777]
+    gqa = json.loads((tmp_path / "gqa.json").read_text())
+    lines = {"textvqa": [{"question_id": q, "text": "yield" if q == 7777 else "stop"} for q in tv_ids],
+             "gqa": [{"question_id": q, "text": gqa[q]["answer"]} for q in [f"2019{i:04d}" for i in range(4)] + ["20199999"]]}
+    cells = _score_lines(tmp_path, res.folder, lines)["cells"]
+    # every line scored as eval_textvqa.py does: the official 7777 with its own answers (1.0), "stop" 4/10 -> 1.0
+    assert cells["8/textvqa"]["value"] == 100.0 and cells["8/textvqa"]["n"] == 5
+    assert cells["8/gqa"]["value"] == 100.0 and cells["8/gqa"]["n"] == 4               # question 2 is unbalanced
+    assert cells["8/textvqa"]["join"]["n_unknown"] == 0 and cells["8/textvqa"]["join"]["n_missing"] == 0
+    # an id in neither file still crashes the reference
+    bad = _score_lines(tmp_path, res.folder, {"textvqa": lines["textvqa"] + [{"question_id": 1, "text": "x"}]})
+    assert bad["cells"]["8/textvqa"]["value"] is None and "KeyError" in bad["cells"]["8/textvqa"]["refused"]
+
+
+def test_no_official_extra_note_when_the_eval_file_holds_every_official_id(coin_prepared):
+    from cvit_bench.formats.manifest import read_manifest
+
+    notes = read_manifest(coin_prepared).get("notes", {})
+    assert all("official_extra" not in n for n in notes.values())
