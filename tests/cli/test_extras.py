@@ -76,6 +76,7 @@ def test_the_blocker_blocks(core_env):
     assert proc.returncode == 1 and "blocked" in proc.stderr
 
 
+@pytest.mark.slow
 def test_core_commands_run_without_any_extra(core_env, tmp_path):
     prepared, predictions, run, report = (tmp_path / n for n in ("prepared", "predictions", "run", "report"))
     ok(run_core(core_env, "list"))

@@ -65,6 +65,7 @@ def postgres():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_concurrent_submissions_on_postgresql(postgres, tmp_path, board_prepared, run_out, bundle):
     world = {"root": tmp_path, "prepared": board_prepared, "run": run_out, "bundle": bundle}
     board = tmp_path / "board"
