@@ -7,10 +7,9 @@
 FROM python:3.11-slim
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 WORKDIR /app
-# CPU torch first (re-scoring needs no GPU); never torchvision.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+# The core install re-scores (no torch); the server extra adds the web server and its database.
 COPY . /app
-RUN pip install /app && useradd --create-home --uid 1000 board && mkdir -p /board && chown board /board
+RUN pip install "/app[server]" && useradd --create-home --uid 1000 board && mkdir -p /board && chown board /board
 USER board
 VOLUME ["/board"]
 EXPOSE 8000

@@ -8,14 +8,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
+# pytest-xdist workers: every core by default (PYTEST_WORKERS=0 runs in one process)
+PYTEST_WORKERS ?= auto
 
-.PHONY: demo test venv browser clean bench
+.PHONY: demo test venv browser postgres clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[all,test]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -25,11 +27,17 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 	  echo "warning: could not install chromium; browser tests will fail"
 
+# Debian's PostgreSQL for the server's PostgreSQL round (the test starts its own throwaway cluster; no service runs).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null) || \
+	  echo "warning: could not install postgresql; the PostgreSQL test will skip (fail under CI=true)"
+
 demo: $(STAMP)
 	$(BIN)/cvit-bench demo --out $(DEMO_OUT)
 
-test: $(STAMP) browser
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+test: $(STAMP) browser postgres
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/prepare.py

@@ -68,6 +68,7 @@ def _cli(site: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=900)
 
 
+@pytest.mark.slow
 def test_plugin_method_trains_and_evaluates_through_the_cli(plugin_site, small_train_data, tiny_llava_dir, tmp_path):
     shown = _cli(plugin_site, "train", "--method", "tiny-lora", "--show-options")
     assert shown.returncode == 0, shown.stderr[-2000:]

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from ..extras import require
+
 from .common import console, csv_list, stdout
 
 
@@ -15,6 +17,8 @@ from .common import console, csv_list, stdout
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo_command(out, methods, templates, seed) -> None:
     """Prepare cvit-mini, train SeqLoRA/Replay/DirLoRA on a tiny model, evaluate, score and report (CPU, minutes)."""
+    require("train", "cvit-bench demo")
+
     import time
 
     from .progress import RichProgress

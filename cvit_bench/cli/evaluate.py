@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from ..extras import require
 from ..profiles import DEFAULT_PROFILE, PROFILES
 from .common import batch_size_value, console, csv_list, pairs, print_results_summary
 
@@ -40,6 +41,8 @@ def evaluate_command(checkpoints, stage_tasks, base_model, data, out, benchmark,
                      limit, batch_size, dtype, device, prompt_format, fewshot, allow_partial, backend, num_workers,
                      vision_tower, projector, import_cache) -> None:
     """Evaluate a sequence of checkpoints into an accuracy matrix and the CL metrics."""
+    require("hf", "cvit-bench evaluate")
+
     from ..benchmark import load_benchmark
     from ..evaluation.checkpoints import plan_for
     from ..importers.run import import_into_cache, llava_stage_format

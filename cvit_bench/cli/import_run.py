@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from ..extras import require
+
 
 @click.command("import-run")
 @click.option("--format", "fmt", required=True,
@@ -29,6 +31,8 @@ import click
 def import_run_command(fmt, model_base, projector, vision_tower, stages, stage_tasks, benchmark, template_set,
                        method_name, options, out) -> None:
     """Convert a LLaVA-layout run (base parts + stage folders) into a run directory for evaluate."""
+    require("hf", "cvit-bench import-run")
+
     from .common import console, csv_list as _csv
     from .train import parse_options
     from ..importers.run import ImportRequest, import_run

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from ..extras import require
 from ..profiles import DEFAULT_PROFILE, PROFILES
 from .common import console, stdout
 
@@ -28,6 +29,8 @@ from .common import console, stdout
 def judge_command(predictions, data, judge_model, out, benchmark, profile, cache, batch_size, sampling, seed, tasks,
                   dtype, device) -> None:
     """Rate predictions 0-10 with an LLM judge (CoIN's General Knowledge track); cached, never mixed with rule scores."""
+    require("hf", "cvit-bench judge")
+
     from rich.table import Table
 
     from ..judge.run import JudgeSettings, run_judge
@@ -73,6 +76,8 @@ def judge_command(predictions, data, judge_model, out, benchmark, profile, cache
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 def leaderboard_judge_command(board, predictions, data, meta, judge_model, benchmark, profile, batch_size, device) -> None:
     """Judge a method's predictions on the board: a General Knowledge entry in its own table."""
+    require("hf", "cvit-bench leaderboard judge")
+
     from ..leaderboard.judged import add_judged
 
     entry = add_judged(board, predictions, data, judge_model=judge_model, meta=meta, benchmark=benchmark,

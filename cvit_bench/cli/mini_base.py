@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from ..extras import require
+
 
 @click.group("mini-base")
 def mini_base_group() -> None:
@@ -19,6 +21,8 @@ def mini_base_group() -> None:
               help="required held-out exact match, 0–1 (default: the recipe's 0.8; 0 skips the check)")
 def build_command(out, steps, seed, min_accuracy) -> None:
     """Pretrain a base from scratch (CPU, about 2 minutes on 2 cores) and print its held-out accuracy."""
+    require("hf", "cvit-bench mini-base build")
+
     import json
     from dataclasses import replace
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from ..extras import require
 from ..leaderboard.limits import MiB, Limits
 
 
@@ -54,6 +55,8 @@ def serve_command(board: Path, data: Path | None, db: str | None, host: str, por
                   max_upload_mb: float, rate_limit: int, rate_window_s: int, lease_s: float, no_worker: bool,
                   proxy_headers: bool, secure_cookies: bool) -> None:
     """Serve the board pages plus Submit, status, moderation and the API (uvicorn; a worker thread by default)."""
+    require("server", "cvit-bench leaderboard serve")
+
     from ..leaderboard.server.app import serve
 
     mb = int(max_upload_mb * MiB)
@@ -76,6 +79,8 @@ def serve_command(board: Path, data: Path | None, db: str | None, host: str, por
 def worker_command(board: Path, data: Path | None, db: str | None, lease_s: float, max_jobs: int | None,
                    idle_exit_s: float | None) -> None:
     """Take queued submissions (with a lease) and verify + re-score them, as many workers as you like."""
+    require("server", "cvit-bench leaderboard worker")
+
     import logging
 
     from ..leaderboard.server.db import make_engine, make_sessions
@@ -99,6 +104,8 @@ def token_group() -> None:
 @click.option("--maintainer", is_flag=True, default=False, help="a maintainer token (moderation) instead of a submitter's")
 def token_add(name_or_email: str, board: Path, db: str | None, maintainer: bool) -> None:
     """Issue a token for NAME_OR_EMAIL and print it once."""
+    require("server", "cvit-bench leaderboard token add")
+
     from ..leaderboard.server.tokens import add_token
 
     info, token = add_token(_sessions(board, db), name_or_email, "maintainer" if maintainer else "submitter")
@@ -112,6 +119,8 @@ def token_add(name_or_email: str, board: Path, db: str | None, maintainer: bool)
 @db_option
 def token_revoke(token_id: int, board: Path, db: str | None) -> None:
     """Revoke token TOKEN_ID (see `token list`); its submissions stay, it can no longer sign in or submit."""
+    require("server", "cvit-bench leaderboard token revoke")
+
     from ..leaderboard.server.tokens import revoke_token
 
     info = revoke_token(_sessions(board, db), token_id)
@@ -123,6 +132,8 @@ def token_revoke(token_id: int, board: Path, db: str | None) -> None:
 @db_option
 def token_list(board: Path, db: str | None) -> None:
     """Every token: id, name, role, first characters, created, revoked."""
+    require("server", "cvit-bench leaderboard token list")
+
     from ..leaderboard.server.tokens import list_tokens
 
     for t in list_tokens(_sessions(board, db)):

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from ..errors import CvitError
+from ..extras import require
 
 
 def parse_options(values: tuple[str, ...]) -> dict[str, str]:
@@ -65,6 +66,8 @@ def train_command(method, show_options, base_model, data, out, benchmark, tasks,
                   max_grad_norm, max_length, dtype, device,
                   seed, prompt_format, no_fewshot, gradient_checkpointing, method_options) -> None:
     """Train a continual-learning baseline, one checkpoint per stage, resuming a partial run in --out."""
+    require("train", "cvit-bench train")
+
     import dataclasses
 
     from ..baselines import get_method

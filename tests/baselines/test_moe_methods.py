@@ -459,6 +459,7 @@ def test_hf_backend_attaches_swaps_and_detaches(runs, tiny_llava_dir, processor,
         be.generate([GenerationRequest("t/test/0", "Hi", None, max_new_tokens=2)], [None])
 
 
+@pytest.mark.slow
 def test_runner_evaluates_moe_runs_with_routing_in_results(runs, prepared, tmp_path):
     res = evaluate(load_run_dir(runs["smolora"]), data=prepared, out=tmp_path / "eval", benchmark="cvit",
                    opts=EvalOptions(batch_size=4, num_workers=0, allow_partial=True))

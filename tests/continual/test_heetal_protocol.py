@@ -160,6 +160,7 @@ def _cli(args):
     return result
 
 
+@pytest.mark.slow
 def test_cli_prepare_train_evaluate_report_with_initial_tasks(cit_raw, tiny_llava_dir, tmp_path, torch_one_thread):
     """The issue's "done when" on the cit benchmark from raw fixtures: an order, an initial task, ER and
     TIR+MAS on a tiny LLaVA, the current-next schedule by default, the He block and the similarity heatmap."""

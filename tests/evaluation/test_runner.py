@@ -109,6 +109,7 @@ def test_score_of_the_runs_predictions_gives_the_runs_numbers(baseline, prepared
     assert all((out / p).read_bytes() == (tmp_path / p).read_bytes() for p in ours)
 
 
+@pytest.mark.slow
 def test_batch_size_does_not_change_predictions(baseline, run_dir, prepared, bench_yaml, tmp_path):
     out8, _ = baseline
     _evaluate(run_dir, prepared, bench_yaml, tmp_path, batch_size=1)
@@ -225,6 +226,7 @@ def test_adapter_for_another_base_names_both(run_dir, prepared, bench_yaml, tmp_
     assert "stage-01-scienceqa" in str(exc.value) and str(other_base) in str(exc.value)
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(baseline, run_dir, prepared, bench_yaml, tmp_path):
     out8, results8 = baseline
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -298,6 +300,7 @@ def test_trained_reference_runs_evaluate_with_their_semantics(method, tiny_llava
         assert results["summary"]["AP"] is None
 
 
+@pytest.mark.slow
 def test_evaluation_never_imports_training_code_or_task_loaders(run_dir, prepared, bench_yaml, tmp_path):
     """A user evaluating checkpoints trained elsewhere needs neither the trainer nor the dataset loaders."""
     script = (

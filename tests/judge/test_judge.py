@@ -165,6 +165,7 @@ def test_another_judge_or_settings_ask_again(prepared, judge_dir, tmp_path):
     assert d.n_asked == 0 and d.results["metric"] == "gk_judge@robust"   # parsers re-read stored replies
 
 
+@pytest.mark.slow
 def test_cli_judge_and_errors(prepared, judge_dir, tmp_path):
     import subprocess
     import sys

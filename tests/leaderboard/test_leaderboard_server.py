@@ -353,11 +353,13 @@ def concurrent_round(world, board: Path, n_same: int, n_pairs: int, n_single: in
         assert all(index.count(f">{name}<") == 1 for name in names)
 
 
+@pytest.mark.slow
 def test_twenty_concurrent_submissions_each_end_in_one_final_state(world, tmp_path):
     concurrent_round(world, tmp_path / "board", 8, 4, 2)          # 8 + 2·4 + 2 + 2 broken = 20 submissions
 
 
 # ------------------------------------------------------------------------------------------------ worker killed
+@pytest.mark.slow
 def test_worker_killed_mid_job_is_retried_after_its_lease_and_completes_once(world, tmp_path):
     board = tmp_path / "board"
     tok = add_token(board, "alice@example.org")

@@ -58,6 +58,7 @@ def test_benchmark_yaml_mirrors_cvit_task_types():
         assert task_config(a).splits == {"train": 600, "test": 100}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("templates", ["single", "five"])
 def test_prepare_is_deterministic_in_both_template_sets(tmp_path, templates):
     r1 = _prepare(tmp_path, templates, "a")
@@ -219,6 +220,7 @@ def test_a_damaged_shipped_file_is_named(mini_base_dir, tmp_path):
         verify_mini_base(copy)
 
 
+@pytest.mark.slow
 def test_mini_base_build_command_writes_a_loadable_folder(tmp_path):
     """A short rebuild through the CLI, end to end (its accuracy is machine-dependent and not asserted)."""
     from click.testing import CliRunner
