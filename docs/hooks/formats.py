@@ -19,7 +19,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mkdocs.exceptions import PluginError
+try:  # mkdocs turns a PluginError into a clean build failure; the renderer itself needs no mkdocs (tests)
+    from mkdocs.exceptions import PluginError
+except ImportError:  # pragma: no cover - only without the docs extra
+    PluginError = Exception  # type: ignore[misc,assignment]
 
 PAGE = "formats.md"
 CATALOGUE_MARKER = "<!-- formats:catalogue -->"
@@ -189,8 +192,10 @@ def render_schema(path: Path, shown_as: str, anchor_prefix: str = "") -> str:
             if node.get("description"):
                 lines += [_cell(node["description"]), ""]
             lines += _object_block(node, f"{where}/$defs/{name}")
-    except SchemaRenderError:
-        raise
+    except SchemaRenderError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise SchemaRenderError(f"{path}: {exc}") from exc
     except Exception as exc:  # a schema shape this renderer does not understand: fail, never skip
         raise SchemaRenderError(f"{path}: cannot render the schema: {type(exc).__name__}: {exc}") from exc
     return "\n".join(lines)
