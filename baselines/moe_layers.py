@@ -13,7 +13,7 @@ One place for what the three have in common, so that each method module only hol
   image. Sample-level routing decisions (SMoLoRA's VU block, BranchLoRA's task router) are made at prefill
   and kept for the decode steps of the same batch, so that one sample uses one route for its whole answer.
   The evaluation backend hands per-request inputs (the instruction type) in with :func:`set_request_info`.
-* **On-disk format** (a stage folder; DESIGN.md "Checkpoints"): ``adapter_config.json`` =
+* **On-disk format** (a stage folder; docs/importers.md, Adapter formats): ``adapter_config.json`` =
   ``{"cvit_adapter": "cvit-moe", "format_version": 1, "method": name, "config": {hyper-parameters},
   "structure": {method state: tasks trained, frozen branches, embedding sizes}, "layers": [adapted module
   names], "base_model_name_or_path": ...}``, ``adapter_model.safetensors`` = every adapter tensor keyed
