@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .data import Example
 
-#: LoRA on the language model only (CLIP's attention also has q/k/v/o_proj): spec/tiny_models.md §3.
+#: LoRA on the language model only (CLIP's attention also has q/k/v/o_proj): docs/methods.md, Target modules.
 LLM_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 

@@ -1,6 +1,6 @@
 """BranchLoRA (ACL 2025, arXiv 2506.02041): a shared LoRA trunk, sparse branches, freezing, task routers, a task selector.
 
-Facts come from the paper's abstract and secondary notes (its code was not available; spec/methods.md). Per
+Facts come from the paper's abstract and secondary notes (its code was not available; docs/methods.md, BranchLoRA). Per
 adapted linear layer W (d_in → d_out):
 
 * **Asymmetric structure**: one shared ``A`` (the trunk, r × d_in, PEFT's kaiming-uniform init) and N branch

@@ -1,4 +1,4 @@
-"""EProj, expandable projection (He et al., spec/heetal.md §4): one copy of the vision-to-language projector
+"""EProj, expandable projection (He et al., docs/methods.md, He et al.'s methods): one copy of the vision-to-language projector
 per task, chosen at inference by learned image and instruction keys — no task id at test time.
 
 * **Experts.** ``num_experts`` copies (default: one per upstream task of the run) of every linear of the

@@ -1,7 +1,7 @@
 """PEFT LoRA/DoRA adapters, shared by every method that trains one PEFT adapter (SeqLoRA, DoRA, Replay, EWC,
 LwF, Multitask, DirLoRA).
 
-Defaults are the papers' (spec/methods.md, benchmarks.md §1.10): r 128, α 256 (``lora_alpha`` unset means
+Defaults are the papers' (docs/methods.md, Common training protocol of the papers): r 128, α 256 (``lora_alpha`` unset means
 α = 2r, so ``--lora-r 8`` gives α 16 as in the cvit-mini recipe), dropout 0.05, LoRA on every linear layer of
 the language model only (:data:`~cvit_bench.baselines.base.LLM_TARGET_MODULES`; the vision tower and the
 projector stay frozen, as in SMoLoRA's protocol). ``train_projector=true`` follows CoIN's recipe instead: the

@@ -1,6 +1,6 @@
 """MoELoRA (CoIN, arXiv 2403.08350): the LoRA rank of every targeted linear split into E dense-routed experts.
 
-Per adapted linear layer W (d_in → d_out), with total rank r, E experts of rank r/E (spec/methods.md):
+Per adapted linear layer W (d_in → d_out), with total rank r, E experts of rank r/E (docs/methods.md, MoELoRA):
 
     y = W x + Σ_e g_e(x) · s · B_e A_e dropout(x),      g(x) = softmax(R x),  s = α / r
 

@@ -1,6 +1,6 @@
 """Replay: a buffer of earlier tasks' training samples mixed into each later task's training data.
 
-Rules (ours where the papers leave it open; spec/methods.md "Replay"):
+Rules (ours where the papers leave it open; docs/methods.md, Replay):
 
 * **Buffer.** After task t its buffer share is fixed: ``buffer_size`` samples if given, else
   ``round(buffer_fraction · N_t)`` (at least 1; He et al. kept about 1 %, the cvit-mini recipe 20 %). The

@@ -1,6 +1,6 @@
 """SMoLoRA (arXiv 2411.13949): separable routing over visual-understanding and instruction-following LoRA blocks.
 
-Per adapted linear layer W (d_in → d_out) (spec/methods.md "SMoLoRA"):
+Per adapted linear layer W (d_in → d_out) (docs/methods.md, SMoLoRA):
 
 * **Blocks**: ``vu_blocks`` visual-understanding (VU) and ``if_blocks`` instruction-following (IF) LoRA blocks
   of rank ``block_rank``; ``A ~ N(0, 0.01²)``, ``B = 0``; dropout on the block input. Scaling
@@ -22,7 +22,7 @@ Per adapted linear layer W (d_in → d_out) (spec/methods.md "SMoLoRA"):
   common component and a linear router sends every family to the same block (measured on cvit-mini: all
   four tasks on the same IF block in every layer, BWT −67 vs −65 for seq-lora; centred: −47). Sentence-model
   vectors are used as they are, as in the paper. At evaluation the runner passes each sample's ``ins_type`` (the task's family in the benchmark
-  YAML; downstream tasks reuse an upstream family, spec/benchmarks.md §1.8.3).
+  YAML; downstream tasks reuse an upstream family, docs/methods.md, SMoLoRA).
 * **Adaptive fusion**: s_vu = fuse_vu(vu), s_if = fuse_if(if) (d_out → 1 each, with bias);
   [a, b] = softmax(s_vu, s_if) per token; y = W x + a · vu + b · if (``fusion=false``: y = W x + vu + if, the
   paper's "both without fusion" ablation).

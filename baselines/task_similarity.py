@@ -1,4 +1,4 @@
-"""Task similarity of He et al. (spec/heetal.md §5): image, instruction and output embeddings per task.
+"""Task similarity of He et al. (docs/methods.md, Task similarity): image, instruction and output embeddings per task.
 
 Per task, about ``n_samples`` training samples (every ⌊N / n⌋-th, as the code takes them) give three embeddings,
 each the mean over the samples, then L2-normalised:

@@ -1,4 +1,4 @@
-"""TIR, task-similarity-informed regularisation (He et al., spec/heetal.md §4): EWC or MAS whose importance
+"""TIR, task-similarity-informed regularisation (He et al., docs/methods.md, He et al.'s methods): EWC or MAS whose importance
 is owned per parameter by the task that made it large and relaxed when the new task resembles its owner.
 
 On top of :mod:`cvit_bench.baselines.importance` (``tir-ewc``: Fisher kind, ``tir-mas``: MAS kind):

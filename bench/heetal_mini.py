@@ -1,6 +1,6 @@
 """Qualitative He et al. reproduction on cit-mini (issue 18 d) on the shipped cvit-mini base, over seeds and orders.
 
-For each (order, seed) this trains and evaluates seq-lora, replay, EProj, MAS and TIR+MAS with the spec's mini
+For each (order, seed) this trains and evaluates seq-lora, replay, EProj, MAS and TIR+MAS with docs/benchmarks/mini.md's
 recipe (:data:`HE_MINI_TRAINING`: AdamW lr 2e-3, batch 32, 20-step warm-up then cosine, 200 steps per task; LoRA r 8
 on every LLM linear, as the demo) under He et al.'s current-next schedule, and reports:
 
@@ -34,7 +34,7 @@ from cvit_bench.data.prepare import prepare
 from cvit_bench.evaluation.runner import EvalOptions, evaluate
 
 ORDERS = ("mini-shape,mini-mc",)
-# The spec's cvit-mini recipe (spec/mini_benchmark_notes.md: AdamW lr 2e-3, batch 32, 20-step warm-up then cosine)
+# cvit-mini's reference recipe (docs/benchmarks/mini.md: AdamW lr 2e-3, batch 32, 20-step warm-up then cosine)
 # at 200 steps per task: the margins below were measured with it (the demo's own recipe is tuned for its 4 tasks).
 HE_MINI_TRAINING = dict(lr=2e-3, batch_size=32, grad_accum=1, max_steps_per_task=200, warmup_steps=20,
                         weight_decay=0.0, max_grad_norm=None)

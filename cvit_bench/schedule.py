@@ -26,7 +26,7 @@ ZERO_SHOT_STAGE = "0"
 FEWSHOT_PREFIX = "fewshot-"
 
 
-# --- stage labels and folders: the one copy of the naming rules (DESIGN.md "run.json", "Prediction layout") ---
+# --- stage labels and folders: the one copy of the naming rules (docs/formats.md, run and prediction line) ---
 
 def fewshot_label(shots: int | str) -> str:
     """The row label of a few-shot stage, ``fewshot-<k>``, from ``k`` or from the label itself."""
@@ -76,7 +76,7 @@ class Schedule(str, Enum):
     LOWER = "lower"
     FULL = "full"
     FINAL = "final"
-    CURRENT_NEXT = "current-next"   # He et al.'s code (spec/heetal.md §3)
+    CURRENT_NEXT = "current-next"   # He et al.'s code (docs/benchmarks/cit.md)
 
 
 SCHEDULES = tuple(s.value for s in Schedule)
@@ -117,7 +117,7 @@ def upstream_cells(T: int, schedule: str, *, stages: int | None = None) -> list[
     """(stage t, task i) pairs, 1-based, that a schedule evaluates for a run covering ``stages`` ≤ T stages.
 
     ``lower``: i ≤ t (the papers'); ``full``: every task after every stage (enables FWT); ``final``: only the
-    last stage's row; ``current-next`` (He et al.'s code, spec/heetal.md §3): after stage t < T the task just
+    last stage's row; ``current-next`` (He et al.'s code, docs/benchmarks/cit.md): after stage t < T the task just
     trained (t) and the next one (t + 1), after stage T every task. A run covering a prefix (n < T stages)
     gets t and t + 1 on each of its rows.
     """

@@ -1,4 +1,4 @@
-"""Seed entries: the published results of ``spec/published_results.md`` as ``reported`` entries.
+"""Seed entries: the published results of docs/published-results.md as ``reported`` entries.
 
 One YAML file per source table (``seed/*.yaml``)::
 

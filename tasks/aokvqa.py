@@ -6,7 +6,7 @@ image_id, question, choices, correct_choice_idx, direct_answers, difficult_direc
 split has no ``correct_choice_idx``. Images: COCO 2017, ``<split>2017/<image_id:012d>.jpg`` in the A-OKVQA
 folder (also ``images/``, ``coco/``), or in the ``vqav2``/``coco`` dataset folders.
 
-He et al.'s code scores A-OKVQA as a letter: ground truth ``letters[correct_choice_idx]`` (spec/heetal.md §2),
+He et al.'s code scores A-OKVQA as a letter: ground truth ``letters[correct_choice_idx]`` (docs/benchmarks/cit.md, Tasks),
 so the sample is built like ScienceQA's: ``question`` = the question and lettered options (``A. …``, one per
 line; :func:`.scienceqa_format.format_question` without context), ``choices`` = the option texts, ``target`` =
 ``references[0]`` = the gold letter (``[]``/``""`` on test); meta ``image_id``, ``direct_answers``,

@@ -1,6 +1,6 @@
 """Source ``coin-files``: the published CoIN instruction files (HF dataset ``Zacks-Chen/CoIN``).
 
-Layout (spec/formats.md a.1): ``DIR/Instructions_Original/<Task>/`` (also the older ``Instructions_Type1``),
+Layout (docs/benchmarks/coin.md, Source files): ``DIR/Instructions_Original/<Task>/`` (also the older ``Instructions_Type1``),
 ``DIR/Instructions_Diverse/<Task>/`` (``Instructions_Type2``) and ``DIR/Instructions_10Type/<Task>/`` with
 ``train.json`` and ``test.json`` (``val.json`` for TextVQA, VizWiz and VQAv2, the files CoIN's scorers read),
 task folders ``ScienceQA TextVQA ImageNet GQA VizWiz Grounding VQAv2 OCRVQA``; the joint-training file

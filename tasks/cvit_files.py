@@ -1,9 +1,9 @@
 """Source ``cvit-files``: the published CVIT instruction files (HF dataset ``zackie29/SMoLoRA``).
 
-Layout (DESIGN.md "Published CVIT files"): ``DIR/Instructions_Single/<Task>/`` for the single-type set and
+Layout (docs/benchmarks/cvit.md, Source files): ``DIR/Instructions_Single/<Task>/`` for the single-type set and
 ``DIR/Instructions_Multi/<Task>/`` (or ``Instructions_Five/``) for the five-type set, with the files as released
-(``train.json``; ``test.json``/``val.json``; ``train_5shot.json``, ``train_10shot.json``). Formats: spec/formats.md
-a.2 (training: LLaVA conversations) and a.3 (evaluation: ``question_id``, ``image``, ``text``, ``answer``).
+(``train.json``; ``test.json``/``val.json``; ``train_5shot.json``, ``train_10shot.json``). Formats: docs/benchmarks/cvit.md,
+Source files (training: LLaVA conversations; evaluation: ``question_id``, ``image``, ``text``, ``answer``).
 
 The scorers need more than the files hold, so evaluation splits are joined with official annotations:
 ScienceQA ``problems.json`` (+ ``pid_splits.json``) for the choices and gold letter, TextVQA

@@ -1,4 +1,4 @@
-"""Flickr30k captions with Karpathy's split file (spec/formats.md c.3).
+"""Flickr30k captions with Karpathy's split file (docs/benchmarks/cvit.md, Source files).
 
 Files in the dataset folder: ``dataset_flickr30k.json`` (also accepted under ``caption_datasets/`` or
 ``karpathy/``); images in ``flickr30k-images/`` (variants ``flickr30k_images/flickr30k_images/``,

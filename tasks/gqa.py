@@ -1,4 +1,4 @@
-"""GQA balanced questions (spec/formats.md c.5).
+"""GQA balanced questions (docs/benchmarks/cvit.md, Source files).
 
 Files in the dataset folder (flat, or under ``questions/`` / ``questions1.2/``): ``<tier>_questions.json``, an
 object keyed by question id; very large tiers may instead be a folder ``<tier>_questions/`` of

@@ -1,4 +1,4 @@
-"""ImageNet-1k / ILSVRC2012 classification (spec/formats.md c.4).
+"""ImageNet-1k / ILSVRC2012 classification (docs/benchmarks/cvit.md, Source files).
 
 Accepted layouts in the dataset folder:
 

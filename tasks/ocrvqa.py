@@ -1,4 +1,4 @@
-"""OCR-VQA (spec/formats.md c.9): ``dataset.json`` keyed by book id, one sample per question.
+"""OCR-VQA (docs/benchmarks/cvit.md, Source files): ``dataset.json`` keyed by book id, one sample per question.
 
 Split codes of the ``split`` field: 1 = train, 2 = val, 3 = test (the YAML names ``train``/``val``/``test``).
 Images: ``images/<book id><extension of imageURL>`` as the dataset's download script names them; a URL

@@ -1,4 +1,4 @@
-"""Places365-Standard (spec/formats.md c.10), with k-shot training subsets.
+"""Places365-Standard (docs/benchmarks/cvit.md, Source files), with k-shot training subsets.
 
 Files in the dataset folder (flat, or under ``filelist_places365-standard/``): ``categories_places365.txt``
 (``<category path> <index>``), ``places365_train_standard.txt`` (``<relative image path> <index>``),

@@ -1,4 +1,4 @@
-"""RefCOCO / RefCOCO+ / RefCOCOg for CoIN's Grounding task (spec/formats.md c.11 and a.4).
+"""RefCOCO / RefCOCO+ / RefCOCOg for CoIN's Grounding task (docs/benchmarks/coin.md, Source files).
 
 Files, per dataset folder (``RAW_ROOT/refcoco``, ``RAW_ROOT/refcoco+``, ``RAW_ROOT/refcocog``; ``--path
 refcoco=DIR`` …): ``instances.json`` (COCO format: ``images`` with ``id``, ``file_name``, ``width``, ``height``;

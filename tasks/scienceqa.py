@@ -1,4 +1,4 @@
-"""ScienceQA from the official release (spec/formats.md c.1), or from the Hugging Face parquet copy.
+"""ScienceQA from the official release (docs/benchmarks/cvit.md, Source files), or from the Hugging Face parquet copy.
 
 Official layout, in the dataset folder (``<raw-root>/scienceqa``), either flat or under ``data/scienceqa/``:
 ``problems.json`` (object: problem id -> problem), ``pid_splits.json`` (split name -> list of ids) and

@@ -1,6 +1,6 @@
 """How a ScienceQA problem becomes the question text (shared by the published-file and raw loaders).
 
-LLaVA-1.5 style (spec/benchmarks.md 1.9)::
+LLaVA-1.5 style (docs/benchmarks/cvit.md, Templates)::
 
     Context: {hint}
     {question}

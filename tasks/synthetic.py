@@ -30,7 +30,7 @@ colour word (case/period-normalised) has ≥ 3 votes and strictly more than any 
 always earns full soft accuracy ``min(1, #matches / 3)`` while variants and typos earn partial credit.
 
 Multiple choice keeps the option order fixed (A circle, B square, C triangle, D cross): with shuffled options
-the tiny model stays at chance within the demo's step budget (spec/mini_benchmark_notes.md).
+the tiny model stays at chance within the demo's step budget (docs/benchmarks/mini.md).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TextCaps 0.1 (spec/formats.md c.8): per-caption rows grouped into one sample per image.
+"""TextCaps 0.1 (docs/benchmarks/cvit.md, Source files): per-caption rows grouped into one sample per image.
 
 Files in the dataset folder: ``TextCaps_0.1_<split>.json`` (object whose ``data`` holds one row per caption).
 Images are TextVQA's: ``train_images/<image_name>.jpg`` for train and val, ``test_images/`` for test; they are

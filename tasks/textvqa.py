@@ -1,4 +1,4 @@
-"""TextVQA 0.5.1 (spec/formats.md c.2).
+"""TextVQA 0.5.1 (docs/benchmarks/cvit.md, Source files).
 
 Files in the dataset folder: ``TextVQA_0.5.1_<official>.json`` (object whose ``data`` holds the questions).
 Images: train **and** val under ``train_images/`` (accepted variants: ``train_val_images/train_images/``,

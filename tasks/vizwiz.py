@@ -1,4 +1,4 @@
-"""VizWiz VQA (spec/formats.md c.7).
+"""VizWiz VQA (docs/benchmarks/cvit.md, Source files).
 
 Files in the dataset folder: ``Annotations/<split>.json`` (also ``annotations/`` or flat), a JSON array;
 images ``<split>/<image>`` (also ``images/<split>/`` or ``<split>/<split>/``).

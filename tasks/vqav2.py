@@ -1,4 +1,4 @@
-"""VQAv2 (spec/formats.md c.6): questions and annotations joined by ``question_id``.
+"""VQAv2 (docs/benchmarks/cvit.md, Source files): questions and annotations joined by ``question_id``.
 
 Files in the dataset folder (flat, or under ``questions/``/``Questions/`` and ``annotations/``/``Annotations/``):
 ``v2_OpenEnded_mscoco_<subtype>_questions.json`` and ``v2_mscoco_<subtype>_annotations.json``; the YAML's

@@ -1,5 +1,5 @@
-"""Generated fixtures in the published CoIN layout (HF ``Zacks-Chen/CoIN``, spec/formats.md a.1-a.4) and the
-RefCOCO layout (c.11). Everything is deterministic; the instruction phrasings are fixture text of our own.
+"""Generated fixtures in the published CoIN layout (HF ``Zacks-Chen/CoIN``, docs/benchmarks/coin.md, Source files) and the
+RefCOCO layout. Everything is deterministic; the instruction phrasings are fixture text of our own.
 
 ``make_coin_files(root, variant)`` writes ``Instructions_<Variant>/<Task>/{train,test|val}.json`` for the 8 CoIN
 tasks, ``Instructions_Diverse/Multitask/train.json`` when the variant is Diverse, the official annotation files

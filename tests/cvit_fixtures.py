@@ -1,4 +1,4 @@
-"""Generated fixtures in the published CVIT file formats (spec/formats.md a.2/a.3) plus the official annotations.
+"""Generated fixtures in the published CVIT file formats (docs/benchmarks/cvit.md, Source files) plus the official annotations.
 
 ``make_cvit_files(root, template_set)`` writes a complete, tiny raw root for ``prepare --source cvit-files``:
 ``Instructions_Single/<Task>/...`` (or ``Instructions_Multi``), ``ScienceQA/problems.json`` and

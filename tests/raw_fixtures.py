@@ -1,4 +1,4 @@
-"""Generated fixtures in each source dataset's official raw layout (spec/formats.md section c).
+"""Generated fixtures in each source dataset's official raw layout (docs/benchmarks/cvit.md, Source files).
 
 ``make_raw_root(root)`` writes ``root/<dataset>/`` for the ten CVIT datasets with a handful of hand-written
 records and tiny images, deterministic. Each ``write_<dataset>(folder)`` writes one dataset, so a test can

@@ -23,7 +23,7 @@ class GenerationRequest:
 
     ``image_mode`` is ``pad`` or ``crop`` (see :mod:`cvit_bench.data.images`); ``max_new_tokens`` is this
     request's own limit, honoured exactly even when the batch generates longer. ``ins_type`` is the
-    sample's instruction type (the task's family, spec/benchmarks.md §1.8.3): adapters that route on it
+    sample's instruction type (the task's family, docs/benchmarks/cvit.md, Templates): adapters that route on it
     (SMoLoRA) receive it, every other backend and adapter ignores it.
     """
 

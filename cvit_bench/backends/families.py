@@ -27,7 +27,7 @@ on the family:
   weights are never changed, so adapters still hot-swap). Decision: PEFT needs at least one LoRA target, so
   InstructBLIP's language projection is trained as a *full-rank* LoRA (rank = min(d_in, d_out), which spans
   every update of that layer) rather than as a saved copy; its bias and the Q-Former's ``query_tokens`` (a bare
-  parameter PEFT cannot save per adapter) stay frozen. Recorded in the README;
+  parameter PEFT cannot save per adapter) stay frozen. Recorded in docs/methods.md, Backbones;
 * **image query** (:meth:`ModelFamily.image_features`): the frozen vision encoder's per-image summary that
   task similarity and EProj's image keys use: the CLS token of the last vision layer for CLIP (LLaVA) and
   BLIP-ViT (InstructBLIP, ``vision_model(...)[0][:, 0]`` as in He et al.'s code); Qwen2-VL's vision tower

@@ -22,7 +22,7 @@ one, and ``activate(None)``, get the base's original projector back, bit for bit
 Generation: greedy (``do_sample=False, num_beams=1``), ``max_new_tokens`` = the batch maximum, each output
 then cut to its own request's limit and at the first EOS, so that a request's output does not depend on
 its neighbours' budgets (greedy decoding of a row does not look at other rows). Only new tokens are
-decoded, special tokens skipped, whitespace and a trailing ``</s>`` stripped (spec §1.6).
+decoded, special tokens skipped, whitespace and a trailing ``</s>`` stripped (docs/benchmarks/cvit.md).
 """
 from __future__ import annotations
 

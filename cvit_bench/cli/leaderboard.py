@@ -72,7 +72,7 @@ def submit_command(bundle: Path, board: Path, data: Path | None, max_bundle_mb: 
 @leaderboard_group.command("seed")
 @click.option("--board", required=True, type=click.Path(file_okay=False, path_type=Path), help="board folder")
 def seed_command(board: Path) -> None:
-    """Add the published results (spec/published_results.md) as 'reported' entries with their citations."""
+    """Add the published results (docs/published-results.md) as 'reported' entries with their citations."""
     from ..leaderboard.seeds import seed_board
 
     entries = seed_board(board)

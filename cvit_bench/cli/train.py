@@ -29,7 +29,7 @@ def parse_options(values: tuple[str, ...]) -> dict[str, str]:
 
 
 @click.command("train")
-@click.option("--method", required=True, help="registered method name (README \"Train the reference methods\"; "
+@click.option("--method", required=True, help="registered method name (docs/methods.md; "
               "plugins add theirs; an unknown name lists the valid ones)")
 @click.option("--show-options", is_flag=True, help="print the method's options with their defaults and exit")
 @click.option("--base-model", default=None, help="base model folder or hub id  [required]")

@@ -1,4 +1,4 @@
-"""He et al.'s evaluation block (spec/heetal.md §3): the (T+1) × (I+T) matrix and its AA and max-based BWT.
+"""He et al.'s evaluation block (docs/benchmarks/cit.md): the (T+1) × (I+T) matrix and its AA and max-based BWT.
 
 The code base of arXiv 2311.16206 keeps ``acc_matrix = zeros((T+1, I+T))``: row 0 is the model before
 continual training (zero-shot, or after the I initial tasks), row t the model after the t-th new task;

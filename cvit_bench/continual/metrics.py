@@ -1,4 +1,4 @@
-"""Continual-learning aggregates computed from an accuracy matrix (``spec/metrics.md`` §7).
+"""Continual-learning aggregates computed from an accuracy matrix (docs/continual-metrics.md).
 
 Notation (§7.1): T upstream tasks in benchmark order; ``a[t][i]`` is the score on task i's test set after
 upstream stage t (1 ≤ i, t ≤ T); ``b_i`` is the zero-shot score of the base model on task i (row ``"0"``).

@@ -11,7 +11,7 @@ A format renders one single-turn exchange in two ways:
 Formats are built per processor (``get_prompt_format(name, processor)``) because the image placeholder
 (``<image>`` for LLaVA) and the chat template belong to the processor.
 
-``vicuna_v1`` (benchmarks spec §1.7, separator style "TWO", normative for reproducing the papers)::
+``vicuna_v1`` (docs/benchmarks/cvit.md, Templates; separator style "TWO", normative for reproducing the papers)::
 
     eval:  "<system> USER: <image>\\n<prompt text> ASSISTANT:"
     train: ("<system> USER: <image>\\n<prompt text> ASSISTANT:", " <answer></s>")

@@ -1,4 +1,4 @@
-"""Decoding benchmark images into RGB PIL images, in the two preprocessing modes of the benchmarks spec §1.6.
+"""Decoding benchmark images into RGB PIL images, in the two preprocessing modes of docs/benchmarks/cvit.md.
 
 ``load_image(path, mode)``:
 

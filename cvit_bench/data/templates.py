@@ -23,7 +23,7 @@ import yaml
 
 from ..errors import DataError, UnknownNameError
 
-# How a task's prompt is built from its question and instruction (spec/benchmarks.md 1.9).
+# How a task's prompt is built from its question and instruction (docs/benchmarks/cvit.md, Templates).
 COMPOSITIONS = ("question_instruction", "instruction_only")
 
 

@@ -1,6 +1,6 @@
 """Checkpoint sequences to evaluate: a run directory (``run.json``) or ordered adapter folders.
 
-``run.json`` (DESIGN.md "Contracts pinned down")::
+``run.json`` (docs/formats.md, run)::
 
     {"schema_version": 1, "benchmark": "cvit", "template_set": "single", "base_model": "...",
      "method": {"name": "seq-lora", "config": {...}},

@@ -1,6 +1,6 @@
 """``cvit-bench evaluate``: a checkpoint sequence × the benchmark → predictions, scores and ``results.json``.
 
-Engine (DESIGN.md "Evaluation engine"): the base model is loaded once; each stage's adapter is attached and
+Engine (docs/getting-started.md, Evaluate a checkpoint sequence): the base model is loaded once; each stage's adapter is attached and
 activated (hot swap, never a reload) and removed once no remaining cell needs it. Per cell, the samples still
 missing from ``OUT/predictions/<stage>/<task>.jsonl`` are sorted by prompt length, batched (left padding, greedy,
 the task's ``max_new_tokens``), their images decoded by a DataLoader, and each batch is appended and flushed.

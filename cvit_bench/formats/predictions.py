@@ -1,8 +1,8 @@
 """Prediction files: ours (``{"uid", "prediction"}``) and the CoIN/SMoLoRA reference format (``{"question_id", "text"}``).
 
-Layout (DESIGN.md): ``<dir>/<stage>/<task>.jsonl`` where ``<stage>`` is ``0`` (zero-shot), ``1``…``T``, the name of
+Layout (docs/formats.md, prediction line): ``<dir>/<stage>/<task>.jsonl`` where ``<stage>`` is ``0`` (zero-shot), ``1``…``T``, the name of
 the upstream task trained at that stage, or ``fewshot-<k>``. Reference-format ids are joined on the sample's
-``source_id`` after ``str()`` (spec/formats.md b.4); line order is kept because two compat scorers align by position.
+``source_id`` after ``str()`` (docs/formats.md, prediction line); line order is kept because two compat scorers align by position.
 """
 from __future__ import annotations
 

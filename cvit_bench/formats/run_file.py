@@ -1,7 +1,7 @@
 """``run.json``, the description of a run directory: one type (:class:`RunRecord`), one reader, one writer.
 
-What ``train`` writes and ``evaluate --checkpoint`` reads (DESIGN.md "Checkpoints" and "Contracts pinned
-down"); a run trained by any other code can write the same file (schema: ``schemas/run.schema.json``)::
+What ``train`` writes and ``evaluate --checkpoint`` reads (docs/formats.md, run;
+docs/methods.md); a run trained by any other code can write the same file (schema: ``schemas/run.schema.json``)::
 
     {"schema_version": 1, "benchmark": "cvit", "benchmark_version": "1.0", "template_set": "single",
      "base_model": "/abs/path or hub id",

@@ -27,7 +27,7 @@ the cvit benchmark YAML; the runner passes each sample's family, so row ``t`` of
 
 Known difference, not an option: the fork recomputes the VU route at every decode step from that step's
 single token and averages over every position, padding included (it evaluates with batch 1); ours averages
-the valid prompt positions at prefill and keeps that route for the whole answer (spec/methods.md). The
+the valid prompt positions at prefill and keeps that route for the whole answer (docs/methods.md, SMoLoRA). The
 prompt's forward pass, and so the first answer token, is the same for an unpadded prompt; later tokens
 can differ. Refused: odd ``expert_num``, r not divisible by it, ``bias``/``fan_in_fan_out``/
 ``modules_to_save``, a missing or ragged ``ins_emb``.

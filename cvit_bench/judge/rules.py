@@ -1,7 +1,7 @@
 """CoIN's General Knowledge judge: the prompt it shows, how its replies are read, how a cell is aggregated.
 
 Pure functions on data (no model, no I/O); :mod:`cvit_bench.judge.run` runs them. Facts from zackschen/CoIN
-(spec/benchmarks.md 2.5): ``ETrain/Eval/LLaVA/CoIN/create_prompt.py`` + ``rule.json`` build the prompt,
+(docs/scoring.md, gk_judge@coin): ``ETrain/Eval/LLaVA/CoIN/create_prompt.py`` + ``rule.json`` build the prompt,
 ``ETrain/Eval/eval_GenealKnowledge.py`` asks the judge (Qwen1.5-32B-Chat through its chat template, system
 message ``You are a helpful assistant.``, temperature 0.7, top_p 0.8, repetition penalty 1.05, at most 20 new
 tokens) and ``ETrain/Eval/evaluate_score.py`` reads the replies.

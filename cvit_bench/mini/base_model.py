@@ -3,7 +3,7 @@
 A random model cannot learn the cvit-mini tasks through LoRA within a demo's budget: it must already look
 at the image, condition on the question, and be able to emit every answer word. So the base is pretrained
 (full model) on an **auxiliary** mix over the same kind of pictures, never on the benchmark tasks
-themselves (spec/mini_benchmark_notes.md, pitfalls 1, 2 and 5):
+themselves (docs/benchmarks/mini.md):
 
 ==============  ==================================================================  ===================
 prompt          text                                                                answer

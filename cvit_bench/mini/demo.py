@@ -2,15 +2,15 @@
 
 prepare cvit-mini (synthetic images, no download) → the tiny base shipped with the package (verified by sha256,
 never trained at run time, so every machine starts from the same weights) → train ``seq-lora``, ``replay`` and ``dir-lora`` → evaluate each run → score → report → a leaderboard (each run
-packed, submitted and re-scored like any submission) → its static site. Layout under ``--out`` (DESIGN.md):
+packed, submitted and re-scored like any submission) → its static site. Layout under ``--out`` (docs/getting-started.md, The embedded demo):
 ``data`` (prepared cvit-mini), ``base-model``, ``runs/<method>``, ``eval/<method>`` (predictions, scores,
 results.json), ``report``, ``board`` and ``site``. Every step resumes: re-running after an interruption skips finished stages
-and cells. The training recipe is the measured one of ``spec/mini_benchmark_notes.md`` (LoRA r 8 on all LLM
+and cells. The training recipe is the measured one of ``docs/benchmarks/mini.md`` (LoRA r 8 on all LLM
 linears, AdamW, batch 32, 20-step warm-up then cosine; replay keeps 20 % of each task and mixes in 0.3× the task
 size; multitask gets the sequential methods' total step budget in its one stage), except 200 steps per task at
-lr 3e-3 instead of the spec's 300 at 2e-3: it keeps ``make demo`` within two minutes on 2 cores (200 steps at
+lr 3e-3 instead of docs/benchmarks/mini.md's 300 at 2e-3: it keeps ``make demo`` within two minutes on 2 cores (200 steps at
 2e-3 learned mini-mc to only 37 % with seed 1), and the margins of every threshold the tests assert on it were
-measured again with it (``bench/margins.py``, README "The embedded demo").
+measured again with it (``bench/margins.py``, docs/getting-started.md, The embedded demo).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from ..progress import Progress, as_progress
 DEMO_METHODS = ("seq-lora", "replay", "dir-lora")
 MINI_BENCHMARK = "cvit-mini"
 
-# spec/mini_benchmark_notes.md's recipe, shortened to 200 steps at lr 3e-3 (module docstring; margins: bench/margins.py).
+# docs/benchmarks/mini.md's recipe, shortened to 200 steps at lr 3e-3 (module docstring; margins: bench/margins.py).
 MINI_TRAINING: dict[str, Any] = dict(lr=3e-3, batch_size=32, grad_accum=1, max_steps_per_task=200, warmup_steps=20,
                                      weight_decay=0.0, max_grad_norm=None)
 MINI_LORA: dict[str, Any] = {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0}

@@ -13,7 +13,7 @@ standard profile:
 * ``universe == "samples"``: the caller passes every sample of the eval split; the metric decides what a
   missing prediction means (compat ScienceQA: ``FAILED``; standard rules: the empty string).
 
-Metric ids are ``<rule>@<variant>`` (``spec/metrics.md`` §1) and are looked up in :data:`METRICS`;
+Metric ids are ``<rule>@<variant>`` (docs/scoring.md) and are looked up in :data:`METRICS`;
 the module implementing id ``rule@variant`` is ``cvit_bench/scoring/<rule>.py`` (found by package
 discovery: a new rule is a new module); two rules live beside their base rule: ``cider_d_bestref`` in ``cider_d.py`` and
 ``exact_any`` in ``exact.py``.

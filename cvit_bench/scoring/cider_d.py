@@ -1,4 +1,4 @@
-"""CIDEr-D (``spec/metrics.md`` §5), vectorised, plus the caption metrics built on it.
+"""CIDEr-D (docs/scoring.md, cider_d@ptb), vectorised, plus the caption metrics built on it.
 
 Arithmetic (§5.1), for images i = 1..N of one corpus, candidate c_i and references s_i1..s_im:
 

@@ -1,4 +1,4 @@
-"""Instruction-following (IF) checks (``spec/metrics.md`` §6): does an output have the requested format?
+"""Instruction-following (IF) checks (docs/scoring.md, if@short): does an output have the requested format?
 
 A check gives 1 (follows), 0 (does not) or None (not counted) per sample; the IF rate is
 positives / (positives + negatives) × 100 (:func:`if_rate`).

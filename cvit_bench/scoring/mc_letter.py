@@ -3,7 +3,7 @@
 Gold: ``references[0]`` is the gold option letter; ``choices`` are the option texts (letters A, B, ... by
 position). A parsed letter counts only if it names one of the ``len(choices)`` options.
 
-``mc_letter@llava`` (``spec/metrics.md`` §2.1): universe = the full split (a missing prediction is the text
+``mc_letter@llava`` (docs/scoring.md, mc_letter@llava): universe = the full split (a missing prediction is the text
 ``FAILED``); on the raw text, the first rule that applies:
   1. the whole text is one of ``A``–``E`` (case-sensitive);
   2. length ≥ 3, first character in ``A``–``E`` and characters 2–3 are ``". "``;

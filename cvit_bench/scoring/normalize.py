@@ -1,7 +1,7 @@
 """Text normalisers shared by the scorers: the m4c VQA answer processor and the caption tokenisers.
 
-* :func:`normalize_m4c` — the ``EvalAIAnswerProcessor`` of the m4c/LLaVA evaluators (``spec/metrics.md`` §4.1,
-  §4.2), quirks included, written from the spec:
+* :func:`normalize_m4c` — the ``EvalAIAnswerProcessor`` of the m4c/LLaVA evaluators (docs/scoring.md,
+  vqa_soft@m4c), quirks included, written from that description:
 
   1. ``word_tokenize``: lower-case, delete ``,`` and ``?``, ``'s`` → `` 's``, strip;
   2. ``\\n`` / ``\\t`` → space, strip;
@@ -50,7 +50,7 @@ M4C_NUMBER_MAP: dict[str, str] = {
 
 M4C_ARTICLES: frozenset[str] = frozenset({"a", "an", "the"})
 
-# 120 entries, same keys, order and values as the official VQA code and m4c (spec §4.2), oddities kept:
+# 120 entries, same keys, order and values as the official VQA code and m4c (docs/scoring.md, vqa_soft@m4c), oddities kept:
 # identity entries ``let's``/``she's``, the inverted ``somebody'd`` -> ``somebodyd``, and four capitalised
 # keys that can never match because the text is lower-cased first.
 M4C_CONTRACTIONS: dict[str, str] = {

@@ -1,4 +1,4 @@
-"""Substring match (compat ImageNet / Places365, ``spec/metrics.md`` §2.6): ``substring@smolora``, ``substring@coin``.
+"""Substring match (compat ImageNet / Places365, docs/scoring.md, substring@smolora): ``substring@smolora``, ``substring@coin``.
 
 Gold = ``references[0]`` (the eval file's ``answer`` class name). Correct iff the gold is a substring of the
 prediction **or** the prediction is a substring of the gold — both sides lower-cased for ``@smolora``, raw and

@@ -1,4 +1,4 @@
-"""VQA soft accuracy with the m4c normaliser: ``vqa_soft@m4c`` (``spec/metrics.md`` §4.3).
+"""VQA soft accuracy with the m4c normaliser: ``vqa_soft@m4c`` (docs/scoring.md, vqa_soft@m4c).
 
 With p the normalised prediction and g_1..g_n the normalised human answers (n = 10 for TextVQA/VQAv2/VizWiz),
 
@@ -12,7 +12,7 @@ Per-sample values are acc × 100. The same id serves both profiles, so the unive
 ``n_missing``. In the compat profile the join passes one entry per prediction line (duplicates included), as
 ``eval_textvqa.py`` does, so the denominator is the prediction lines.
 A sample needs at least 2 human answers (with one answer leave-one-out always gives 0); cells that only have
-the single eval-file answer use ``exact@m4c`` instead (``spec/metrics.md`` §3; :meth:`VqaSoftM4C.resolve_for`).
+the single eval-file answer use ``exact@m4c`` instead (docs/scoring.md, vqa_soft@m4c; :meth:`VqaSoftM4C.resolve_for`).
 Normalised strings are memoised per call, so scoring runs at millions of predictions per minute.
 """
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Issue 18 (d): He et al.'s headline, qualitatively, on cit-mini with the shipped cvit-mini base.
 
-Order ``near-duplicate`` (mini-color → mini-mc → mini-color-b; current-next schedule), the spec's mini recipe at 200 steps per task
+Order ``near-duplicate`` (mini-color → mini-mc → mini-color-b; current-next schedule), docs/benchmarks/mini.md's recipe at 200 steps per task
 (``bench/heetal_mini.py`` ``HE_MINI_TRAINING``), seed 0, one thread. Forgetting = mean over the first two tasks of
 (score right after learning it − final score). SeqLoRA forgets mini-mc when mini-color-b brings the colour-word
 format back; replay and EProj (one projector per task, routed by learned keys) do not; MAS nearly removes the
 forgetting and TIR+MAS (MAS with owner-relative relaxation: mini-color-b may reuse what mini-color owns) does
 no worse. Thresholds and their margins, measured with ``bench/heetal_mini.py`` over seeds 0 and 1 and the
-default, AVX2 and AVX-512 kernel sets (README "Qualitative reproduction", ``bench/results/heetal_mini.json``).
+default, AVX2 and AVX-512 kernel sets (docs/methods.md, Qualitative reproduction, ``bench/results/heetal_mini.json``).
 """
 from __future__ import annotations
 

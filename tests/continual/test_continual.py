@@ -1,4 +1,4 @@
-"""Continual-learning aggregates (spec/metrics.md §7) against the worked example, published tables and
+"""Continual-learning aggregates (docs/continual-metrics.md) against the worked example, published tables and
 properties that must hold for any matrix."""
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def test_mif_and_zero_shot_ap():
 
 
 # ------------------------------------------------------------------------------------------------
-# Published tables (spec/published_results.md)
+# Published tables (docs/published-results.md)
 # ------------------------------------------------------------------------------------------------
 
 # Rounding bound for "mean of printed per-task values vs printed mean": every printed number is within

@@ -1,4 +1,4 @@
-"""Prompt formats: vicuna_v1 verbatim (benchmarks spec §1.7) and the processor chat template."""
+"""Prompt formats: vicuna_v1 verbatim (docs/benchmarks/cvit.md, Templates) and the processor chat template."""
 from __future__ import annotations
 
 import pytest

@@ -3,7 +3,7 @@ the progress display on (``FORCE_COLOR`` makes rich render its live bars althoug
 
 Asserted as the demo issue requires: SeqLoRA forgets (BWT <= -5), Replay forgets less than SeqLoRA, DirLoRA has
 BWT = 0, and Multitask's AP is at least SeqLoRA's. The margins of these thresholds were measured over seeds and
-CPU kernel sets (bench/demo_margins.py, README "The demo"). A rerun has nothing to do and changes nothing.
+CPU kernel sets (bench/demo_margins.py, docs/getting-started.md, The embedded demo). A rerun has nothing to do and changes nothing.
 """
 from __future__ import annotations
 

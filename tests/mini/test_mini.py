@@ -194,7 +194,7 @@ def test_shipped_mini_base_loads_offline_and_passes_its_heldout_check(mini_base_
     assert list(proc.tokenizer.get_vocab()) and sorted(proc.tokenizer.get_vocab(), key=proc.tokenizer.get_vocab().get) == mini_vocabulary()
     fmt = get_prompt_format("mini", proc)
     # The builder's held-out set, re-scored with the reloaded weights on this machine; greedy argmax may flip a
-    # near-tie on other float kernels, hence the tolerance (measured: README "The cvit-mini base").
+    # near-tie on other float kernels, hence the tolerance (measured: docs/getting-started.md, The cvit-mini base).
     acc = greedy_accuracy(model, proc, fmt, aux_examples(MiniRecipe().n_heldout, SHIPPED_SEED, "heldout"))
     assert acc["overall"] >= 0.8, acc
     assert abs(acc["overall"] - report["heldout_accuracy"]["overall"]) <= 0.03, (acc, report["heldout_accuracy"])

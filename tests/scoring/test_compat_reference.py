@@ -2,7 +2,7 @@
 
 Adversarial prediction files per task and scenario (clean, shuffled, ~10 % missing, 5 % duplicated with another
 text, unknown ids, ids re-typed int <-> str), in the reference JSONL format. Every expected number below is
-worked out by hand from the reference script's loop (``spec/metrics.md`` §2 and §6 and the scripts' dict/list
+worked out by hand from the reference script's loop (docs/scoring.md and the scripts' dict/list
 handling), never from cvit-bench's output; per-sample scores are compared too, for both profiles.
 """
 from __future__ import annotations
@@ -328,7 +328,7 @@ def _random_captions(task, n, seed=3):
 def test_flickr30k_dict_last_wins_unknown_ignored_str_ids(tmp_path):
     samples, texts = _captions("flickr30k")
     lines = _lines(samples, texts)
-    clean = _cell(tmp_path, "flickr30k", samples, lines)                  # spec/metrics.md 5.4
+    clean = _cell(tmp_path, "flickr30k", samples, lines)                  # docs/scoring.md, cider_d_bestref@whitespace
     assert clean.value == pytest.approx(635.0420, abs=1e-4) and clean.per_sample == pytest.approx([1000.0, 270.0839], abs=1e-4)
     # the first line of image 1 is overwritten by the last one: the number of the clean file
     dup = _cell(tmp_path, "flickr30k", samples, [{"question_id": 1, "text": "zzz zzz ."}] + lines)
@@ -358,7 +358,7 @@ def test_flickr30k_string_answer_is_iterated_per_character(tmp_path):
 def test_textcaps_last_wins_and_crash_cases(tmp_path):
     samples, texts = _captions("textcaps")
     lines = _lines(samples, texts)
-    clean = _cell(tmp_path, "textcaps", samples, lines)                   # spec/metrics.md 5.4, all references
+    clean = _cell(tmp_path, "textcaps", samples, lines)                   # docs/scoring.md, cider_d@whitespace, all references
     assert clean.value == pytest.approx(300.6591, abs=1e-4) and clean.per_sample == pytest.approx([447.7361, 153.5820], abs=1e-4)
     dup = _cell(tmp_path, "textcaps", samples, [{"question_id": 2, "text": "zzz ."}] + lines)
     assert dup.value == pytest.approx(clean.value, abs=1e-9)

@@ -1,4 +1,4 @@
-"""Instruction-following checks (spec/metrics.md §6)."""
+"""Instruction-following checks (docs/scoring.md, if@short)."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""CIDEr-D (spec/metrics.md §5) and the caption metrics: spec vectors, equality with pycocoevalcap, quirks."""
+"""CIDEr-D (docs/scoring.md, cider_d@ptb) and the caption metrics: worked vectors, equality with pycocoevalcap, quirks."""
 from __future__ import annotations
 
 import math
@@ -36,7 +36,7 @@ def _split(images):
     return [c for c, _ in images], [r for _, r in images]
 
 
-# ------------------------------------------------------------------------------------- spec vectors
+# ------------------------------------------------------------------------------------- worked vectors
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""m4c answer normalisation (spec/metrics.md §4) and caption tokenisers (§5.2)."""
+"""m4c answer normalisation (docs/scoring.md, vqa_soft@m4c) and caption tokenisers (cider_d@ptb)."""
 from __future__ import annotations
 
 

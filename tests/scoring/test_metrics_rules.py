@@ -1,4 +1,4 @@
-"""Per-task scoring rules (spec/metrics.md §1–§4): compat quirks, standard rules, VQA soft accuracy."""
+"""Per-task scoring rules (docs/scoring.md): compat quirks, standard rules, VQA soft accuracy."""
 from __future__ import annotations
 
 import math

@@ -1,5 +1,5 @@
 """CoIN: prepare from the published Zacks-Chen/CoIN layout, the alphabet order, export, and the compat/standard
-scorers on reference-format prediction files, with expected numbers reasoned from spec/metrics.md."""
+scorers on reference-format prediction files, with expected numbers reasoned from docs/scoring.md."""
 from __future__ import annotations
 
 import json

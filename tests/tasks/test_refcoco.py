@@ -1,4 +1,4 @@
-"""RefCOCO raw loader (spec/formats.md c.11, a.4): padded-square boxes on awkward images, the plain-data
+"""RefCOCO raw loader (docs/benchmarks/coin.md, Source files): padded-square boxes on awkward images, the plain-data
 unpickler (a hostile pickle is refused before it runs), and `prepare --source raw` for CoIN's Grounding."""
 from __future__ import annotations
 

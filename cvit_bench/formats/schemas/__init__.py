@@ -4,7 +4,7 @@ validation helper every reader uses.
 Readers check ``schema_version`` first, so a file from a newer cvit-bench is refused with "unknown
 schema_version" naming the file and the version, not with a list of unrelated schema complaints; then the
 JSON Schema (Draft 2020-12), whose first problem is reported with the file and the field's JSON path.
-Other codebases can write our formats against these files (README "On-disk formats").
+Other codebases can write our formats against these files (docs/formats.md).
 """
 from __future__ import annotations
 
