@@ -20,7 +20,7 @@ maintainer passes ``force``. The replaced version moves into the new entry's ``h
 its own bundle hash, submitter, submission date and the date it was replaced; its bundle stays in
 ``bundles/``. Entries without a submitter (seeded, published numbers) belong to the maintainer.
 
-**Board key** (``published_results.md`` §1 and §6): (benchmark, template set, base model, metric profile, variant).
+**Board key** (docs/published-results.md, Board keys and Numbers that must never share a board): (benchmark, template set, base model, metric profile, variant).
 Entries with different keys are never ranked in one table: single vs five templates, CVIT vs CoIN, 7B vs 13B,
 compat vs standard. ``variant`` separates numbers of one setting that must still not be mixed (e.g. the ICCV
 version of a paper whose v1 numbers differ); it is empty for re-scored entries.

@@ -3,7 +3,7 @@
 One YAML file per source table (``seed/*.yaml``)::
 
     source: {citation, url (https), table, grade: primary | secondhand}
-    board: {benchmark, template_set, base_model, profile[, variant]}     # published_results.md §1
+    board: {benchmark, template_set, base_model, profile[, variant]}     # docs/published-results.md, Board keys
     base_model: {name, revision}
     tasks: [...]                       # final-row columns, in the table's order ([] when none were published)
     summary_columns: [AP, MAP, ...]    # the papers' ACC / MFN are AP here, MAA is MAP

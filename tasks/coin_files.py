@@ -28,7 +28,7 @@ CoIN specifics:
   ``references`` (letters, 10 human answers), so the raw ``answer`` is kept in ``meta["coin_answer"]`` and
   the raw ``text`` in ``meta["coin_text"]`` when it differs from the composed prompt.
 * ``question_id``: kept as ``source_id = str(id)`` with the JSON type in ``meta["question_id_type"]``, so mixed
-  int/str ids in one file survive export and the reference-format join (formats.md b.4).
+  int/str ids in one file survive export and the reference-format join (docs/formats.md).
 * **A repeated ``question_id``** in an eval file: CoIN's scorers build ``{question_id: record}`` dicts, so the
   last record wins at the first one's position; prepare does the same and lists the repeats in the manifest's
   ``notes[task]["repeated_question_ids"]``. A positional task (ImageNet: ``answers`` is a list) cannot be

@@ -1,8 +1,8 @@
 """Build valid results.json dicts for tests (schema in ``cvit_bench/formats/results.py``).
 
-The CL summary is computed here with plain arithmetic from the matrix (``metrics.md`` §7.2), on purpose not
+The CL summary is computed here with plain arithmetic from the matrix (docs/continual-metrics.md, Definitions), on purpose not
 with the library's summary code, so report tests do not depend on it. An aggregate whose formula needs a null
-cell is null (§7.4).
+cell is null (docs/continual-metrics.md, Missing cells).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 :func:`cvit_bench.baselines.trainer.train_run`; errors are :class:`~cvit_bench.errors.CvitError`, which the
 ``main`` group maps to exit code 2, Ctrl-C to 130 with the finished stages kept).
 
-Defaults are the papers' recipe for the real models (benchmarks.md §1.10): LoRA r 128, α 256, lr 1e-4, one
+Defaults are the papers' recipe for the real models (docs/methods.md, Common training protocol of the papers): LoRA r 128, α 256, lr 1e-4, one
 epoch per task, effective batch 64 (16 × 4 accumulation on one process), warm-up ratio 0.03 + cosine.
 Method options: ``--option key=value`` (repeatable); ``--lora-r``/``--lora-alpha`` are shortcuts for
 ``lora_r``/``lora_alpha``. Works under ``accelerate launch -m cvit_bench train ...``.

@@ -1,13 +1,13 @@
 """Continual-learning aggregates computed from an accuracy matrix (docs/continual-metrics.md).
 
-Notation (§7.1): T upstream tasks in benchmark order; ``a[t][i]`` is the score on task i's test set after
+Notation (docs/continual-metrics.md, Notation): T upstream tasks in benchmark order; ``a[t][i]`` is the score on task i's test set after
 upstream stage t (1 ≤ i, t ≤ T); ``b_i`` is the zero-shot score of the base model on task i (row ``"0"``).
 Scores are averaged raw on their displayed scale (percent, or CIDEr ×100), as the papers do.
 
 Every aggregate is a formula id in :data:`CL_METRICS`. Named variants of the same idea (``bwt`` vs
 ``bwt@gem-code`` vs ``bwt@he-code``) are separate ids and are never substituted for one another.
 
-Missing cells (§7.4): a cell that was not evaluated is ``None``, never 0. A formula that needs a ``None``
+Missing cells (docs/continual-metrics.md, Missing cells): a cell that was not evaluated is ``None``, never 0. A formula that needs a ``None``
 cell returns ``None`` (shown as "—"); nulls are never skipped silently. The one documented exception is
 ``bwt@he-code``, whose reference code takes its max over the *evaluated* cells of a column only.
 
@@ -187,7 +187,7 @@ def get_formula(name: str) -> Formula:
 
 
 def _gather(m: AccuracyMatrix, cells: Sequence[tuple[int, int]]) -> list[float] | None:
-    """The values of ``cells`` (stage, task); ``None`` as soon as one is missing (§7.4)."""
+    """The values of ``cells`` (stage, task); ``None`` as soon as one is missing (docs/continual-metrics.md, Missing cells)."""
     out = []
     for stage, task in cells:
         v = m.cell(stage, task)
@@ -340,7 +340,7 @@ def bwt_he_code(m: AccuracyMatrix) -> Value:
     """He et al. code "BWT": (1/T) Σ_{j=1..T} (a[T][j] − max_{t evaluated} a[t][j]).
 
     The max runs over every *evaluated* row of column j, the zero-shot row and above-diagonal cells included;
-    unevaluated cells are excluded (the reference code's rule, the one exception to §7.4). The mean is over
+    unevaluated cells are excluded (the reference code's rule, the one exception to the missing-cells rule). The mean is over
     all T tasks, the last included. Needs the final row. Always ≤ 0; equals −(max-based forgetting that
     also counts the zero-shot row).
     """
@@ -361,7 +361,7 @@ def bwt_he_code(m: AccuracyMatrix) -> Value:
 
 
 def _strict_mean(values: Sequence[Value], what: str) -> Value:
-    """Mean of ``values``; ``None`` when empty or when any entry is ``None`` (never skipped, §7.4)."""
+    """Mean of ``values``; ``None`` when empty or when any entry is ``None`` (never skipped; docs/continual-metrics.md, Missing cells)."""
     values = list(values)
     if not values or any(v is None for v in values):
         return None
@@ -372,7 +372,7 @@ def _strict_mean(values: Sequence[Value], what: str) -> Value:
 
 
 def mif(if_rates: Sequence[Value]) -> Value:
-    """MIF: mean of the IF rates (§6, percent) of the T upstream tasks on the final model; a downstream MIF
+    """MIF: mean of the IF rates (docs/scoring.md, Instruction-following checks; percent) of the T upstream tasks on the final model; a downstream MIF
     averages the downstream tasks' rates the same way. ``None`` when a rate is missing or the list is empty."""
     return _strict_mean(if_rates, "IF rate")
 
@@ -425,7 +425,7 @@ def all_aggregates(matrix: AccuracyMatrix, final_if_rates: Sequence[Value] | Non
 
 
 def identity_residual(mfn: float, mft: float, bwt: float, n_tasks: int) -> float:
-    """MFN − MFT − ((T−1)/T)·BWT: zero by definition, because the i = T term of BWT is zero (§7.2)."""
+    """MFN − MFT − ((T−1)/T)·BWT: zero by definition, because the i = T term of BWT is zero (docs/continual-metrics.md, Consistency identity)."""
     return mfn - mft - (n_tasks - 1) / n_tasks * bwt
 
 

@@ -1,7 +1,7 @@
 """How numbers and untrusted names are written in each output format (one rule per format, shared by all).
 
 Numbers: 2 decimals on the displayed scale (percent, or CIDEr x100 as stored), ``-0.00`` written ``0.00``.
-A null matrix cell is blank; a null aggregate is an em dash ("—", ``--`` in LaTeX) as ``metrics.md`` §7.4 asks.
+A null matrix cell is blank; a null aggregate is an em dash ("—", ``--`` in LaTeX) (docs/continual-metrics.md, Missing cells).
 Names come from results files and are untrusted: every writer escapes them for its format.
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ Rules pinned down here:
 - **Kind** = ``method.kind`` when present (``"reference"`` for Multitask / Zero-shot / DirLoRA style rows),
   else ``"method"``. Reference rows are shown but never bolded as best.
 - **Group key** = (benchmark id, benchmark version, template set, metric profile). Runs with different keys
-  are never compared or averaged together (``metrics.md``: a table never mixes profiles).
+  are never compared or averaged together (docs/concepts.md: a table never mixes profiles).
 - **Missing cells** = null cells the schedule needs: the lower triangle including the diagonal
   (stage ``t`` on task ``i`` for ``i <= t``); above-diagonal cells are optional (FWT only).
 """

@@ -1,6 +1,6 @@
 """CIDEr-D (docs/scoring.md, cider_d@ptb), vectorised, plus the caption metrics built on it.
 
-Arithmetic (§5.1), for images i = 1..N of one corpus, candidate c_i and references s_i1..s_im:
+Arithmetic (docs/scoring.md, CIDEr-D), for images i = 1..N of one corpus, candidate c_i and references s_i1..s_im:
 
 * n-grams of order n = 1..4 of whitespace tokens, raw counts tf(g);
 * df(g) = number of images whose *reference set* contains g; ℓ = log N;
@@ -16,7 +16,7 @@ order-n gram id is the dense rank of (order-(n−1) id, next token)), (sentence,
 pair of strings in Python, so 20,000 images × 5 references take about a second. Several independent corpora
 can be scored in one call (``groups``): df and ℓ are then per corpus (used by the best-reference step).
 
-Metric ids: ``cider_d@whitespace`` (compat TextCaps), ``cider_d_bestref@whitespace`` (compat Flickr30k, §2.7),
+Metric ids: ``cider_d@whitespace`` (compat TextCaps), ``cider_d_bestref@whitespace`` (compat Flickr30k),
 ``cider_d@ptb`` (standard, Java PTB tokeniser) and ``cider_d@ptb-py`` (standard, pure-Python PTB
 approximation). Use :meth:`CiderDPtbJava.resolve_for` before scoring: it maps ``cider_d@ptb`` to ``cider_d@ptb-py``
 when Java is unavailable, so the caller can record the id actually used together with a warning.
@@ -277,7 +277,7 @@ def best_reference_indices(candidates: Sequence[str], references: Sequence[Seque
 
 
 def cider_d_bestref(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[float, list[float]]:
-    """The SMoLoRA Flickr30k procedure (§2.7), native ×1 scale.
+    """The SMoLoRA Flickr30k procedure (docs/scoring.md, CIDEr-D), native ×1 scale.
 
     1. Per image i, pick j* (:func:`best_reference_indices`).
     2. Corpus CIDEr-D with roles swapped: candidate = ref_{j*}, references = [prediction]; df then comes from
@@ -336,7 +336,7 @@ class _CiderMetric(Metric):
 
 
 class CiderDWhitespace(_CiderMetric):
-    """Compat TextCaps (§2.8): whitespace tokens, candidate = prediction, all references."""
+    """Compat TextCaps (docs/scoring.md, CIDEr-D): whitespace tokens, candidate = prediction, all references."""
 
     id = "cider_d@whitespace"
     universe = "predictions"
@@ -346,14 +346,14 @@ class CiderDWhitespace(_CiderMetric):
 
 
 class CiderDBestRefWhitespace(CiderDWhitespace):
-    """Compat Flickr30k (§2.7): best single reference per image, then roles swapped."""
+    """Compat Flickr30k (docs/scoring.md, CIDEr-D): best single reference per image, then roles swapped."""
 
     id = "cider_d_bestref@whitespace"
     bestref = True
 
 
 class CiderDPtbJava(_CiderMetric):
-    """Standard captions (§3): PTB tokenisation with the Stanford jar; refuses to run without Java."""
+    """Standard captions (docs/scoring.md, CIDEr-D): PTB tokenisation with the Stanford jar; refuses to run without Java."""
 
     id = "cider_d@ptb"
     universe = "samples"

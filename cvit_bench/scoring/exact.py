@@ -2,16 +2,16 @@
 ``exact_any@m4c`` (standard). Gold = ``references[0]`` (the eval file's single answer); ``exact_any@m4c``
 accepts any reference (all accepted class names).
 
-* ``exact@upper`` (§2.3, VQAv2/VizWiz): ``text.upper() == gold.upper()``; nothing else (``Yes.`` ≠ ``yes``).
-* ``exact@gqa`` (§2.4): prediction = ``text.rstrip('.').lower()``; correct iff it equals the gold. Only
+* ``exact@upper`` (VQAv2/VizWiz): ``text.upper() == gold.upper()``; nothing else (``Yes.`` ≠ ``yes``).
+* ``exact@gqa``: prediction = ``text.rstrip('.').lower()``; correct iff it equals the gold. Only
   questions with ``meta["is_balanced"]`` (default true: the testdev-balanced file holds balanced questions)
   are counted; the others get ``None``. Extras: ``binary`` (structural type ≠ ``query``) and ``open``
   (= ``query``) accuracies and per-structural / per-semantic breakdowns, each ``{"value", "n"}``.
-* ``exact@ocrvqa`` (§2.5): wrong if ``Unanswerable`` (case-sensitive) occurs in the text, else
+* ``exact@ocrvqa``: wrong if ``Unanswerable`` (case-sensitive) occurs in the text, else
   ``text.lower() == gold.lower()``.
-* ``exact@m4c`` (§3): m4c-normalised prediction equals m4c-normalised gold; unbalanced GQA questions (meta
+* ``exact@m4c``: m4c-normalised prediction equals m4c-normalised gold; unbalanced GQA questions (meta
   ``is_balanced`` false) are not counted, so the denominator is the balanced questions of the eval split.
-* ``exact_any@m4c`` (§3, ImageNet/Places365): the normalised prediction equals one of the normalised references.
+* ``exact_any@m4c`` (ImageNet/Places365): the normalised prediction equals one of the normalised references.
 
 Compat rules score prediction lines (universe ``predictions``); standard rules score every sample (missing →
 empty string). Per-sample values are 0 or 100.

@@ -1,4 +1,4 @@
-"""Box accuracy at IoU > 0.5 (CoIN Grounding): ``iou50@coin`` (compat, §2.9) and ``iou50@robust`` (standard, §3).
+"""Box accuracy at IoU > 0.5 (CoIN Grounding): ``iou50@coin`` (compat) and ``iou50@robust`` (standard; rules: docs/scoring.md).
 
 Sample extras: ``meta["answer_bbox"]`` (gold box text, normalised padded-square coordinates ``[x1, y1, x2,
 y2]``) and ``meta["size"]`` (``[w, h]`` of the image). IoU = inter / union with inter = max(0, min(x2, x2') −

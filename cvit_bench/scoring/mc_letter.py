@@ -10,7 +10,7 @@ position). A parsed letter counts only if it names one of the ``len(choices)`` o
   3. the first one-character word (regex ``\\b(\\w)\\b``), upper-cased; none → ``FAILED``.
   Quirks kept: ``a cat`` parses as A, ``The answer is B.`` as B, ``1`` as ``1`` (wrong).
 
-``mc_letter@strict`` (§3): strip; accept a letter if the text is a single ``A``–``E`` optionally followed by
+``mc_letter@strict``: strip; accept a letter if the text is a single ``A``–``E`` optionally followed by
 ``.`` ``)`` ``:``; or starts with ``(X)``, ``X.``, ``X)`` or ``X:`` followed by a space or the end; or contains
 exactly one match of ``answer is (X)`` / ``answer is X`` (``answer is`` case-insensitive, the letter upper-case
 and followed by a word boundary). Otherwise the lower-cased text without trailing periods must equal exactly one

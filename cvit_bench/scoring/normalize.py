@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ..errors import CvitError
 
-# --------------------------------------------------------------------------------------------- m4c (§4)
+# --------------------------------------------------------------------------------------------- m4c (docs/scoring.md)
 
 M4C_PUNCTUATION: tuple[str, ...] = (
     ";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!",
@@ -121,7 +121,7 @@ def m4c_process_digit_article(text: str) -> str:
 
 
 def normalize_m4c(text: str) -> str:
-    """The full m4c answer normaliser (steps 1–4 of §4.1), applied to predictions and gold answers alike."""
+    """The full m4c answer normaliser (steps 1–4 of docs/scoring.md, The m4c normaliser), applied to predictions and gold answers alike."""
     text = m4c_word_tokenize(text)
     text = text.replace("\n", " ").replace("\t", " ").strip()
     text = m4c_process_punctuation(text)
@@ -149,7 +149,7 @@ class M4CCache:
             return out
 
 
-# ------------------------------------------------------------------------------------ captions (§5.2)
+# ------------------------------------------------------------------------------------ captions (docs/scoring.md)
 
 # pycocoevalcap's PUNCTUATIONS, verbatim (upper-case bracket names included, which never match, see above).
 PTB_DROP: frozenset[str] = frozenset(

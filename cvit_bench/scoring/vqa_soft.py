@@ -43,7 +43,7 @@ class VqaSoftM4C(Metric):
     positional: ClassVar[bool] = False
 
     def resolve_for(self, samples: Sequence[Sample]) -> tuple[str, list[str]]:
-        # spec metrics.md 3: without the 10 official answers, fall back to exact@m4c and label the cell so.
+        # docs/scoring.md, vqa_soft@m4c: without the 10 official answers, fall back to exact@m4c and label the cell so.
         if any(len(s.references) < 2 for s in samples):
             return FALLBACK, [f"the prepared data has no 10 human answers; scored with {FALLBACK} instead of {self.id}"]
         return self.id, []

@@ -28,7 +28,7 @@ from cvit_bench.errors import DataError, MissingFileError
 from cvit_bench.formats.results import SUMMARY_KEYS
 
 # ------------------------------------------------------------------------------------------------
-# §7.5 worked example
+# docs/continual-metrics.md, Worked example
 # ------------------------------------------------------------------------------------------------
 
 WORKED = AccuracyMatrix(
@@ -37,7 +37,7 @@ WORKED = AccuracyMatrix(
     values=[[5, 8, 15], [80, 10, 20], [85, 70, 30], [50, 65, 90]],
 )
 
-# every value of the §7.5 table, plus the two variants the table does not list, computed by hand:
+# every value of the worked example's table, plus the two variants the table does not list, computed by hand:
 #   forgetting_max@clipped = ((max(80, 85, 50) − 50) + (max(70, 65) − 65)) / 2 = (35 + 5) / 2 = 20
 #   bwt@he-code: column maxima over all evaluated rows (zero-shot and above-diagonal included) are 85, 70, 90
 #                → ((50 − 85) + (65 − 70) + (90 − 90)) / 3 = −40/3
@@ -120,7 +120,7 @@ def test_mif_and_zero_shot_ap():
 # noise, the row is inconsistent.
 AP_TOLERANCE = 0.01 + 1e-9
 
-# §2 (single-type) and §3 (five-type), every complete row: six task scores, printed AP.
+# docs/published-results.md: CVIT single-type and five-type, every complete row: six task scores, printed AP.
 SMOLORA_SINGLE = {
     "Multitask": ([83.49, 61.93, 169.21, 96.53, 60.07, 65.80], 89.51),
     "Zero-shot": ([52.72, 2.95, 52.64, 22.10, 2.73, 0.65], 22.30),
@@ -140,7 +140,7 @@ SMOLORA_FIVE = {
     "MoeLoRA": ([58.09, 53.30, 22.82, 22.61, 51.80, 65.15], 45.63),
     "EWC": ([53.60, 49.07, 20.38, 20.48, 50.11, 64.63], 43.10),
 }
-# Documented transcription discrepancies (published_results.md §2 and §3): the recomputed AP differs from the
+# Documented transcription discrepancies (docs/published-results.md, CVIT single-type and five-type): the recomputed AP differs from the
 # printed one by more than rounding allows. They stay visible here instead of being papered over.
 KNOWN_AP_DISCREPANCIES = {("single", "SeqLoRA"): 46.1733, ("five", "EWC"): 43.0450}
 CVIT_TASKS = ["scienceqa", "textvqa", "flickr30k", "imagenet", "gqa", "vqav2"]
@@ -160,7 +160,7 @@ def test_smolora_ap_recomputed_from_per_task_scores(block, method, final, printe
     ap = get_formula("ap")(m)
     if (block, method) in KNOWN_AP_DISCREPANCIES:
         assert ap == pytest.approx(KNOWN_AP_DISCREPANCIES[(block, method)], abs=1e-4)
-        assert abs(ap - printed_ap) > AP_TOLERANCE, "a known discrepancy disappeared: update the spec caveat"
+        assert abs(ap - printed_ap) > AP_TOLERANCE, "a known discrepancy disappeared: update the caveat in docs/published-results.md"
     else:
         assert abs(ap - printed_ap) <= AP_TOLERANCE
     # everything beyond AP needs rows that were never published
@@ -170,15 +170,15 @@ def test_smolora_ap_recomputed_from_per_task_scores(block, method, final, printe
 
 def test_seqlora_iccv_vqav2_value_reproduces_the_printed_ap():
     final = list(SMOLORA_SINGLE["SeqLoRA"][0])
-    final[5] = 64.61  # ICCV version per the secondhand note (§5.1)
+    final[5] = 64.61  # ICCV version per the secondhand note (docs/published-results.md)
     assert round(get_formula("ap")(final_row_matrix(CVIT_TASKS, final)), 2) == 46.21
 
 
 def test_secondhand_tables_mean_of_final_row():
-    eproj = [65.29, 52.87, 148.19, 39.45, 28.06, 57.86]  # §5.1, printed AP 65.29
+    eproj = [65.29, 52.87, 148.19, 39.45, 28.06, 57.86]  # printed AP 65.29
     assert abs(get_formula("ap")(final_row_matrix(CVIT_TASKS, eproj)) - 65.29) <= AP_TOLERANCE
     coin_tasks = ["scienceqa", "imagenet", "vizwiz", "grounding", "textvqa", "gqa", "vqav2", "ocrvqa"]
-    phidpo = {  # §5.2: eight final-row scores, printed MFN
+    phidpo = {  # CoIN as re-tabulated by ϕ-DPO: eight final-row scores, printed MFN
         "FineTune": ([57.43, 28.90, 41.88, 30.05, 51.39, 50.76, 53.28, 64.78], 47.31),
         "LwF": ([60.71, 30.58, 41.49, 36.01, 52.80, 47.07, 53.43, 65.12], 48.40),
         "EWC": ([59.75, 31.88, 42.26, 34.96, 51.06, 51.84, 55.30, 64.55], 48.95),
@@ -192,7 +192,7 @@ def test_secondhand_tables_mean_of_final_row():
         assert abs(get_formula("mfn")(final_row_matrix(coin_tasks, final)) - mfn) <= AP_TOLERANCE, method
 
 
-# §5.3 MLLM-CL rows: final row, MFT, MFN, BWT.
+# MLLM-CL rows (docs/published-results.md): final row, MFT, MFN, BWT.
 DOMAIN = ["rs", "med", "ad", "sci", "fin"]
 ABILITY = ["ocr", "m&l", "vp", "gui"]
 MLLMCL_ROWS = {
@@ -234,12 +234,12 @@ def test_identity_holds_on_published_mllmcl_rows(row):
 
 
 # ------------------------------------------------------------------------------------------------
-# Missing cells (§7.4) and degenerate sizes
+# Missing cells (docs/continual-metrics.md) and degenerate sizes
 # ------------------------------------------------------------------------------------------------
 
 
 def needed_cells(formula_id: str, T: int) -> set[tuple[int, int]]:
-    """Which (stage, task) cells each formula reads, written from §7.2/§7.3 independently of the code."""
+    """Which (stage, task) cells each formula reads, written from docs/continual-metrics.md independently of the code."""
     lower = {(t, i) for t in range(1, T + 1) for i in range(1, t + 1)}
     diag_final = {(i, i) for i in range(1, T)} | {(T, i) for i in range(1, T)}
     superdiag_zero = {(i - 1, i) for i in range(2, T + 1)} | {(0, i) for i in range(2, T + 1)}

@@ -260,7 +260,7 @@ def test_seed_entries_are_reported_with_citations_on_their_own_boards(tmp_path):
     smo = next(e for e in by_board[single] if e.name == "SMoLoRA")
     assert smo.final_row["flickr30k"] == 151.99 and smo.summary == {"AP": 83.44, "MAP": 84.85, "BWT": -3.23, "MIF": 97.79}
     assert smo.summary_status["MAP"] == NOT_RECOMPUTABLE and smo.flags == []
-    # AP checked against the mean of the printed task values (published_results.md §2, §3 caveats)
+    # AP checked against the mean of the printed task values (docs/published-results.md, CVIT caveats)
     flagged = {(e.board.template_set, e.name) for e in entries if e.flags}
     assert flagged == {("single", "SeqLoRA"), ("five", "EWC")}
     assert [e.kind for e in by_board[single][:3]] == ["reference"] * 3

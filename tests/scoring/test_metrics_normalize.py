@@ -49,7 +49,7 @@ def test_m4c_tables_have_the_spec_sizes_and_oddities():
         ("Dont", "don't"),
         ("U.S.A.", "usa"),
         ("a" + "." * 40, "a" + "." * 8),
-        # §4.4: where m4c differs from the official VQA evaluator
+        # docs/scoring.md: where m4c differs from the official VQA evaluator
         ("red,blue", "redblue"),
         ("1,000-2,000", "1000 2000"),
         ("Yes", "yes"),

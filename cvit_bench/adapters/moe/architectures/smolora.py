@@ -18,7 +18,7 @@ from ..config import MoeOptions
 from ..injection import ARCHITECTURES, Architecture, MoeAdapter
 from ..layers import AdapterLayer, RouteState, masked_mean, routed_lora
 
-#: The LLM's FFN linears and the LLaVA projector's two linears (spec/methods.md "Where").
+#: The LLM's FFN linears and the LLaVA projector's two linears (docs/methods.md, Target modules).
 SMOLORA_TARGET_MODULES = (r".*language_model.*\.(gate_proj|up_proj|down_proj)"
                           r"|.*multi_modal_projector\.(linear_1|linear_2)")
 ROUTER_GRAD = ("straight-through", "none")
