@@ -35,6 +35,9 @@ SCHEMA_DIRS = (
     ("leaderboard/schema", "cvit_bench/leaderboard/schema", "leaderboard-"),
 )
 
+#: The ``$id`` prefix of the core schemas (``cvit_bench/formats/schemas``), which other schemas may ``$ref``.
+CORE_SCHEMA_ID_PREFIX = "https://cvit-bench.invalid/schemas/"
+
 #: How deep nested objects are unfolded into dotted rows before a row just says "object".
 MAX_DEPTH = 6
 
@@ -60,6 +63,10 @@ def _type_of(node: dict[str, Any], where: str) -> str:
         raise SchemaRenderError(f"{where}: a schema node must be an object, got {node!r}")
     if "$ref" in node:
         ref = node["$ref"]
+        if isinstance(ref, str) and ref.startswith(CORE_SCHEMA_ID_PREFIX) and ref.endswith(".schema.json"):
+            # another shipped core schema, referenced by its $id (the board's limits compose on results)
+            file = ref.removeprefix(CORE_SCHEMA_ID_PREFIX)
+            return f"[`{file}`](#schema-{file.removesuffix('.schema.json')})"
         if not isinstance(ref, str) or not ref.startswith("#/$defs/"):
             raise SchemaRenderError(f"{where}: only local references '#/$defs/<name>' are supported, got {ref!r}")
         return f"[{ref.split('/')[-1]}](#def-{where.split(':', 1)[0]}-{ref.split('/')[-1]})"
@@ -212,6 +219,17 @@ def schema_files(root: Path) -> list[tuple[Path, str, str]]:
     return found
 
 
+def schema_anchor(schema: str) -> tuple[Path, str]:
+    """The repository path and page anchor of a catalogue entry's ``"<package>:<file>"`` schema."""
+    package, _, name = schema.partition(":")
+    for folder, shown_as, prefix in SCHEMA_DIRS:
+        installed = shown_as.replace("/", ".")
+        if package == installed or f"{package}.{Path(name).parent}".replace("/", ".") == installed:
+            file = Path(name).name
+            return Path(folder) / file, prefix + file.removesuffix(".json").removesuffix(".schema")
+    raise SchemaRenderError(f"the format catalogue names the schema {schema!r}, which is in no schema folder")
+
+
 def render_catalogue(root: Path) -> str:
     from cvit_bench.formats.catalogue import formats
 
@@ -219,13 +237,16 @@ def render_catalogue(root: Path) -> str:
     listed = set()
     lines = ["| format | file | schema_version | schema | reader/writer |", "|---|---|---|---|---|"]
     for fmt in formats():
-        name = f"{fmt.name}.schema.json"
-        if name not in package_schemas:
-            raise SchemaRenderError(f"the format catalogue names {fmt.name!r} but {SCHEMA_DIRS[0][0]}/{name} is missing")
-        listed.add(name)
-        anchor = fmt.name
-        lines.append(f"| {fmt.name} | {_cell(fmt.files)} | {fmt.version} | [`{name}`](#schema-{anchor}) | "
-                     f"`{fmt.owner}` |")
+        if fmt.schema is None:
+            schema_cell = "checked in code by its reader"
+        else:
+            path, anchor = schema_anchor(fmt.schema)
+            if not (root / path).is_file():
+                raise SchemaRenderError(f"the format catalogue names {fmt.name!r} with the schema {path}, which is missing")
+            listed.add(path.name if path.parent == Path(SCHEMA_DIRS[0][0]) else None)
+            schema_cell = f"[`{path.name}`](#schema-{anchor})"
+        version = "none" if fmt.version is None else fmt.version
+        lines.append(f"| {fmt.name} | {_cell(fmt.files)} | {version} | {schema_cell} | `{fmt.owner}` |")
     unlisted = sorted(package_schemas - listed)
     if unlisted:
         raise SchemaRenderError(f"schema files not in the format catalogue (cvit_bench/formats/catalogue.py): "

@@ -35,8 +35,12 @@ def test_catalogue_links_every_format_to_its_schema_section():
     table = _hook().render_catalogue(ROOT)
     from cvit_bench.formats.catalogue import formats
 
+    hook = _hook()
     for fmt in formats():
-        assert f"(#schema-{fmt.name})" in table
+        if fmt.schema is None:
+            continue
+        _, anchor = hook.schema_anchor(fmt.schema)
+        assert f"(#schema-{anchor})" in table, fmt.name
 
 
 @pytest.mark.parametrize("text", ["not json", "[1, 2]", '{"properties": {"x": 5}}', '{"title": "nothing"}',
@@ -55,6 +59,10 @@ def test_a_schema_missing_from_the_catalogue_fails(tmp_path):
     folder.mkdir(parents=True)
     for p in (ROOT / "cvit_bench" / "formats" / "schemas").glob("*.schema.json"):
         (folder / p.name).write_bytes(p.read_bytes())
+    board = tmp_path / "leaderboard" / "schema"
+    board.mkdir(parents=True)
+    for p in (ROOT / "leaderboard" / "schema").glob("*.json"):
+        (board / p.name).write_bytes(p.read_bytes())
     (folder / "extra.schema.json").write_text('{"type": "object"}', encoding="utf-8")
     with pytest.raises(hook.SchemaRenderError, match="extra.schema.json"):
         hook.render_catalogue(tmp_path)
