@@ -31,6 +31,7 @@ from ..errors import CvitError
 from ..files import JsonlAppender, ensure_output_dir, read_json, write_if_changed
 from ..formats.prepared import PreparedData
 from ..formats.predictions import PREDICTION_LINE_VERSION, read_prediction_file
+from ..profiles import Profile
 from ..progress import SILENT, Progress, as_progress
 from .provenance import collect_environment
 from ..formats.results import write_results
@@ -44,7 +45,7 @@ BASE_ADAPTER = "base"
 
 @dataclass
 class EvalOptions:
-    profile: str = "compat"
+    profile: Profile = Profile.COMPAT
     schedule: str | None = None          # None: the benchmark's own schedule
     zero_shot: bool = False
     tasks: list[str] | None = None
@@ -53,6 +54,9 @@ class EvalOptions:
     num_workers: int = 2
     allow_partial: bool = False
     downstream: bool = True
+
+    def __post_init__(self) -> None:
+        self.profile = Profile.parse(self.profile)   # the Python API's edge: a plain name is accepted
 
 
 @dataclass
