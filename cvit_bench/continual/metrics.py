@@ -28,6 +28,7 @@ from typing import Any
 from ..errors import CvitError, DataError, MissingFileError, SchemaVersionError, known_version
 from ..files import read_json
 from ..registry import Registry
+from ..schedule import Stage
 from ..formats.results import KNOWN_RESULTS_VERSIONS, MAX_SCORE, SUMMARY_KEYS
 
 Value = float | None
@@ -50,13 +51,14 @@ def _normalise_label(label: object, *, where: str) -> str:
         text = label.strip()
     else:
         raise DataError(f"stage label {label!r} must be a string such as '0' or '3'", record=where, field="stages")
-    if not text.isdigit() or not text.isascii():
+    stage = Stage.try_parse(text)
+    if stage is None or stage.is_fewshot:
         raise DataError(
             f"unknown stage label {label!r}: use '0' for the zero-shot row and '1'..'T' for the upstream stages",
             record=where,
             field="stages",
         )
-    return str(int(text))
+    return str(stage)
 
 
 def _normalise_value(value: object, *, stage: str, task: str) -> Value:

@@ -26,7 +26,7 @@ from ..profiles import Profile
 from ..evaluation.provenance import collect_environment
 from ..formats.results import write_results
 from ..formats.sample import Sample
-from ..schedule import Protocol, matrix_rows, stage_sort_key
+from ..schedule import Protocol, Stage, matrix_rows, stage_sort_key
 from .base import Metric, resolve_metric
 from .instruction_following import IF_CHECKS, caption_follows, if_flags, if_rate, short_follows
 from .join import (JoinReport, Joined, ReferenceCrash, compat_if_items, compat_join, reference_join_for,
@@ -227,7 +227,8 @@ def assemble_results(
     cell_dicts: dict[str, Any] = {}
     for (stage, task), c in sorted(cells.items(), key=lambda kv: (stage_sort_key(kv[0][0]), kv[0][1])):
         d = c.to_dict()
-        if task in spec.upstream and stage.isdigit() and int(stage) == spec.upstream.index(task) + 1 and int(stage) < T:
+        row = Stage.parse(stage)
+        if task in spec.upstream and row.index == spec.upstream.index(task) + 1 and row.index < T:
             final_cell = cells.get((final, task))
             if final_cell is not None:
                 a, b = _per_uid(c), _per_uid(final_cell)
