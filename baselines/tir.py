@@ -129,13 +129,13 @@ class TIR(ImportanceMethod):
             write_similarity(folder, similarity_record(embs, self.config.text_encoder))
 
 
-@METHODS.register("tir-ewc")
+@METHODS.add
 class TirEwc(TIR):
     name = "tir-ewc"
     kind = "fisher"
 
 
-@METHODS.register("tir-mas")
+@METHODS.add
 class TirMas(TIR):
     name = "tir-mas"
     kind = "mas"

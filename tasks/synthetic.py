@@ -127,6 +127,6 @@ class SyntheticSource:
         return [s for s, _ in rows]
 
 
-SOURCES.add("synthetic", SyntheticSource())
+SOURCES.add(SyntheticSource())
 
 

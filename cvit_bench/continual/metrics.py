@@ -168,7 +168,7 @@ class AccuracyMatrix:
 # --------------------------------------------------------------------------------------------------
 
 Formula = Callable[[AccuracyMatrix], Value]
-CL_METRICS: Registry[Formula] = Registry("continual-learning metric")
+CL_METRICS: Registry[Formula] = Registry("continual-learning metric", key=None)
 FORMULA_IDS: list[str] = []   # registration order = display order
 
 ALIASES = {"acc": "ap", "mfn": "ap", "last": "ap", "maa": "map"}
@@ -176,7 +176,7 @@ ALIASES = {"acc": "ap", "mfn": "ap", "last": "ap", "maa": "map"}
 
 def _formula(formula_id: str) -> Callable[[Formula], Formula]:
     def deco(fn: Formula) -> Formula:
-        CL_METRICS.add(formula_id, fn)
+        CL_METRICS.add(fn, formula_id)
         FORMULA_IDS.append(formula_id)
         return fn
 

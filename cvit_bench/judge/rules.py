@@ -105,7 +105,7 @@ def judge_messages(item: JudgeItem) -> list[dict[str, str]]:
 # --- reading the replies -------------------------------------------------------------------------------
 
 Parse = Callable[[str], float | None]   # None = could not be read (counts 0)
-PARSERS: Registry[Parse] = Registry("judge parser")
+PARSERS: Registry[Parse] = Registry("judge parser", key=None)
 _DIGIT_1_9 = re.compile(r"[1-9]")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
