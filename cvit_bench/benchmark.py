@@ -24,7 +24,7 @@ from .errors import CvitError, DataError, UnknownNameError
 from .profiles import PROFILES
 from .registry import Registry
 # The schedule module owns stages and cells; these names stay importable from here.
-from .schedule import PROTOCOLS, SCHEDULES, ZERO_SHOT_STAGE, Protocol, fewshot_label, upstream_cells  # noqa: F401
+from .schedule import PROTOCOLS, SCHEDULES, Protocol, fewshot_label
 from .data.templates import COMPOSITIONS
 
 TASK_KINDS = ("multiple_choice", "short_answer", "caption", "classification", "grounding")
