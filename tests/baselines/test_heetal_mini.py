@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "heetal_mini.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "heetal_mini.py"
 ORDER = "mini-color,mini-mc,mini-color-b"
 # A TIR+MAS run may forget up to this many points more than MAS: both sit near zero forgetting on this order
 # (measured MAS − TIR+MAS from 0.5 to 2 points), and one mini-mc test sample moves the mean by 0.5.

@@ -19,7 +19,7 @@ from cvit_fixtures import make_cvit_files
 from cli_helpers import assert_refused, cli, snapshot
 from leaderboard_fixtures import write_predictions
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

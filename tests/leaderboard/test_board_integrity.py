@@ -22,7 +22,7 @@ from cvit_bench.leaderboard.bundle import count_rows, pack
 from cli_helpers import assert_refused, cli, snapshot
 from leaderboard_fixtures import META, read_tar, write_tar, zero_file_tar_gz
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
