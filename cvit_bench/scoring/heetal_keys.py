@@ -92,10 +92,18 @@ def line_key(question_id: Any, record: dict, key: QuestionKey) -> tuple[Any, str
 
 
 def annotation_question(sample: Sample) -> str:
-    """The ground-truth record's ``question`` as our sample holds it: the question as prepared; A-OKVQA's
-    prepared question appends the options line by line, so its first line is the official question."""
+    """The ground-truth record's ``question`` (decision, docs/benchmarks/cit.md: He et al.'s files were not seen):
+    the question as prepared; A-OKVQA's first line (the official question; the options follow); ScienceQA in
+    LLaVA's question-context-options layout, ``{question}\nContext: {hint or N/A}\n{options}``, the text its
+    dispatcher parses from a prompt that has ``\nContext:``."""
     if sample.task == "aokvqa":
         return sample.question.split("\n")[0]
+    if sample.task == "scienceqa":
+        lines = sample.question.split("\n")
+        hint = lines.pop(0)[len("Context: "):] if lines and lines[0].startswith("Context: ") else "N/A"
+        n = len(sample.choices)
+        options, question = (lines[-n:], lines[:-n]) if n else ([], lines)
+        return "\n".join(["\n".join(question), f"Context: {hint}", *options])
     return sample.question
 
 
