@@ -71,7 +71,7 @@ def branches_to_freeze(counts: list[int], frozen: list[bool], n_freeze: int, min
     return sorted(i for i in ranked[:budget] if counts[i] > 0)
 
 
-@METHODS.register("branchlora")
+@METHODS.add
 class BranchLoRA(MoeMethod):
     name = "branchlora"
     config_cls = BranchLoraConfig

@@ -10,7 +10,7 @@ from . import METHODS
 from .lora import LoraMethod, LoraOptions
 
 
-@METHODS.register("dir-lora")
+@METHODS.add
 class DirLoRA(LoraMethod):
     name = "dir-lora"
     config_cls = LoraOptions

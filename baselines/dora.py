@@ -12,7 +12,7 @@ class DoraOptions(LoraOptions):
     use_dora: bool = True
 
 
-@METHODS.register("dora")
+@METHODS.add
 class DoRA(LoraMethod):
     name = "dora"
     config_cls = DoraOptions

@@ -49,7 +49,7 @@ class EProjConfig(MethodConfig, EProjOptions):
     """The architecture's options as the trainer's typed config."""
 
 
-@METHODS.register("eproj")
+@METHODS.add
 class EProj(MoeMethod):
     name = "eproj"
     config_cls = EProjConfig

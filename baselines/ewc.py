@@ -65,7 +65,7 @@ def ewc_penalty(params: dict[str, torch.Tensor], fisher: dict[str, torch.Tensor]
     return 0.5 * lam * total
 
 
-@METHODS.register("ewc")
+@METHODS.add
 class EWC(LoraMethod):
     name = "ewc"
     config_cls = EwcOptions

@@ -46,7 +46,7 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
     return (t * t) * F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean")
 
 
-@METHODS.register("lwf")
+@METHODS.add
 class LwF(LoraMethod):
     name = "lwf"
     config_cls = LwfOptions

@@ -13,7 +13,7 @@ from . import METHODS
 from .importance import ImportanceMethod, ImportanceOptions
 
 
-@METHODS.register("mas")
+@METHODS.add
 class MAS(ImportanceMethod):
     name = "mas"
     config_cls = ImportanceOptions

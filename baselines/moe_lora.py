@@ -29,7 +29,7 @@ class MoeLoraConfig(MethodConfig, MoeLoraOptions):
     """The architecture's options as the trainer's typed config."""
 
 
-@METHODS.register("moe-lora")
+@METHODS.add
 class MoeLoRA(MoeMethod):
     name = "moe-lora"
     config_cls = MoeLoraConfig

@@ -10,7 +10,7 @@ from .base import StagePlan
 from .lora import LoraMethod, LoraOptions
 
 
-@METHODS.register("multitask")
+@METHODS.add
 class Multitask(LoraMethod):
     name = "multitask"
     config_cls = LoraOptions

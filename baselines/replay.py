@@ -65,7 +65,7 @@ def draw_replay(buffer: Sequence[Example], n: int, rng: random.Random) -> list[E
     return out
 
 
-@METHODS.register("replay")
+@METHODS.add
 class Replay(LoraMethod):
     name = "replay"
     config_cls = ReplayOptions
@@ -107,7 +107,7 @@ class ErOptions(ReplayOptions):
     replay_ratio: float | None = None
 
 
-@METHODS.register("er")
+@METHODS.add
 class ExperienceReplay(Replay):
     name = "er"
     config_cls = ErOptions

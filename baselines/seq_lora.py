@@ -5,7 +5,7 @@ from . import METHODS
 from .lora import LoraMethod, LoraOptions
 
 
-@METHODS.register("seq-lora")
+@METHODS.add
 class SeqLoRA(LoraMethod):
     name = "seq-lora"
     config_cls = LoraOptions

@@ -96,7 +96,7 @@ def embed_with_sentence_model(texts: list[str], path: str) -> torch.Tensor:
     return masked_mean(hidden, batch["attention_mask"].bool())
 
 
-@METHODS.register("smolora")
+@METHODS.add
 class SMoLoRA(MoeMethod):
     name = "smolora"
     config_cls = SmoLoraConfig

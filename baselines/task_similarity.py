@@ -40,7 +40,6 @@ from typing import Any
 import torch
 
 from ..errors import CvitError, DataError
-from ..formats.similarity import FILE_NAME, read_similarity, write_similarity  # noqa: F401  (the file format)
 
 MODALITIES = ("image", "instruction", "output")
 TINY = "tiny-bert"

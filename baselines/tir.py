@@ -29,8 +29,9 @@ from ..errors import CvitError
 from . import METHODS
 from .base import StageContext, StagePlan
 from .importance import ImportanceMethod, ImportanceOptions
+from ..formats.similarity import write_similarity
 from .task_similarity import (TINY, TaskEmbedding, embed_examples, embedding_from_tensors, embedding_tensors,
-                              load_text_encoder, new_vs_previous, similarity_record, write_similarity)
+                              load_text_encoder, new_vs_previous, similarity_record)
 
 
 @dataclass(frozen=True)
@@ -129,13 +130,13 @@ class TIR(ImportanceMethod):
             write_similarity(folder, similarity_record(embs, self.config.text_encoder))
 
 
-@METHODS.register("tir-ewc")
+@METHODS.add
 class TirEwc(TIR):
     name = "tir-ewc"
     kind = "fisher"
 
 
-@METHODS.register("tir-mas")
+@METHODS.add
 class TirMas(TIR):
     name = "tir-mas"
     kind = "mas"

@@ -15,7 +15,7 @@ class NoOptions(MethodConfig):
     pass
 
 
-@METHODS.register("zero-shot")
+@METHODS.add
 class ZeroShot(Method):
     name = "zero-shot"
     config_cls = NoOptions

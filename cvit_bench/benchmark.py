@@ -24,7 +24,7 @@ from .errors import CvitError, DataError, UnknownNameError
 from .profiles import PROFILES
 from .registry import Registry
 # The schedule module owns stages and cells; these names stay importable from here.
-from .schedule import PROTOCOLS, SCHEDULES, ZERO_SHOT_STAGE, Protocol, fewshot_label, upstream_cells  # noqa: F401
+from .schedule import PROTOCOLS, SCHEDULES, Protocol, fewshot_label
 from .data.templates import COMPOSITIONS
 
 TASK_KINDS = ("multiple_choice", "short_answer", "caption", "classification", "grounding")
@@ -40,12 +40,12 @@ TASK_KEYS = ("kind", "family", "composition", "metrics", "if_check", "max_new_to
 DOWNSTREAM_KEYS = ("task", "protocol", "shots", "epochs")
 
 #: Per-task settings blocks of task sources (block name → what it configures).
-TASK_BLOCKS: Registry[str] = Registry("task block", entry_points="cvit_bench.task_blocks", discover=lambda: None)
-TASK_BLOCKS.add("cvit_files", "source cvit-files: folder and file per split of the published CVIT files")
-TASK_BLOCKS.add("raw", "source raw: official splits of the raw dataset")
-TASK_BLOCKS.add("synthetic", "source synthetic: generator and split sizes of a cvit-mini task")
-TASK_BLOCKS.add("coin_files", "source coin-files: folder of the task in the Zacks-Chen/CoIN layout")
-TASK_BLOCKS.add("compat_join", "compat scoring: the reference script's join rule (cvit_bench.scoring.join)")
+TASK_BLOCKS: Registry[str] = Registry("task block", key=None, entry_points="cvit_bench.task_blocks", discover=lambda: None)
+TASK_BLOCKS.add("source cvit-files: folder and file per split of the published CVIT files", "cvit_files")
+TASK_BLOCKS.add("source raw: official splits of the raw dataset", "raw")
+TASK_BLOCKS.add("source synthetic: generator and split sizes of a cvit-mini task", "synthetic")
+TASK_BLOCKS.add("source coin-files: folder of the task in the Zacks-Chen/CoIN layout", "coin_files")
+TASK_BLOCKS.add("compat scoring: the reference script's join rule (cvit_bench.scoring.join)", "compat_join")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,12 @@ from __future__ import annotations
 
 from enum import Enum
 
+from .errors import CvitError
+
+
+class UnknownProfileError(CvitError, ValueError):
+    """A profile name that is neither ``compat`` nor ``standard`` (a user error, and a ``ValueError``)."""
+
 
 class Profile(str, Enum):
     """A metric profile. A ``str`` subclass whose value is the on-disk name, so results.json, score files and
@@ -26,8 +32,8 @@ class Profile(str, Enum):
         try:
             return cls(value)
         except ValueError:
-            raise ValueError(f"unknown profile {value!r}; valid: {', '.join(PROFILES)}") from None
+            raise UnknownProfileError(f"unknown profile {value!r}; valid: {', '.join(PROFILES)}") from None
 
 
 PROFILES: tuple[str, ...] = tuple(p.value for p in Profile)
-DEFAULT_PROFILE = Profile.COMPAT.value
+DEFAULT_PROFILE = Profile.COMPAT

@@ -5,9 +5,15 @@ registry's package) and the entry-point group ``entry_points`` (third-party pack
 ``[project.entry-points."cvit_bench.<kind>s"] name = "package.module:object"``) run once, on the first lookup.
 Entry points are loaded lazily: their names are known at once (``names()``, ``in``), their code is imported on
 the first ``get`` of that name (so evaluating a PEFT adapter never imports the package that defines another
-adapter format). An entry point's object is registered under the entry point's name; an entry point that
-names a module registers its members itself at import time. A plugin that fails to load is a
-:class:`~cvit_bench.errors.CvitError` naming the entry point.
+adapter format). An entry point that names a module registers its members itself at import time; one that
+names an object registers it, and the entry point's name must be the object's own name.
+
+One way to register: a registry whose members carry their own name (``key``: ``name`` for methods and
+backends, ``id`` for metrics) takes the member alone, ``REGISTRY.add(obj)`` or ``@REGISTRY.add`` on a class,
+so the registered name and the member's name cannot disagree. Registries of plain values (functions, texts:
+``key=None``) name each member with ``@REGISTRY.register(name)`` or ``REGISTRY.add(obj, name)``.
+
+A plugin that fails to load is a :class:`~cvit_bench.errors.CvitError` naming the entry point.
 """
 from __future__ import annotations
 
@@ -33,9 +39,10 @@ def import_submodules(package: str, *, skip: tuple[str, ...] = ()) -> None:
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, *, entry_points: str | None = None,
+    def __init__(self, kind: str, *, key: str | None = "name", entry_points: str | None = None,
                  discover: Callable[[], None] | None = None) -> None:
         self.kind = kind
+        self.key = key
         self.entry_point_group = entry_points
         self._discover = discover
         self._found = entry_points is None and discover is None
@@ -43,16 +50,29 @@ class Registry(Generic[T]):
         self._lazy: dict[str, Any] = {}     # entry-point name → EntryPoint not loaded yet
 
     def register(self, name: str) -> Callable[[T], T]:
-        def deco(obj: T) -> T:
-            self.add(name, obj)
-            return obj
+        """Decorator for a registry of plain values (``key=None``): register the function under ``name``."""
+        return lambda obj: self.add(obj, name)
 
-        return deco
+    def name_of(self, obj: T) -> str:
+        """The name ``obj`` carries itself (its ``key`` attribute)."""
+        name = getattr(obj, self.key, None) if self.key else None
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{self.kind} {obj!r} has no {self.key!r} to be registered under")
+        return name
 
-    def add(self, name: str, obj: T) -> None:
+    def add(self, obj: T, name: str | None = None) -> T:
+        """Register ``obj`` (returned, so ``@REGISTRY.add`` decorates a class) under its own name; a registry of
+        plain values takes the ``name`` instead."""
+        if self.key is not None:
+            if name is not None:
+                raise TypeError(f"a {self.kind} is registered under its own {self.key!r}, not a name given apart")
+            name = self.name_of(obj)
+        elif name is None:
+            raise TypeError(f"a {self.kind} needs a name to be registered under")
         if name in self._items and self._items[name] is not obj:
             raise ValueError(f"{self.kind} {name!r} registered twice")
         self._items[name] = obj
+        return obj
 
     def find_members(self) -> None:
         """Run package discovery and load the entry points (once; later calls do nothing)."""
@@ -76,7 +96,10 @@ class Registry(Generic[T]):
             raise CvitError(f"plugin {ep.name!r} ({ep.value}) of entry-point group {self.entry_point_group!r} "
                             f"failed to load: {type(exc).__name__}: {exc}") from exc
         if not isinstance(obj, ModuleType) and self._items.get(name) is not obj:
-            self.add(name, obj)
+            if self.key is not None and getattr(obj, self.key, None) != name:
+                raise CvitError(f"plugin {ep.name!r} ({ep.value}) of entry-point group {self.entry_point_group!r} "
+                                f"is a {self.kind} whose {self.key} is {getattr(obj, self.key, None)!r}, not {name!r}")
+            self.add(obj, None if self.key else name)
         if name not in self._items:
             raise CvitError(f"plugin module {ep.value} (entry point {name!r}) did not register a {self.kind} "
                             f"named {name!r}")

@@ -22,40 +22,123 @@ from typing import Any
 
 from .errors import CvitError
 
-ZERO_SHOT_STAGE = "0"
 FEWSHOT_PREFIX = "fewshot-"
+_LAST_ROW = 10_000   # few-shot rows sort after every upstream stage
 
 
 # --- stage labels and folders: the one copy of the naming rules (docs/formats.md, run and prediction line) ---
 
+@dataclass(frozen=True)
+class Stage:
+    """A row of a run: the zero-shot row ``0`` (the bare base), upstream stage ``1``…``T`` (``index``), or a
+    few-shot downstream stage ``fewshot-<k>`` (``shots``). ``str(stage)`` is its label in results.json, run.json
+    and prediction folders."""
+
+    index: int | None = 0        # 0 = zero-shot, t = after upstream stage t; None for a few-shot stage
+    shots: int | None = None     # k of a few-shot stage
+
+    def __post_init__(self) -> None:
+        if (self.index is None) == (self.shots is None):
+            raise ValueError(f"a stage has either an index or a shot count, got index={self.index!r}, "
+                             f"shots={self.shots!r}")
+        if self.index is not None and (type(self.index) is not int or self.index < 0):
+            raise ValueError(f"stage index must be an int >= 0, got {self.index!r}")
+        if self.shots is not None and (type(self.shots) is not int or self.shots < 1):
+            raise ValueError(f"few-shot stage shots must be an int >= 1, got {self.shots!r}")
+
+    @classmethod
+    def upstream(cls, index: int) -> Stage:
+        """Upstream stage ``index`` (1-based)."""
+        if type(index) is not int or index < 1:
+            raise ValueError(f"upstream stage index must be an int >= 1, got {index!r}")
+        return cls(index=index)
+
+    @classmethod
+    def fewshot(cls, shots: int) -> Stage:
+        return cls(index=None, shots=shots)
+
+    @classmethod
+    def parse(cls, label: str | Stage) -> Stage:
+        """The stage labelled ``label``: ``0``, ``1``…``T`` (``01`` means ``1``) or ``fewshot-<k>``."""
+        if isinstance(label, Stage):
+            return label
+        text = label if isinstance(label, str) else ""
+        fewshot = text.startswith(FEWSHOT_PREFIX)
+        number = text[len(FEWSHOT_PREFIX):] if fewshot else text
+        # ASCII digits only: str.isdigit() also accepts "²" and other digits int() refuses
+        if number.isascii() and number.isdigit() and not (fewshot and int(number) == 0):
+            return cls.fewshot(int(number)) if fewshot else cls(index=int(number))
+        raise CvitError(f"unknown stage label {label!r}: use '0' for the zero-shot row, '1'..'T' for the "
+                        f"upstream stages or '{FEWSHOT_PREFIX}<k>' for a few-shot stage")
+
+    @classmethod
+    def try_parse(cls, label: object) -> Stage | None:
+        """The stage ``label`` names, or None: for showing a foreign file (a report, a board upload) as it is."""
+        try:
+            return cls.parse(label)  # type: ignore[arg-type]
+        except CvitError:
+            return None
+
+    def __str__(self) -> str:
+        return f"{FEWSHOT_PREFIX}{self.shots}" if self.shots is not None else str(self.index)
+
+    @property
+    def is_zero_shot(self) -> bool:
+        return self.index == 0
+
+    @property
+    def is_upstream(self) -> bool:
+        return self.index is not None and self.index > 0
+
+    @property
+    def is_fewshot(self) -> bool:
+        return self.shots is not None
+
+    @property
+    def sort_key(self) -> tuple[int, str]:
+        """Row order: ``0``, ``1``…``T`` by number, then the few-shot stages by label (as results.json has
+        always listed them: ``fewshot-10`` before ``fewshot-5``)."""
+        return (self.index, "") if self.index is not None else (_LAST_ROW, str(self))
+
+
+ZERO_SHOT = Stage(0)
+ZERO_SHOT_STAGE = str(ZERO_SHOT)
+
+
 def fewshot_label(shots: int | str) -> str:
     """The row label of a few-shot stage, ``fewshot-<k>``, from ``k`` or from the label itself."""
     text = str(shots)
-    return text if text.startswith(FEWSHOT_PREFIX) else f"{FEWSHOT_PREFIX}{text}"
+    stage = Stage.parse(text if text.startswith(FEWSHOT_PREFIX) else f"{FEWSHOT_PREFIX}{text}")
+    return str(stage)
 
 
 def stage_folder(index: int, task: str) -> str:
     """The run-directory folder of upstream stage ``index`` (1-based): ``stage-<NN>-<task>``."""
-    return f"stage-{index:02d}-{task}"
+    return f"stage-{Stage.upstream(index).index:02d}-{task}"
 
 
 def fewshot_folder(label: str, task: str) -> str:
     """The run-directory folder of a few-shot stage: ``fewshot-<k>-<task>``."""
-    return f"{label}-{task}"
+    stage = Stage.parse(label)
+    if not stage.is_fewshot:
+        raise CvitError(f"{label!r} is not a few-shot stage label ({FEWSHOT_PREFIX}<k>)")
+    return f"{stage}-{task}"
 
 
-def stage_sort_key(label: str) -> tuple[int, str]:
-    """Row order: ``0``, ``1``…``T`` by number, then the few-shot stages by name."""
-    return (int(label), "") if label.isdigit() else (10_000, label)
+def stage_sort_key(label: str | Stage) -> tuple[int, str]:
+    """Row order: ``0``, ``1``…``T`` by number, then the few-shot stages by label; a label that names no stage
+    (a foreign results file) sorts last, by its text, rather than failing a report."""
+    stage = Stage.try_parse(label)
+    return stage.sort_key if stage is not None else (_LAST_ROW, str(label))
 
 
 def matrix_rows(stage_labels: Any, upstream: Any) -> list[str]:
     """The accuracy matrix's rows for cells at ``stage_labels`` (paired with their task, as ``(stage, task)``):
     ``0`` when the zero-shot row has a cell, then ``1``…t up to the last upstream stage with an upstream cell."""
-    cells = list(stage_labels)
-    numbers = [int(s) for s, t in cells if s.isdigit() and s != ZERO_SHOT_STAGE and t in upstream]
-    rows = [ZERO_SHOT_STAGE] if any(s == ZERO_SHOT_STAGE for s, _ in cells) else []
-    return rows + [str(t) for t in range(1, (max(numbers) if numbers else 0) + 1)]
+    cells = [(Stage.parse(s), t) for s, t in stage_labels]
+    last = max((s.index for s, t in cells if s.is_upstream and t in upstream), default=0)
+    rows = [ZERO_SHOT] if any(s.is_zero_shot for s, _ in cells) else []
+    return [str(s) for s in rows + [Stage.upstream(t) for t in range(1, last + 1)]]
 
 
 class RunKind(str, Enum):

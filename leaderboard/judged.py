@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cvit_bench.judge.run import JudgeSettings, run_judge
+from cvit_bench.profiles import Profile
 from cvit_bench.report.runs import final_row
 
 from .board import BoardKey, Entry, entry_id, write_entry
@@ -47,7 +48,7 @@ def judged_entry(results: dict[str, Any], meta: dict[str, Any], predictions_sha:
 
 def add_judged(board: str | os.PathLike, predictions: str | os.PathLike, data: str | os.PathLike, *,
                judge_model: str, meta: str | os.PathLike | dict[str, Any], benchmark: str = "coin",
-               profile: str = "compat", batch_size: int = 8, settings: JudgeSettings | None = None,
+               profile: Profile | str = Profile.COMPAT, batch_size: int = 8, settings: JudgeSettings | None = None,
                device: str = "auto") -> Entry:
     """Judge ``predictions`` on the board and store the General Knowledge entry (replacing the same one)."""
     from cvit_bench.files import sha256_file

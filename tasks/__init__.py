@@ -58,7 +58,7 @@ def _discover() -> None:
 SOURCES: Registry[Source] = Registry("source", entry_points="cvit_bench.sources", discover=_discover)
 # Raw-dataset loaders (issue: `prepare --source raw`), keyed by task id: fn(ctx, task, split) -> list[Sample].
 RAW_LOADERS: Registry[Callable[[LoadContext, TaskSpec, str], list[Sample]]] = Registry(
-    "raw loader", entry_points="cvit_bench.tasks", discover=_discover)
+    "raw loader", key=None, entry_points="cvit_bench.tasks", discover=_discover)
 
 
 def load_sources() -> None:

@@ -202,4 +202,4 @@ def harvest_published_templates(ctx: LoadContext, task_ids: list[str]) -> None:
         collect_templates(ctx, task, samples)
 
 
-SOURCES.add("coin-files", CoinFilesSource())
+SOURCES.add(CoinFilesSource())

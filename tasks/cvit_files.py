@@ -29,7 +29,7 @@ from .scienceqa_format import LETTERS
 INSTRUCTION_DIRS = {"single": ("Instructions_Single",), "five": ("Instructions_Multi", "Instructions_Five")}
 
 # Per-task joins with official annotations: fn(ctx, task, split, path, records, samples) -> None (mutates samples).
-JOINS: Registry[Callable[..., None]] = Registry("cvit-files join")
+JOINS: Registry[Callable[..., None]] = Registry("cvit-files join", key=None)
 
 
 def instructions_dir(ctx: LoadContext) -> Path:
@@ -292,4 +292,4 @@ class CvitFilesSource:
         return samples
 
 
-SOURCES.add("cvit-files", CvitFilesSource())
+SOURCES.add(CvitFilesSource())

@@ -53,4 +53,4 @@ class RawSource:
         return take_subset(loader(ctx, task, split), spec.n, ctx.seed)
 
 
-SOURCES.add("raw", RawSource())
+SOURCES.add(RawSource())

@@ -41,14 +41,7 @@ from pathlib import Path
 from ..benchmark import TaskSpec
 from ..errors import DataError
 from ..formats.sample import Sample
-# The picture world and generators live in the core (the mini base model's recipe needs them too); they are
-# re-exported here because this is where the cvit-mini tasks are documented.
-from ..mini.scenes import (  # noqa: F401
-    COLOR_VARIANTS, COLORS, GENERATORS, IMAGE_SIZE, LETTERS, N_CAPTION_REFERENCES, N_VQA_ANSWERS,
-    P_CANONICAL_ANSWER, POSITION_PHRASES, POSITIONS, RADII, SHAPES, SIZE_WORDS, ColorVQA, Generator, Item,
-    Scene, SceneCaption, ShapeClass, ShapeMC, benchmark_texts, caption_references, draw_scene, png_bytes,
-    random_scene, shape_mask, stream_rng,
-)
+from ..mini.scenes import GENERATORS, Generator, draw_scene, png_bytes, random_scene, stream_rng
 from . import SOURCES, LoadContext
 
 SOURCE_VERSION = "synthetic-1"
@@ -127,6 +120,6 @@ class SyntheticSource:
         return [s for s, _ in rows]
 
 
-SOURCES.add("synthetic", SyntheticSource())
+SOURCES.add(SyntheticSource())
 
 

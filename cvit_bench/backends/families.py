@@ -120,16 +120,16 @@ class ModelFamily:
 
 FAMILIES: Registry[ModelFamily] = Registry("model family")
 
-FAMILIES.add("llava", ModelFamily(
+FAMILIES.add(ModelFamily(
     name="llava", model_types=("llava",), vision_module="model.vision_tower",
     projector_module="model.multi_modal_projector", default_preset="lora",
     presets={"lora": Preset(), "lora+projector": Preset(modules_to_save=("multi_modal_projector",))}))
-FAMILIES.add("instructblip", ModelFamily(
+FAMILIES.add(ModelFamily(
     name="instructblip", model_types=("instructblip",), vision_module="vision_model",
     projector_module="language_projection", default_preset="qformer", prompt_format="plain", needs_image=True,
     presets={"qformer": Preset(lora_targets=None, modules_to_save=("qformer",), full_rank=("language_projection",)),
              "qformer+lora": Preset(modules_to_save=("qformer",), full_rank=("language_projection",))}))
-FAMILIES.add("qwen2-vl", ModelFamily(
+FAMILIES.add(ModelFamily(
     name="qwen2-vl", model_types=("qwen2_vl", "qwen2_5_vl"), vision_module="model.visual",
     projector_module="model.visual.merger", default_preset="lora", prompt_format="chat-template",
     presets={"lora": Preset(), "lora+merger": Preset(modules_to_save=("merger",))}, _image_fn=_qwen_mean))
@@ -258,4 +258,4 @@ class PlainFormat:
 
 
 if "plain" not in PROMPT_FORMATS.names():
-    PROMPT_FORMATS.add("plain", lambda processor: PlainFormat())
+    PROMPT_FORMATS.add(lambda processor: PlainFormat(), "plain")

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from PIL import Image
@@ -72,6 +72,7 @@ def clean_output(text: str) -> str:
 
 @dataclass
 class HFBackend:
+    name: ClassVar[str] = "hf"
     model: Any
     processor: Any
     prompt_format: PromptFormat
@@ -320,4 +321,4 @@ class HFBackend:
         }
 
 
-BACKENDS.add("hf", HFBackend)
+BACKENDS.add(HFBackend)

@@ -174,4 +174,4 @@ class PeftFormat:
         return {}
 
 
-ADAPTER_FORMATS.add("peft", PeftFormat())
+ADAPTER_FORMATS.add(PeftFormat())

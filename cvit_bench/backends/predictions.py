@@ -14,8 +14,10 @@ from ..formats.predictions import read_prediction_file
 from .base import BACKENDS, GenerationRequest
 
 
-@BACKENDS.register("predictions")
+@BACKENDS.add
 class PredictionsBackend:
+    name = "predictions"
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.adapters: dict[str, str] = {}

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from ..profiles import DEFAULT_PROFILE, PROFILES, Profile
+
 
 @lru_cache(maxsize=None)
 def console() -> Any:
@@ -23,6 +25,12 @@ def stdout() -> Any:
     from rich.console import Console
 
     return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def profile_option(**kwargs: Any) -> Any:
+    """The ``--profile`` option: the name parsed into a :class:`~cvit_bench.profiles.Profile` here, once."""
+    return click.option("--profile", type=click.Choice(PROFILES), default=DEFAULT_PROFILE.value, show_default=True,
+                        callback=lambda _ctx, _param, value: Profile.parse(value), **kwargs)
 
 
 def csv_list(value: str | None) -> list[str] | None:

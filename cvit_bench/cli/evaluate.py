@@ -6,8 +6,7 @@ from pathlib import Path
 import click
 
 from ..extras import require
-from ..profiles import DEFAULT_PROFILE, PROFILES
-from .common import batch_size_value, console, csv_list, pairs, print_results_summary
+from .common import batch_size_value, console, csv_list, pairs, print_results_summary, profile_option
 
 
 @click.command("evaluate")
@@ -18,7 +17,7 @@ from .common import batch_size_value, console, csv_list, pairs, print_results_su
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="prepared folder (prepare --out)")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--benchmark", default="cvit", show_default=True)
-@click.option("--profile", type=click.Choice(PROFILES), default=DEFAULT_PROFILE, show_default=True)
+@profile_option()
 @click.option("--schedule", type=click.Choice(["lower", "full", "final", "current-next"]), default=None,
               help="default: the benchmark's (lower for cvit, current-next for cit)")
 @click.option("--zero-shot", is_flag=True, help="also evaluate the base model without adapter (row 0)")

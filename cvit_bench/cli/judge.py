@@ -6,8 +6,7 @@ from pathlib import Path
 import click
 
 from ..extras import require
-from ..profiles import DEFAULT_PROFILE, PROFILES
-from .common import console, stdout
+from .common import console, profile_option, stdout
 
 
 @click.command("judge")
@@ -16,8 +15,7 @@ from .common import console, stdout
 @click.option("--judge", "judge_model", required=True, help="judge model: a folder or a locally cached hub id (causal LM with a chat template)")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="writes OUT/judge.json and OUT/judgments/")
 @click.option("--benchmark", default="coin", show_default=True)
-@click.option("--profile", type=click.Choice(PROFILES), default=DEFAULT_PROFILE, show_default=True,
-              help="compat: CoIN's reply parser and rounding (gk_judge@coin); standard: gk_judge@robust")
+@profile_option(help="compat: CoIN's reply parser and rounding (gk_judge@coin); standard: gk_judge@robust")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="judgment cache file (default OUT/judgments.jsonl)")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--sampling", type=click.Choice(["greedy", "coin"]), default="greedy", show_default=True,
@@ -71,7 +69,7 @@ def judge_command(predictions, data, judge_model, out, benchmark, profile, cache
 @click.option("--meta", required=True, type=click.Path(dir_okay=False, path_type=Path), help="meta.yaml of the method")
 @click.option("--judge", "judge_model", required=True, help="the board's pinned judge model")
 @click.option("--benchmark", default="coin", show_default=True)
-@click.option("--profile", type=click.Choice(PROFILES), default=DEFAULT_PROFILE, show_default=True)
+@profile_option()
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 def leaderboard_judge_command(board, predictions, data, meta, judge_model, benchmark, profile, batch_size, device) -> None:

@@ -6,15 +6,14 @@ from pathlib import Path
 import click
 
 from ..errors import CvitError
-from ..profiles import DEFAULT_PROFILE, PROFILES
-from .common import print_join_reports, print_results_summary
+from .common import print_join_reports, print_results_summary, profile_option
 
 
 @click.command("score")
 @click.option("--predictions", type=click.Path(path_type=Path), required=True, help="DIR/<stage>/<task>.jsonl")
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="prepared folder (prepare --out)")
 @click.option("--benchmark", default="cvit", show_default=True)
-@click.option("--profile", type=click.Choice(PROFILES), default=DEFAULT_PROFILE, show_default=True)
+@profile_option()
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="writes OUT/results.json and OUT/scores/")
 def score_command(predictions, data, benchmark, profile, out) -> None:
     """Score prediction files into an accuracy matrix and the continual-learning metrics."""

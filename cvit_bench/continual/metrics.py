@@ -28,6 +28,7 @@ from typing import Any
 from ..errors import CvitError, DataError, MissingFileError, SchemaVersionError, known_version
 from ..files import read_json
 from ..registry import Registry
+from ..schedule import Stage
 from ..formats.results import KNOWN_RESULTS_VERSIONS, MAX_SCORE, SUMMARY_KEYS
 
 Value = float | None
@@ -50,13 +51,14 @@ def _normalise_label(label: object, *, where: str) -> str:
         text = label.strip()
     else:
         raise DataError(f"stage label {label!r} must be a string such as '0' or '3'", record=where, field="stages")
-    if not text.isdigit() or not text.isascii():
+    stage = Stage.try_parse(text)
+    if stage is None or stage.is_fewshot:
         raise DataError(
             f"unknown stage label {label!r}: use '0' for the zero-shot row and '1'..'T' for the upstream stages",
             record=where,
             field="stages",
         )
-    return str(int(text))
+    return str(stage)
 
 
 def _normalise_value(value: object, *, stage: str, task: str) -> Value:
@@ -166,7 +168,7 @@ class AccuracyMatrix:
 # --------------------------------------------------------------------------------------------------
 
 Formula = Callable[[AccuracyMatrix], Value]
-CL_METRICS: Registry[Formula] = Registry("continual-learning metric")
+CL_METRICS: Registry[Formula] = Registry("continual-learning metric", key=None)
 FORMULA_IDS: list[str] = []   # registration order = display order
 
 ALIASES = {"acc": "ap", "mfn": "ap", "last": "ap", "maa": "map"}
@@ -174,7 +176,7 @@ ALIASES = {"acc": "ap", "mfn": "ap", "last": "ap", "maa": "map"}
 
 def _formula(formula_id: str) -> Callable[[Formula], Formula]:
     def deco(fn: Formula) -> Formula:
-        CL_METRICS.add(formula_id, fn)
+        CL_METRICS.add(fn, formula_id)
         FORMULA_IDS.append(formula_id)
         return fn
 

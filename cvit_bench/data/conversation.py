@@ -146,14 +146,14 @@ def image_token_of(processor: Any) -> str:
 
 #: name → factory(processor or None) → PromptFormat
 #: Others through entry points ``cvit_bench.prompt_formats`` (value: a factory).
-PROMPT_FORMATS: Registry[Callable[[Any], PromptFormat]] = Registry("prompt format",
+PROMPT_FORMATS: Registry[Callable[[Any], PromptFormat]] = Registry("prompt format", key=None,
                                                                    entry_points="cvit_bench.prompt_formats",
                                                                    discover=lambda: None)
 PROMPT_FORMATS.add(
-    "vicuna_v1",
     lambda processor: SepTwoConversation(
         image_token=image_token_of(processor) if processor is not None else DEFAULT_IMAGE_TOKEN
     ),
+    "vicuna_v1",
 )
 
 
@@ -163,17 +163,17 @@ def _chat_template(processor: Any) -> ChatTemplateFormat:
     return ChatTemplateFormat(processor)
 
 
-PROMPT_FORMATS.add("chat-template", _chat_template)
+PROMPT_FORMATS.add(_chat_template, "chat-template")
 
 # cvit-mini's word-level tiny model (cvit_bench.mini.base_model): vicuna's turn layout without a system prompt, so
 # every piece is a whitespace-separated word of its vocabulary: eval " USER: <image>\n<prompt> ASSISTANT:",
 # answer part " <answer></s>" (the tokenizer splits the special "</s>" off the last word).
 PROMPT_FORMATS.add(
-    "mini",
     lambda processor: SepTwoConversation(
         system="", name="mini",
         image_token=image_token_of(processor) if processor is not None else DEFAULT_IMAGE_TOKEN,
     ),
+    "mini",
 )
 
 

@@ -31,11 +31,12 @@ from ..errors import CvitError
 from ..files import JsonlAppender, ensure_output_dir, read_json, write_if_changed
 from ..formats.prepared import PreparedData
 from ..formats.predictions import PREDICTION_LINE_VERSION, read_prediction_file
+from ..profiles import Profile
 from ..progress import SILENT, Progress, as_progress
 from .provenance import collect_environment
 from ..formats.results import write_results
 from ..formats.sample import Sample
-from ..schedule import ZERO_SHOT_STAGE, Cell, RunKind, RunShape, cells_for, run_kind
+from ..schedule import ZERO_SHOT_STAGE, Cell, Stage, RunKind, RunShape, cells_for, run_kind
 from ..scoring.pipeline import CellScore, assemble_results, score_cells, write_score_files
 from ..formats.similarity import FILE_NAME as SIMILARITY_FILE, read_similarity
 
@@ -44,7 +45,7 @@ BASE_ADAPTER = "base"
 
 @dataclass
 class EvalOptions:
-    profile: str = "compat"
+    profile: Profile = Profile.COMPAT
     schedule: str | None = None          # None: the benchmark's own schedule
     zero_shot: bool = False
     tasks: list[str] | None = None
@@ -53,6 +54,9 @@ class EvalOptions:
     num_workers: int = 2
     allow_partial: bool = False
     downstream: bool = True
+
+    def __post_init__(self) -> None:
+        self.profile = Profile.parse(self.profile)   # the Python API's edge: a plain name is accepted
 
 
 @dataclass
@@ -328,7 +332,7 @@ class Evaluation:
         return self.backend.describe() if hasattr(self.backend, "describe") else {}
 
     def write_results(self) -> dict[str, Any]:
-        stages = [{"label": ZERO_SHOT_STAGE, "kind": "zero-shot"}] if any(s == ZERO_SHOT_STAGE for s, _ in self.scored) else []
+        stages = [{"label": ZERO_SHOT_STAGE, "kind": "zero-shot"}] if any(Stage.parse(s).is_zero_shot for s, _ in self.scored) else []
         stages += [{"label": s.label, "kind": "upstream", "task": s.task, "checkpoint_sha256": s.sha256, "path": str(s.path)}
                    for s in self.plan.stages]
         stages += [{"label": s.label, "kind": "fewshot", "task": s.task, "checkpoint_sha256": s.sha256, "path": str(s.path)}

@@ -10,9 +10,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..benchmark import ZERO_SHOT_STAGE, BenchmarkSpec
+from ..benchmark import BenchmarkSpec
 from ..errors import CvitError, DataError
 from ..files import iter_jsonl
+from ..schedule import Stage
 from .schemas import check_line
 
 #: ``schema_version`` of the lines cvit-bench writes (lines without one: earlier cvit-bench files, or the
@@ -159,10 +160,9 @@ def lines_json_loads_rejects(data: bytes) -> dict[int, str]:
 
 def stage_label(name: str, spec: BenchmarkSpec) -> str:
     """Normalise a stage folder name: ``0``, ``1``…``T``, an upstream task name, or ``fewshot-<k>``."""
-    if name == ZERO_SHOT_STAGE:
-        return name
-    if name.isdigit() and 1 <= int(name) <= spec.T:
-        return str(int(name))
+    stage = Stage.try_parse(name)
+    if stage is not None and not stage.is_fewshot and stage.index <= spec.T:
+        return str(stage)
     if name in spec.upstream:
         return str(spec.upstream.index(name) + 1)
     fewshot = {label for label, _ in spec.fewshot_stages()}

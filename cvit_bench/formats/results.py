@@ -318,9 +318,9 @@ class Results:
     def final_stage(self) -> str:
         """The row tables report: the last upstream stage ``1..T`` (highest label), else the last row (a run
         with only the zero-shot row reports row ``0``)."""
-        from ..schedule import ZERO_SHOT_STAGE, stage_sort_key
+        from ..schedule import ZERO_SHOT, Stage, stage_sort_key
 
-        upstream = [s for s in self.matrix.stages if s != ZERO_SHOT_STAGE]
+        upstream = [s for s in self.matrix.stages if Stage.try_parse(s) != ZERO_SHOT]
         if upstream:
             return max(upstream, key=stage_sort_key)
         if self.matrix.stages:

@@ -46,8 +46,7 @@ _MODULES = ("llava", "coin_moelora", "smolora")
 
 
 def register_format(fmt: StageFormat) -> StageFormat:
-    FORMATS.add(fmt.name, fmt)
-    return fmt
+    return FORMATS.add(fmt)
 
 
 def _load_all() -> None:

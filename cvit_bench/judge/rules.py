@@ -112,7 +112,7 @@ class ReplyCrash(Exception):
 
 
 Parse = Callable[[str], float | None]   # None = could not be read (counts 0)
-PARSERS: Registry[Parse] = Registry("judge parser")
+PARSERS: Registry[Parse] = Registry("judge parser", key=None)
 _DIGIT_1_9 = re.compile(r"[1-9]")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 

@@ -42,7 +42,7 @@ from .rules import (COIN_SAMPLING, MAX_NEW_TOKENS, SYSTEM_MESSAGE, JudgeCell, Ju
                           judge_item, judge_messages)
 from ..formats.prepared import PreparedData
 from ..formats.predictions import discover, read_prediction_file
-from ..profiles import PROFILES, Profile
+from ..profiles import Profile
 from ..progress import Progress, as_progress
 from ..schedule import matrix_rows, stage_sort_key
 from ..scoring.pipeline import EvalSamples
@@ -160,7 +160,7 @@ def run_judge(
     judge_model: str,
     out: str | os.PathLike,
     benchmark: str = "coin",
-    profile: str = "compat",
+    profile: Profile | str = Profile.COMPAT,
     cache: str | os.PathLike | None = None,
     batch_size: int = 8,
     settings: JudgeSettings | None = None,
@@ -173,8 +173,7 @@ def run_judge(
     """Judge every prediction file under ``predictions`` and write ``OUT/judge.json`` + ``OUT/judgments/``."""
     from ..backends.causal_lm import CausalLMBackend, model_folder, model_hash
 
-    if profile not in PROFILES:
-        raise CvitError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    profile = Profile.parse(profile)
     if batch_size < 1:
         raise CvitError(f"batch size must be positive, got {batch_size}")
     settings = settings or JudgeSettings()
@@ -233,7 +232,7 @@ def run_judge(
     return JudgeRun(results=results, n_asked=n_asked, n_cached=n_total_keys - n_asked, cells=judged)
 
 
-def assemble_judge_results(spec, profile: str, manifest: dict, judged: list[JudgedCell], *, judge: dict) -> dict[str, Any]:
+def assemble_judge_results(spec, profile: Profile, manifest: dict, judged: list[JudgedCell], *, judge: dict) -> dict[str, Any]:
     """``judge.json``: the judged matrix (upstream tasks × stages), per-cell counts and the recomputed summary."""
     tasks = list(spec.upstream)
     cells = {(c.stage, c.task): c for c in judged}

@@ -133,6 +133,7 @@ class Item:
 
 
 class Generator(Protocol):
+    name: str     # the generator name a synthetic task block gives
     kind: str     # the TaskSpec.kind it produces (checked against the YAML)
 
     def make(self, scene: Scene, rng: np.random.Generator) -> Item: ...
@@ -165,6 +166,7 @@ def _all_scenes() -> Iterable[Scene]:
 class ShapeClass:
     """Object classification (CVIT ImageNet type): the instruction alone asks for the object."""
 
+    name = "shape_class"
     kind = "classification"
 
     def make(self, scene: Scene, rng: np.random.Generator) -> Item:
@@ -188,6 +190,7 @@ def _is_clear_plurality(word: str, answers: list[str]) -> bool:
 class ColorVQA:
     """Short-answer VQA (CVIT TextVQA type) with 10 human-style answers."""
 
+    name = "color_vqa"
     kind = "short_answer"
     question = "What color is the shape?"
 
@@ -213,6 +216,7 @@ class ColorVQA:
 class ShapeMC:
     """Multiple choice with letters (CVIT ScienceQA type): options one per line as ``A. circle``."""
 
+    name = "shape_mc"
     kind = "multiple_choice"
     stem = "Which shape is in the image?"
 
@@ -230,6 +234,7 @@ class ShapeMC:
 class SceneCaption:
     """Captioning (CVIT Flickr30k type): five references, the first one is the training target."""
 
+    name = "scene_caption"
     kind = "caption"
 
     def make(self, scene: Scene, rng: np.random.Generator) -> Item:
@@ -241,10 +246,10 @@ class SceneCaption:
             yield from caption_references(scene)
 
 
-GENERATORS.add("shape_class", ShapeClass())
-GENERATORS.add("color_vqa", ColorVQA())
-GENERATORS.add("shape_mc", ShapeMC())
-GENERATORS.add("scene_caption", SceneCaption())
+GENERATORS.add(ShapeClass())
+GENERATORS.add(ColorVQA())
+GENERATORS.add(ShapeMC())
+GENERATORS.add(SceneCaption())
 
 
 def benchmark_texts(task_specs: Iterable[Any]) -> list[str]:

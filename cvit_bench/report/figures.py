@@ -35,12 +35,11 @@ from ..formats.results import as_results
 from ..errors import CvitError
 from ..files import atomic_write_bytes
 from .formatting import escape_mpl, fmt_value
+from ..schedule import ZERO_SHOT, Stage
 from .runs import (
-    ZERO_SHOT_LABEL,
     Run,
     column_scales,
     diagonal_task,
-    final_row_label,
     make_runs,
     upstream_row_labels,
 )
@@ -116,7 +115,7 @@ def _task_tick(task: str, scale: str) -> str:
 
 
 def _stage_tick(label: str, tasks: list[str]) -> str:
-    if label == ZERO_SHOT_LABEL:
+    if Stage.try_parse(label) == ZERO_SHOT:
         return "0: zero-shot"
     learned = diagonal_task(label, tasks)
     return f"{escape_mpl(label)}: {escape_mpl(learned)}" if learned else escape_mpl(label)
@@ -197,7 +196,7 @@ def forgetting_series(results: dict[str, Any]) -> dict[str, tuple[list[int], lis
     m = as_results(results).matrix
     tasks = list(m.tasks)
     rows = dict(m.rows())
-    upstream = sorted((int(s) for s in upstream_row_labels(results) if s.isdigit()))
+    upstream = sorted(st.index for st in map(Stage.try_parse, upstream_row_labels(results)) if st and st.is_upstream)
     series = {}
     for i, task in enumerate(tasks, start=1):
         xs = [t for t in upstream if t >= i]

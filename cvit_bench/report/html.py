@@ -23,8 +23,8 @@ from ..formats.results import as_results
 from .. import __version__
 from ..formats.results import SUMMARY_KEYS
 from .formatting import fmt_aggregate, fmt_value
+from ..schedule import ZERO_SHOT, Stage
 from .runs import (
-    ZERO_SHOT_LABEL,
     GroupKey,
     Run,
     collect_warnings,
@@ -149,7 +149,7 @@ def _matrix_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     for label, values in m.rows():
         learned = diagonal_task(label, tasks)
         rows.append({
-            "label": "0 (zero-shot)" if label == ZERO_SHOT_LABEL else f"{label} ({learned})" if learned else label,
+            "label": "0 (zero-shot)" if Stage.try_parse(label) == ZERO_SHOT else f"{label} ({learned})" if learned else label,
             "cells": [{"text": fmt_value(v), "diagonal": t == learned} for t, v in zip(tasks, values)],
         })
     return rows

@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..formats.results import Results, as_results
-from ..schedule import ZERO_SHOT_STAGE as ZERO_SHOT_LABEL  # noqa: F401  (the report's name for row 0)
-from ..schedule import stage_sort_key
+from ..schedule import ZERO_SHOT, Stage, stage_sort_key
 
 
 @dataclass(frozen=True)
@@ -116,7 +115,7 @@ def make_runs(items: list[tuple[Path | None, dict[str, Any]]]) -> list[Run]:
 
 def upstream_row_labels(results: Results | dict[str, Any]) -> list[str]:
     """Row labels of the upstream stages (``"1"``..``"T"``) in matrix order."""
-    return [s for s in as_results(results).matrix.stages if s != ZERO_SHOT_LABEL]
+    return [s for s in as_results(results).matrix.stages if Stage.try_parse(s) != ZERO_SHOT]
 
 
 def final_row_label(results: Results | dict[str, Any]) -> str:
@@ -146,8 +145,9 @@ def column_scales(results: Results | dict[str, Any]) -> dict[str, str]:
 
 def diagonal_task(stage_label: str, tasks: list[str]) -> str | None:
     """The task learned at an upstream stage (stage ``t`` learns task ``t``), else None."""
-    if stage_label.isdigit() and 1 <= int(stage_label) <= len(tasks):
-        return tasks[int(stage_label) - 1]
+    stage = Stage.try_parse(stage_label)
+    if stage is not None and stage.is_upstream and stage.index <= len(tasks):
+        return tasks[stage.index - 1]
     return None
 
 
@@ -162,9 +162,10 @@ def collect_warnings(results: dict[str, Any]) -> list[str]:
     record = as_results(results)
     tasks = list(record.matrix.tasks)
     for label, row in record.matrix.rows():
-        if not label.isdigit() or label == ZERO_SHOT_LABEL:
+        stage = Stage.try_parse(label)
+        if stage is None or not stage.is_upstream:
             continue
-        t = int(label)
+        t = stage.index
         for i, (task, value) in enumerate(zip(tasks, row), start=1):
             if i <= t and value is None:
                 out.append(f"missing cell: after stage {label}, task {task} was not evaluated (null)")

@@ -64,7 +64,7 @@ class Metric(Protocol):
 
 #: metric id → Metric. Members: every module of this package (one module per rule registers its ids on
 #: import; package discovery) plus entry points ``cvit_bench.metrics`` of other packages.
-METRICS: Registry[Metric] = Registry("metric", entry_points="cvit_bench.metrics",
+METRICS: Registry[Metric] = Registry("metric", key="id", entry_points="cvit_bench.metrics",
                                      discover=lambda: import_submodules(__package__))
 
 

@@ -385,4 +385,4 @@ class CiderDPtbPy(_CiderMetric):
 
 
 for _cls in (CiderDWhitespace, CiderDBestRefWhitespace, CiderDPtbJava, CiderDPtbPy):
-    METRICS.add(_cls.id, _cls())
+    METRICS.add(_cls())

@@ -143,4 +143,4 @@ class ExactAnyM4C(_Exact):
 
 
 for _cls in (ExactUpper, ExactGqa, ExactOcrVqa, ExactM4C, ExactAnyM4C):
-    METRICS.add(_cls.id, _cls())
+    METRICS.add(_cls())

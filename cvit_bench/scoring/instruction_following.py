@@ -70,13 +70,13 @@ class IfCheck:
     missing_compat: int | None  # the flag of a sample without prediction in the compat profile
 
 
-IF_CHECKS: Registry[IfCheck] = Registry("instruction-following check")
+IF_CHECKS: Registry[IfCheck] = Registry("instruction-following check", key="id")
 for _check in (
     IfCheck("if@choice", follows_choice, missing_compat=0),
     IfCheck("if@short", follows_short, missing_compat=None),
     IfCheck("if@caption", follows_caption, missing_compat=None),
 ):
-    IF_CHECKS.add(_check.id, _check)
+    IF_CHECKS.add(_check)
 
 
 def if_flags(

@@ -145,4 +145,4 @@ class IoU50Robust(Metric):
 
 
 for _m in (IoU50Coin(), IoU50Robust()):
-    METRICS.add(_m.id, _m)
+    METRICS.add(_m)

@@ -234,7 +234,7 @@ class ReferenceJoin:
         return {"duplicate": dup, "missing": missing, "unknown": unknown, "re-typed": retyped}
 
 
-REFERENCE_JOINS: Registry[ReferenceJoin] = Registry("compat reference join")
+REFERENCE_JOINS: Registry[ReferenceJoin] = Registry("compat reference join", key="id")
 
 
 def compat_join(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin,
@@ -518,14 +518,14 @@ for _rule in (
     ReferenceJoin("textcaps@smolora", _SMOLORA + "eval_textcaps_cider.py", "last", "str", "eval-file", "ignore",
                   checks=(_caption_corpus("eval_textcaps_cider.py", False),)),
 ):
-    REFERENCE_JOINS.add(_rule.id, _rule)
+    REFERENCE_JOINS.add(_rule)
 
 # Single-answer exact match over every line; the id typing is what differs (CoIN's VQAv2 copy applies str()).
 for _task, _script, _ids in (("vqav2", "eval_vqav2.py", {"smolora": "raw", "coin": "str"}),
                              ("vizwiz", "eval_vizwiz.py", {"smolora": "raw", "coin": "raw"}),
                              ("ocrvqa", "eval_ocrvqa.py", {"smolora": "raw", "coin": "raw"})):
     for _variant, _base in (("smolora", _SMOLORA), ("coin", _COIN)):
-        REFERENCE_JOINS.add(f"{_task}@{_variant}", ReferenceJoin(
+        REFERENCE_JOINS.add(ReferenceJoin(
             f"{_task}@{_variant}", _base + _script, "every", _ids[_variant], "eval-file", "crash",
             checks=(_nothing_scored(_EMPTY),)))
 

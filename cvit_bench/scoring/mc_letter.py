@@ -103,4 +103,4 @@ class McLetterStrict(Metric):
 
 
 for _m in (McLetterLlava(), McLetterStrict()):
-    METRICS.add(_m.id, _m)
+    METRICS.add(_m)

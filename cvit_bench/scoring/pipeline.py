@@ -22,11 +22,11 @@ from ..errors import CvitError
 from ..files import write_if_changed
 from ..formats.prepared import PreparedData
 from ..formats.predictions import PredictionFile, discover, read_prediction_file
-from ..profiles import PROFILES, Profile
+from ..profiles import Profile
 from ..evaluation.provenance import collect_environment
 from ..formats.results import write_results
 from ..formats.sample import Sample
-from ..schedule import Protocol, matrix_rows, stage_sort_key
+from ..schedule import Protocol, Stage, matrix_rows, stage_sort_key
 from .base import Metric, resolve_metric
 from .instruction_following import IF_CHECKS, caption_follows, if_flags, if_rate, short_follows
 from .join import (JoinReport, Joined, ReferenceCrash, compat_if_items, compat_join, reference_join_for,
@@ -107,7 +107,7 @@ def compat_universe(task_id: str, samples: list[Sample], notes: dict | None) -> 
     return [s for s in samples if s.source_id not in outside] + extra, universe_note.get("first")
 
 
-def join_cell(samples: list[Sample], pf: PredictionFile, metric: Metric, profile: str, *,
+def join_cell(samples: list[Sample], pf: PredictionFile, metric: Metric, profile: Profile, *,
               task: TaskSpec | None = None, universe: list[Sample] | None = None) -> Joined:
     """Align prediction lines with samples the way the profile's rule (compat: the reference script) does."""
     rule = reference_join_for(metric.id, (task.extra.get("compat_join") if task else None)) if profile == Profile.COMPAT else None
@@ -118,7 +118,7 @@ def join_cell(samples: list[Sample], pf: PredictionFile, metric: Metric, profile
     return compat_join(samples, pf, rule, universe)
 
 
-def _if_values(check_id: str, samples: list[Sample], pf: PredictionFile, profile: str, universe: list[Sample] | None,
+def _if_values(check_id: str, samples: list[Sample], pf: PredictionFile, profile: Profile, universe: list[Sample] | None,
                first: str | None) -> tuple[dict[str, int | None], list[int | None]]:
     """Per-uid IF flags and every flag the rate counts (compat: unknown ids' lines too, as the scripts count them)."""
     if profile != Profile.COMPAT:
@@ -139,15 +139,13 @@ def _if_values(check_id: str, samples: list[Sample], pf: PredictionFile, profile
     return {it.sample.uid: v for it, v in zip(items, values) if it.sample is not None}, values
 
 
-def score_cell(spec: BenchmarkSpec, stage: str, task_id: str, profile: str, samples: list[Sample], pf: PredictionFile,
+def score_cell(spec: BenchmarkSpec, stage: str, task_id: str, profile: Profile, samples: list[Sample], pf: PredictionFile,
                *, task_notes: dict | None = None) -> CellScore:
     """Score one cell; ``task_notes`` = the manifest's ``notes[task]`` (the compat ScienceQA universe lives there).
 
     compat: where the reference script would crash (or, positional tasks, print a meaningless number), the cell's
     value is refused (None, ``refused`` says why); its IF rate is still computed when the IF script runs.
     """
-    if profile not in PROFILES:
-        raise CvitError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     task = spec.task(task_id)
     metric, fallbacks = resolve_metric(task.metric(profile), samples)
     metric_id, notes = metric.id, [f"{task.id}: {note}" for note in fallbacks]
@@ -210,7 +208,7 @@ def _per_uid(cell: CellScore) -> dict[str, float]:
 
 def assemble_results(
     spec: BenchmarkSpec,
-    profile: str,
+    profile: Profile,
     template_set: str,
     cells: dict[tuple[str, str], CellScore],
     *,
@@ -250,7 +248,8 @@ def assemble_results(
     cell_dicts: dict[str, Any] = {}
     for (stage, task), c in sorted(cells.items(), key=lambda kv: (stage_sort_key(kv[0][0]), kv[0][1])):
         d = c.to_dict()
-        if task in spec.upstream and stage.isdigit() and int(stage) == spec.upstream.index(task) + 1 and int(stage) < T:
+        row = Stage.parse(stage)
+        if task in spec.upstream and row.index == spec.upstream.index(task) + 1 and row.index < T:
             final_cell = cells.get((final, task))
             if final_cell is not None:
                 a, b = _per_uid(c), _per_uid(final_cell)
@@ -339,7 +338,7 @@ CellHook = Callable[[CellScore], None]
 
 def score_cells(
     spec: BenchmarkSpec,
-    profile: str,
+    profile: Profile,
     predictions: Mapping[tuple[str, str], str | os.PathLike | PredictionFile],
     samples: Mapping[str, list[Sample]],
     *,
@@ -370,10 +369,11 @@ def score_directory(
     data: str | os.PathLike,
     *,
     benchmark: str = "cvit",
-    profile: str = "compat",
+    profile: Profile | str = Profile.COMPAT,
     out: str | os.PathLike,
 ) -> dict[str, Any]:
     """Score every ``<stage>/<task>.jsonl`` under ``predictions`` and write ``OUT/results.json`` + score files."""
+    profile = Profile.parse(profile)
     spec = load_benchmark(benchmark)
     prepared = PreparedData.open(data, spec.id)
     prepared.require_benchmark(spec.id)

@@ -52,4 +52,4 @@ class SubstringCoin(_Substring):
 
 
 for _cls in (SubstringSmolora, SubstringCoin):
-    METRICS.add(_cls.id, _cls())
+    METRICS.add(_cls())

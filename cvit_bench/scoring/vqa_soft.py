@@ -78,4 +78,4 @@ class VqaSoftM4C(Metric):
         return result(self.id, per, self.scale, extras)
 
 
-METRICS.add(VqaSoftM4C.id, VqaSoftM4C())
+METRICS.add(VqaSoftM4C())

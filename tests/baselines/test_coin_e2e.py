@@ -12,7 +12,7 @@ import yaml
 
 from coin_fixtures import make_coin_files
 from cvit_bench.baselines import method_names
-from cvit_bench.baselines.run_dir import read_run
+from cvit_bench.formats.run_file import read_run
 from cvit_bench.benchmark import load_benchmark
 
 ORDER = ["scienceqa", "textvqa", "imagenet", "gqa", "vizwiz", "grounding", "vqav2", "ocrvqa"]

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from heetal_fixtures import make_heetal_raw_root, write_aokvqa, write_okvqa
 from raw_fixtures import write_json
 
-from cvit_bench.benchmark import load_benchmark, upstream_cells
+from cvit_bench.benchmark import load_benchmark
+from cvit_bench.schedule import upstream_cells
 from cvit_bench.continual.metrics import AccuracyMatrix, get_formula
 from cvit_bench.errors import CvitError, DataError, UnknownNameError
 from cvit_bench.continual.he_protocol import he_aggregates, protocol_block

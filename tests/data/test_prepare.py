@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from cvit_bench.benchmark import load_benchmark, upstream_cells
+from cvit_bench.benchmark import load_benchmark
+from cvit_bench.schedule import upstream_cells
 from cvit_bench.cli import main
 from cvit_bench.errors import CvitError, DataError, MissingFileError, SchemaVersionError
 from cvit_bench.data.export import export

@@ -17,17 +17,8 @@ from cvit_bench.data.prepare import prepare
 from cvit_bench.formats.sample import read_samples
 from cvit_bench.scoring.normalize import normalize_m4c
 from cvit_bench.tasks import get_source
-from cvit_bench.tasks.synthetic import (
-    COLORS,
-    GENERATORS,
-    POSITIONS,
-    SHAPES,
-    Scene,
-    draw_scene,
-    generate_split,
-    shape_mask,
-    task_config,
-)
+from cvit_bench.mini.scenes import COLORS, GENERATORS, POSITIONS, SHAPES, Scene, draw_scene, shape_mask
+from cvit_bench.tasks.synthetic import generate_split, task_config
 
 MINI_TASKS = ["mini-shape", "mini-color", "mini-mc", "mini-caption"]
 

@@ -124,7 +124,7 @@ def sample_features(embeds: torch.Tensor, image_mask: torch.Tensor,
     return masked_mean(e, image_mask), image_mask.any(dim=1), masked_mean(e, text_mask)
 
 
-@ARCHITECTURES.register("branchlora")
+@ARCHITECTURES.add
 class BranchLoraArchitecture(Architecture):
     name = "branchlora"
     options_cls = BranchLoraOptions

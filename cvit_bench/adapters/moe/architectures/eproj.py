@@ -115,7 +115,7 @@ class _QueryBeforeGenerate:
         self.model.__dict__.pop("generate", None)
 
 
-@ARCHITECTURES.register("eproj")
+@ARCHITECTURES.add
 class EProjArchitecture(Architecture):
     name = "eproj"
     options_cls = EProjOptions

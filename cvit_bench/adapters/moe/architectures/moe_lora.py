@@ -65,7 +65,7 @@ class MoeLoraLinear(AdapterLayer):
         return F.linear(h, b) * self.scaling
 
 
-@ARCHITECTURES.register("moe-lora")
+@ARCHITECTURES.add
 class MoeLoraArchitecture(Architecture):
     name = "moe-lora"
     options_cls = MoeLoraOptions

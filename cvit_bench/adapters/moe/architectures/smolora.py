@@ -147,7 +147,7 @@ class SmoLoraLinear(AdapterLayer):
         return ins
 
 
-@ARCHITECTURES.register("smolora")
+@ARCHITECTURES.add
 class SmoLoraArchitecture(Architecture):
     name = "smolora"
     options_cls = SmoLoraOptions
