@@ -544,7 +544,7 @@ for _task, _annotation_id in _HEETAL_ANNOTATION_ID.items():
         if _task == "scienceqa" and _parser == "instructblip":
             continue   # the InstructBLIP dispatcher has no ScienceQA branch (ValueError: Unknown dataset)
         _prediction = "first-parenthesised" if _task == "aokvqa" and _parser == "instructblip" else "text"
-        REFERENCE_JOINS.add(f"{_task}@{_variant}", ReferenceJoin(
+        REFERENCE_JOINS.add(ReferenceJoin(
             f"{_task}@{_variant}", _script, "every", "raw", "eval-file", "crash",
             question_key=QuestionKey(_annotation_id, _parser, _prediction),
             checks=(_nothing_scored(_EMPTY_M4C),) + ((_ten_answers,) if _task in _HEETAL_SOFT else ())))
