@@ -46,6 +46,7 @@ from ..formats.predictions import PredictionFile
 from ..registry import Registry
 from ..formats.sample import Sample
 from .common import meta_of
+from .heetal_keys import QuestionKey, UnreadableLine, annotation_pairs, line_key, prediction_text
 
 N_EXAMPLES = 5
 Lines = Literal["every", "last", "universe", "position"]
@@ -216,6 +217,9 @@ class ReferenceJoin:
     # The script reads the file with ``json.loads`` on every line (every CoIN and SMoLoRA scorer, IF scripts and
     # convert_gqa_for_eval.py included), so a blank line or a UTF-8 BOM crashes it before anything is scored.
     json_per_line: bool = True
+    # He et al.'s dispatchers look a line up by (id, question parsed from its prompt), not by id alone
+    # (:mod:`cvit_bench.scoring.heetal_keys`); ``ids``/``annotation_ids`` are then unused.
+    question_key: QuestionKey | None = None
     checks: tuple[Check, ...] = ()
 
     @property
@@ -260,7 +264,9 @@ def compat_join(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin,
     if universe is not None and rule.lines == "universe":
         report.official_only = sum(1 for s in universe if meta_of(s).get("official_only"))
 
-    if rule.lines == "position":
+    if rule.question_key is not None:
+        joined = _question_keyed(samples, pf, rule, report, strict)
+    elif rule.lines == "position":
         joined = _positional(samples, pf, rule, report)
     else:
         if rule.unknown == "crash":
@@ -301,6 +307,54 @@ def compat_join(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin,
     for check in rule.checks:
         check(joined, pf)
     return joined
+
+
+def _question_keyed(samples: list[Sample], pf: PredictionFile, rule: ReferenceJoin, report: JoinReport,
+                    strict: bool) -> Joined:
+    """He et al.'s dispatchers: every line looked up by (question_id as loaded, question parsed from the prompt)
+    in the eval file's annotation dict; a pair not in it raises KeyError. Our own files join by uid."""
+    key = rule.question_key
+    raws = _raw_keys(pf)
+    if pf.key_kind == "uid":
+        by_uid = {s.uid: s for s in samples}
+        pairs: list[Any] = list(pf.keys)
+        found = [(by_uid.get(k), False) for k in pf.keys]
+    else:
+        annotations = annotation_pairs(samples, key)
+        by_str = {(str(a), q): s for (a, q), s in annotations.items()}
+        pairs, found = [], []
+        for i, raw in enumerate(raws):
+            try:
+                pair = line_key(raw, pf.records[i] if i < len(pf.records) else {}, key)
+            except UnreadableLine as why:
+                if strict:
+                    raise ReferenceCrash(f"{_line_ref(pf, i)}: {rule.script} would raise {why} (the reference prints "
+                                         "no number for this file)") from None
+                pairs.append(("unreadable", i))
+                found.append((None, False))
+                continue
+            hit = annotations.get(pair)
+            pairs.append(pair)
+            found.append((hit, hit is None and (str(pair[0]), pair[1]) in by_str))
+    per_pair = Counter(map(repr, pairs))
+    report.duplicates = list(dict.fromkeys(str(r) for r, p in zip(raws, pairs) if per_pair[repr(p)] > 1))
+    report.n_duplicate_lines = sum(c - 1 for c in per_pair.values())
+    report.unknown = list(dict.fromkeys(str(r) for r, (s, re) in zip(raws, found) if s is None and not re))
+    report.retyped = list(dict.fromkeys(str(r) for r, (s, re) in zip(raws, found) if re))
+    if rule.unknown == "crash":
+        for i, (s, re) in enumerate(found):
+            if s is None:
+                what = (f"(question_id {raws[i]!r}, question {pairs[i][1]!r})" if pf.key_kind == "source_id"
+                        else f"uid {pf.keys[i]!r}")
+                why = " (the annotation's id is another JSON type)" if re else ""
+                raise ReferenceCrash(f"{_line_ref(pf, i)}: {what} is not a key of the annotations{why}; "
+                                     f"{rule.script} would raise KeyError looking it up (the reference prints no "
+                                     "number for this file)")
+    picks = [i for i, (s, _) in enumerate(found) if s is not None]
+    seen = {found[i][0].uid for i in picks}
+    report.missing = [s.uid for s in samples if s.uid not in seen]
+    return Joined([found[i][0] for i in picks], [prediction_text(pf.texts[i], key) for i in picks],
+                  [pf.lines[i] for i in picks], report)
 
 
 def _refuse_unreadable_lines(pf: PredictionFile, script: str) -> None:
@@ -474,6 +528,26 @@ for _task, _script, _ids in (("vqav2", "eval_vqav2.py", {"smolora": "raw", "coin
         REFERENCE_JOINS.add(ReferenceJoin(
             f"{_task}@{_variant}", _base + _script, "every", _ids[_variant], "eval-file", "crash",
             checks=(_nothing_scored(_EMPTY),)))
+
+# He et al. (arXiv 2311.16206): one dispatcher per model family, ``--dataset`` picks the gold field and the evaluator.
+# The annotation id per task follows the ground-truth file it reads (docs/benchmarks/cit.md, Scoring): TextVQA's
+# official file by image_id, files with question_id by str(question_id), the others by position (a decision where
+# He et al.'s ground-truth files were not seen). Every line is scored (a list, no dict of results).
+_HEETAL = {"heetal": ("He et al. (arXiv 2311.16206) llava/eval/eval_vqa.py", "llava"),
+           "heetal-blip": ("He et al. (arXiv 2311.16206) InstructBLIP eval_vqa.py", "instructblip")}
+_HEETAL_ANNOTATION_ID = {"textvqa": "image_id", "vqav2": "question_id", "okvqa": "question_id",
+                         "aokvqa": "question_id", "gqa": "question_id", "vizwiz": "index", "ocrvqa": "index",
+                         "scienceqa": "index"}
+_HEETAL_SOFT = ("vqav2", "okvqa", "vizwiz", "textvqa")   # TextVQAAccuracyEvaluator: asserts 10 answers
+for _task, _annotation_id in _HEETAL_ANNOTATION_ID.items():
+    for _variant, (_script, _parser) in _HEETAL.items():
+        if _task == "scienceqa" and _parser == "instructblip":
+            continue   # the InstructBLIP dispatcher has no ScienceQA branch (ValueError: Unknown dataset)
+        _prediction = "first-parenthesised" if _task == "aokvqa" and _parser == "instructblip" else "text"
+        REFERENCE_JOINS.add(ReferenceJoin(
+            f"{_task}@{_variant}", _script, "every", "raw", "eval-file", "crash",
+            question_key=QuestionKey(_annotation_id, _parser, _prediction),
+            checks=(_nothing_scored(_EMPTY_M4C),) + ((_ten_answers,) if _task in _HEETAL_SOFT else ())))
 
 # The rule a compat metric implies when a task names none (``compat_join`` in the benchmark YAML overrides).
 DEFAULT_JOIN_OF_METRIC: dict[str, str] = {
