@@ -53,7 +53,7 @@ import math
 import os
 import tempfile
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -141,6 +141,46 @@ class OwnershipError(CvitError):
     """A submission for an entry that belongs to someone else."""
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_str_map(values: Any, accepts: Callable[[Any], bool]) -> bool:
+    return isinstance(values, dict) and all(isinstance(k, str) and accepts(v) for k, v in values.items())
+
+
+def _is_list_of(values: Any, accepts: Callable[[Any], bool]) -> bool:
+    return isinstance(values, list) and all(accepts(v) for v in values)
+
+
+# The shape of every entry field the site and the board read (``board``, ``tier``, ``kind``, ``submitter`` are
+# checked on their own): a board file edited by hand with a wrong-typed field is refused naming the file and the
+# field, never a crash of ``build`` or ``submit``.
+ENTRY_FIELD_SHAPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "id": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "method": (lambda v: isinstance(v, dict) and isinstance(v.get("name", ""), str)
+               and isinstance(v.get("family", ""), str), "an object with string name and family"),
+    "base_model": (lambda v: isinstance(v, dict), "an object"),
+    "tasks": (lambda v: _is_list_of(v, lambda t: isinstance(t, str)), "a list of task ids"),
+    "final_row": (lambda v: _is_str_map(v, lambda x: x is None or _is_number(x)), "an object of numbers or null"),
+    "summary": (lambda v: _is_str_map(v, lambda x: x is None or _is_number(x)), "an object of numbers or null"),
+    "summary_status": (lambda v: _is_str_map(v, lambda x: isinstance(x, str)), "an object of strings"),
+    "trainable_params": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "an integer or null"),
+    "extra_data": (lambda v: isinstance(v, dict), "an object"),
+    "links": (lambda v: _is_str_map(v, lambda x: isinstance(x, str)), "an object of strings"),
+    "contact": (lambda v: isinstance(v, str), "a string"),
+    "flags": (lambda v: _is_list_of(v, lambda f: isinstance(f, dict)), "a list of objects"),
+    "checkpoints": (lambda v: _is_list_of(v, lambda h: isinstance(h, str)), "a list of strings"),
+    "source": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "caveats": (lambda v: _is_list_of(v, lambda c: isinstance(c, str)), "a list of strings"),
+    "results": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "submitted_utc": (lambda v: isinstance(v, str), "a string"),
+    "bundle_sha256": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "history": (lambda v: _is_list_of(v, lambda h: isinstance(h, dict)), "a list of earlier versions (objects)"),
+    "seed": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "an integer or null"),
+}
+
+
 def now_utc() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -213,13 +253,14 @@ class Entry:
         fields["board"] = BoardKey.from_dict(fields["board"], where)
         if fields.get("submitter") is not None:
             fields["submitter"] = Submitter.from_dict(fields["submitter"], where)
-        if not isinstance(fields.get("history", []), list):
-            raise DataError("must be a list of earlier versions", file=where, field="history")
         fields.setdefault("summary_status", {})
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(fields) - known)
         if unknown:
             raise DataError(f"unknown keys: {', '.join(unknown)}", file=where)
+        for key, (accepts, shape) in ENTRY_FIELD_SHAPES.items():
+            if key in fields and not accepts(fields[key]):
+                raise DataError(f"must be {shape}, got {type(fields[key]).__name__}", file=where, field=key)
         return cls(**fields)
 
 

@@ -402,7 +402,8 @@ def test_parallel_submissions_are_serialised_by_the_board_lock(reported, tmp_pat
 # ------------------------------------------------------------------------------------ build
 def _hand_entry(board: Path, eid: str, **changes) -> None:
     base = read_entries(board)[0].to_dict()
-    base.update(id=eid, **changes)
+    base.update(id=eid)
+    base.update(changes)
     (board / "submissions" / f"{eid}.json").write_text(json.dumps(base))
 
 
@@ -427,6 +428,25 @@ def test_build_that_fails_leaves_the_live_site_identical(reported, tmp_path):
     (board / "submissions/broken.json").write_text('{"schema_version": 2, "id": ')
     r = cli("leaderboard", "build", "--board", board, "--out", site)
     assert_refused(r, "broken.json", "malformed JSON")
+    assert snapshot(site) == before
+
+
+WRONG_TYPED_FIELDS = [("method", "Seq"), ("final_row", [1]), ("summary", None), ("summary_status", "x"),
+                      ("links", "https://x"), ("flags", 5), ("tasks", None), ("source", "paper"), ("seed", [1]),
+                      ("id", {"a": 1}), ("trainable_params", "7B"), ("history", [1])]
+
+
+@pytest.mark.parametrize("field, value", WRONG_TYPED_FIELDS, ids=[f for f, _ in WRONG_TYPED_FIELDS])
+def test_build_refuses_an_entry_with_a_wrong_typed_field_naming_file_and_field(reported, tmp_path, field, value):
+    """A board file edited by hand with a field of the wrong type: exit 2 naming the entry file and the field, the
+    live site untouched (was an AttributeError or TypeError traceback)."""
+    board, site = tmp_path / "board", tmp_path / "site"
+    assert submit_cli(reported, board).exit_code == 0
+    assert cli("leaderboard", "build", "--board", board, "--out", site).exit_code == 0
+    before = snapshot(site)
+    _hand_entry(board, "zz-hand", **{field: value})
+    assert_refused(cli("leaderboard", "build", "--board", board, "--out", site),
+                   str(board / "submissions/zz-hand.json"), f"field '{field}'", "must be")
     assert snapshot(site) == before
 
 
