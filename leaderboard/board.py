@@ -13,12 +13,19 @@ never overwrites another entry's audit copy) and finally one atomic rename of th
 A refusal or a crash before the rename leaves every entry and every bundle it names as it was (at most an
 unreferenced bundle file remains after a crash at the very last step).
 
-**Ownership**: an entry records its ``submitter`` (:class:`Submitter`: ``kind`` ``contact`` with the
-metadata's contact today, ``token`` with a submitter-token id once the submission server issues them). A
-submission whose id is an existing entry's is refused unless it comes from the same submitter, or the
-maintainer passes ``force``. The replaced version moves into the new entry's ``history`` (newest last) with
-its own bundle hash, submitter, submission date and the date it was replaced; its bundle stays in
-``bundles/``. Entries without a submitter (seeded, published numbers) belong to the maintainer.
+**Ownership** is an authenticated identity, never a string a bundle carries: an entry records its
+``submitter`` (:class:`Submitter`): ``token`` with the id of the submission server's submitter token that sent
+it, or ``contact`` with an identity the maintainer vouched for (``leaderboard submit --owner IDENTITY``).
+Identities are compared normalised (:func:`normalise_identity`: Unicode NFKC, casefold, invisible format
+characters dropped, whitespace collapsed), so ``Alice@Example.org`` and `` alice@example.org`` are one owner.
+A submission whose id is an existing entry's replaces it only when it comes from the same owner, or the
+maintainer passes ``force``. A bundle submitted without ``--owner`` (:func:`publish_entry` with
+``verified=False``) may add a new entry (owned by its normalised contact, as claimed) but never replaces one:
+the contact inside a bundle proves nothing. The replaced version moves into the new entry's ``history`` (newest
+last) with its own bundle hash, submitter, submission date, the date it was replaced, who replaced it
+(``replaced_by``) and whether the maintainer forced it (``forced``); its bundle stays in ``bundles/``. An entry
+written before ownership was recorded (version 1, only a ``contact``) is owned by its normalised contact;
+entries without submitter or contact (seeded, published numbers) belong to the maintainer.
 
 **Board key** (docs/published-results.md, Board keys and Numbers that must never share a board): (benchmark, template set, base model, metric profile, variant).
 Entries with different keys are never ranked in one table: single vs five templates, CVIT vs CoIN, 7B vs 13B,
@@ -45,7 +52,8 @@ import hashlib
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+import unicodedata
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,17 +102,27 @@ class BoardKey:
                             field="board") from None
 
 
+def normalise_identity(text: str) -> str:
+    """The form in which two contacts or owner identities are compared: NFKC (full-width ``ａ`` is ``a``),
+    casefolded, invisible format characters (zero-width space, bidi controls) dropped, surrounding whitespace
+    removed and inner runs of whitespace collapsed to one space."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    visible = "".join(c for c in folded if unicodedata.category(c) != "Cf")
+    return " ".join(visible.split())
+
+
 @dataclass(frozen=True)
 class Submitter:
-    """Who sent an entry: ``contact`` (the metadata's contact, what the CLI knows) or ``token`` (the id of a
-    submitter token, what the submission server knows). Two submitters are the same only when both agree."""
+    """Who owns an entry: ``contact`` (an identity the maintainer vouched for with ``submit --owner``, or the
+    claimed contact of the bundle that created the entry) or ``token`` (the id of the submission server's
+    submitter token). Two submitters are the same only when both agree; contact ids are kept normalised."""
 
     kind: str
     id: str
 
     @classmethod
     def from_contact(cls, contact: str) -> Submitter:
-        return cls("contact", contact.strip().casefold())
+        return cls("contact", normalise_identity(contact))
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Submitter:
@@ -112,7 +130,8 @@ class Submitter:
                 and data["id"] and set(data) == {"kind", "id"}):
             raise DataError(f"must be {{kind: {' | '.join(SUBMITTER_KINDS)}, id: non-empty string}}", file=where,
                             field="submitter")
-        return cls(data["kind"], data["id"])
+        # Entries written before contacts were normalised (only stripped and casefolded) compare the same way.
+        return cls.from_contact(data["id"]) if data["kind"] == "contact" else cls(data["kind"], data["id"])
 
     def describe(self) -> str:
         return f"{self.kind} {self.id}"
@@ -120,6 +139,46 @@ class Submitter:
 
 class OwnershipError(CvitError):
     """A submission for an entry that belongs to someone else."""
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_str_map(values: Any, accepts: Callable[[Any], bool]) -> bool:
+    return isinstance(values, dict) and all(isinstance(k, str) and accepts(v) for k, v in values.items())
+
+
+def _is_list_of(values: Any, accepts: Callable[[Any], bool]) -> bool:
+    return isinstance(values, list) and all(accepts(v) for v in values)
+
+
+# The shape of every entry field the site and the board read (``board``, ``tier``, ``kind``, ``submitter`` are
+# checked on their own): a board file edited by hand with a wrong-typed field is refused naming the file and the
+# field, never a crash of ``build`` or ``submit``.
+ENTRY_FIELD_SHAPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "id": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "method": (lambda v: isinstance(v, dict) and isinstance(v.get("name", ""), str)
+               and isinstance(v.get("family", ""), str), "an object with string name and family"),
+    "base_model": (lambda v: isinstance(v, dict), "an object"),
+    "tasks": (lambda v: _is_list_of(v, lambda t: isinstance(t, str)), "a list of task ids"),
+    "final_row": (lambda v: _is_str_map(v, lambda x: x is None or _is_number(x)), "an object of numbers or null"),
+    "summary": (lambda v: _is_str_map(v, lambda x: x is None or _is_number(x)), "an object of numbers or null"),
+    "summary_status": (lambda v: _is_str_map(v, lambda x: isinstance(x, str)), "an object of strings"),
+    "trainable_params": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "an integer or null"),
+    "extra_data": (lambda v: isinstance(v, dict), "an object"),
+    "links": (lambda v: _is_str_map(v, lambda x: isinstance(x, str)), "an object of strings"),
+    "contact": (lambda v: isinstance(v, str), "a string"),
+    "flags": (lambda v: _is_list_of(v, lambda f: isinstance(f, dict)), "a list of objects"),
+    "checkpoints": (lambda v: _is_list_of(v, lambda h: isinstance(h, str)), "a list of strings"),
+    "source": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "caveats": (lambda v: _is_list_of(v, lambda c: isinstance(c, str)), "a list of strings"),
+    "results": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "submitted_utc": (lambda v: isinstance(v, str), "a string"),
+    "bundle_sha256": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "history": (lambda v: _is_list_of(v, lambda h: isinstance(h, dict)), "a list of earlier versions (objects)"),
+    "seed": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "an integer or null"),
+}
 
 
 def now_utc() -> str:
@@ -162,6 +221,14 @@ class Entry:
         return str(self.method.get("family", "other"))
 
     @property
+    def owner(self) -> Submitter | None:
+        """Who may replace this entry: its submitter; for an entry written before submitters were recorded (only
+        a contact), its normalised contact; None (the board's maintainer) for seeded rows without either."""
+        if self.submitter is not None:
+            return self.submitter
+        return Submitter.from_contact(self.contact) if normalise_identity(self.contact or "") else None
+
+    @property
     def grade(self) -> str:
         return str((self.source or {}).get("grade") or "primary")
 
@@ -186,13 +253,14 @@ class Entry:
         fields["board"] = BoardKey.from_dict(fields["board"], where)
         if fields.get("submitter") is not None:
             fields["submitter"] = Submitter.from_dict(fields["submitter"], where)
-        if not isinstance(fields.get("history", []), list):
-            raise DataError("must be a list of earlier versions", file=where, field="history")
         fields.setdefault("summary_status", {})
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(fields) - known)
         if unknown:
             raise DataError(f"unknown keys: {', '.join(unknown)}", file=where)
+        for key, (accepts, shape) in ENTRY_FIELD_SHAPES.items():
+            if key in fields and not accepts(fields[key]):
+                raise DataError(f"must be {shape}, got {type(fields[key]).__name__}", file=where, field=key)
         return cls(**fields)
 
 
@@ -254,12 +322,31 @@ def read_entry(path: Path) -> Entry:
     return Entry.from_dict(read_json(path, "leaderboard entry"), str(path))
 
 
-def history_record(previous: Entry, replaced_utc: str) -> dict[str, Any]:
-    """One replaced version as kept in the new entry's ``history`` (its own history is already in the list)."""
+def history_record(previous: Entry, replaced_utc: str, replaced_by: Submitter | None, forced: bool) -> dict[str, Any]:
+    """One replaced version as kept in the new entry's ``history`` (its own history is already in the list), with
+    who replaced it and whether the maintainer forced the replacement over its owner."""
     record = previous.to_dict()
     record.pop("history", None)
+    if record.get("submitter") is None and previous.owner is not None:
+        record["submitter"] = asdict(previous.owner)     # a version-1 entry: its owner was its contact
     record["replaced_utc"] = replaced_utc
+    record["replaced_by"] = asdict(replaced_by) if replaced_by is not None else None
+    record["forced"] = forced
     return record
+
+
+def _ownership_refusal(where: str, previous: Entry, submitter: Submitter | None, verified: bool) -> str | None:
+    """Why ``submitter`` may not replace ``previous`` (None when it may)."""
+    owner = previous.owner.describe() if previous.owner else "the board's maintainer"
+    head = f"{where}: entry {previous.id} ({previous.name}) belongs to {owner}"
+    tail = ("; nothing was changed (a maintainer can replace it with --force; the current version is then kept in "
+            "the entry's history)")
+    if not verified:
+        return (f"{head}, and this submission names no owner: the contact inside a bundle is not proof of identity, "
+                f"so it never replaces an entry (pass --owner IDENTITY once you have checked who sent it){tail}")
+    if previous.owner != submitter:
+        return f"{head}, not to {submitter.describe() if submitter else 'the board maintainer'}{tail}"
+    return None
 
 
 def _store_bundle(src: Path, dst: Path, sha256: str, where: str) -> bool:
@@ -295,25 +382,25 @@ class PublishOutcome:
 
 
 def publish_entry(board: str | os.PathLike, bundle_path: str | os.PathLike | None, entry: Entry,
-                  submitter: Submitter | None, *, force: bool = False) -> PublishOutcome:
+                  submitter: Submitter | None, *, force: bool = False, verified: bool = True) -> PublishOutcome:
     """Store ``entry`` (and, when given, the verified bundle it came from) on ``board`` as one transaction.
 
     ``submitter`` becomes the entry's owner; an existing entry of the same id owned by another submitter is
-    refused (:class:`OwnershipError`) unless ``force`` (the maintainer's override). See the module docstring
-    for the order of writes. ``bundle_path`` must have the hash ``entry.bundle_sha256``."""
+    refused (:class:`OwnershipError`) unless ``force`` (the maintainer's override). ``verified=False`` says the
+    submitter is only what the bundle claims (its contact): such a submission may add an entry but never replace
+    one without ``force``. See the module docstring for the order of writes. ``bundle_path`` must have the hash
+    ``entry.bundle_sha256``."""
     board = Path(board)
     where = str(bundle_path) if bundle_path is not None else f"entry {entry.id}"
     with board_lock(board):
         path = entry_path(board, entry.id)
         previous = read_entry(path) if path.exists() else None
-        if previous is not None and not force and previous.submitter != submitter:
-            owner = previous.submitter.describe() if previous.submitter else "the board's maintainer"
-            raise OwnershipError(
-                f"{where}: entry {entry.id} ({previous.name}) belongs to {owner}, not to "
-                f"{submitter.describe() if submitter else 'the board maintainer'}; nothing was changed (a maintainer "
-                "can replace it with --force; the current version is then kept in the entry's history)")
+        refusal = _ownership_refusal(where, previous, submitter, verified) if previous is not None else None
+        if refusal is not None and not force:
+            raise OwnershipError(refusal)
         when = now_utc()
-        history = [*previous.history, history_record(previous, when)] if previous is not None else []
+        history = ([*previous.history, history_record(previous, when, submitter, forced=refusal is not None)]
+                   if previous is not None else [])
         entry = replace(entry, submitter=submitter, history=history)
         payload = entry_bytes(entry, where)
         created: Path | None = None

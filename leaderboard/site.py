@@ -238,7 +238,8 @@ def entry_facts(entry: Entry) -> list[tuple[str, str]]:
              ("contact", entry.contact), ("submitted (UTC)", entry.submitted_utc),
              ("bundle sha256", entry.bundle_sha256 or "")]
     facts += [(f"checkpoint {i}", h) for i, h in enumerate(entry.checkpoints, start=1)]
-    facts += [(f"replaced version {i}", f"submitted {h.get('submitted_utc', '')}, replaced {h.get('replaced_utc', '')}, "
+    facts += [(f"replaced version {i}", f"submitted {h.get('submitted_utc', '')}, replaced {h.get('replaced_utc', '')}"
+               f"{' by the maintainer over its owner (--force)' if h.get('forced') else ''}, "
                f"bundle sha256 {h.get('bundle_sha256') or ''}") for i, h in enumerate(entry.history, start=1)]
     return [(k, v) for k, v in facts if v]
 

@@ -14,7 +14,8 @@ Order of checks (each refusal says exactly what is wrong; nothing is written to 
    the matrix allows it, flagged the same way, and the rest is marked "reported, not recomputable";
 6. the entry (and a copy of the bundle) is published as one transaction under the board lock
    (:func:`.board.publish_entry`): an entry with the same method name and checkpoint hashes is replaced only
-   when it comes from the same submitter (or ``force``), and the replaced version stays in its history.
+   when it comes from the same authenticated owner (``--owner`` on the CLI, the token on the server; never the
+   bundle's contact) or ``force``, and the replaced version stays in its history.
 
 Steps 1-5 write nothing outside a temporary folder; every refusal is a :class:`DataError` (the CLI's exit 2)
 that names the bundle and the member, and leaves the board byte for byte as it was. ``results.json`` is
@@ -38,7 +39,8 @@ from cvit_bench.formats.results import as_results
 from cvit_bench.progress import Progress, as_progress
 from cvit_bench.report.runs import final_row
 
-from .board import NOT_RECOMPUTABLE, BoardKey, Entry, Submitter, entry_id, flag_differences, now_utc, publish_entry
+from .board import (NOT_RECOMPUTABLE, BoardKey, Entry, Submitter, entry_id, flag_differences, now_utc, publish_entry,
+                    normalise_identity)
 from .bundle import OpenedBundle, bundle_errors, open_bundle
 from .limits import Limits
 from .schema import RESULTS_NAME, validate_results
@@ -157,18 +159,25 @@ def verify_bundle(bundle: str | os.PathLike, *, data: str | os.PathLike | None =
 
 
 def submit(bundle: str | os.PathLike, board: str | os.PathLike, *, data: str | os.PathLike | None = None,
-           limits: Limits = Limits(), submitter: Submitter | None = None, force: bool = False,
-           progress: Progress | None = None) -> SubmitOutcome:
+           limits: Limits = Limits(), submitter: Submitter | None = None, owner: str | None = None,
+           force: bool = False, progress: Progress | None = None) -> SubmitOutcome:
     """Verify, re-score and publish one submission (see the module docstring); raises :class:`DataError` on
     refusal (:class:`.board.OwnershipError` when the entry belongs to another submitter and not ``force``).
 
-    ``submitter`` defaults to the bundle's contact (``Submitter("contact", ...)``); the submission server
-    passes its token's submitter instead."""
+    The owner is an authenticated identity: ``submitter`` (the submission server passes its token's), or
+    ``owner`` (``--owner IDENTITY``, an identity the maintainer checked; compared normalised). With neither, the
+    bundle's contact is only a claim: it owns a new entry, but never replaces an existing one (unless ``force``)."""
+    if submitter is not None and owner is not None:
+        raise ValueError("pass submitter or owner, not both")
+    if owner is not None and not normalise_identity(owner):
+        raise DataError("must name an identity (e.g. the submitter's address), not be empty", field="--owner")
     board = Path(board)
     if data is None and (board / "data").is_dir():
         data = board / "data"
     entry = verify_bundle(bundle, data=data, limits=limits, progress=progress)
     as_progress(progress).message(f"{bundle}: publishing entry {entry.id}")
-    owner = submitter if submitter is not None else Submitter.from_contact(entry.contact)
-    published = publish_entry(board, bundle, entry, owner, force=force)
+    verified = submitter is not None or owner is not None
+    if submitter is None:
+        submitter = Submitter.from_contact(owner if owner is not None else entry.contact)
+    published = publish_entry(board, bundle, entry, submitter, force=force, verified=verified)
     return SubmitOutcome(entry=published.entry, path=published.path, replaced=published.replaced)

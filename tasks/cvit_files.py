@@ -231,20 +231,36 @@ def join_gqa(ctx: LoadContext, task: TaskSpec, split: str, path: Path, samples: 
     if split != ctx.benchmark.eval_split:
         return
     q_path = ctx.paths.get("gqa_questions", ctx.raw_root / "GQA" / "testdev_balanced_questions.json")
-    questions = read_json(q_path, "official GQA testdev_balanced_questions.json")
+    questions = read_gqa_questions(q_path)
     for s in samples:
         q = questions.get(s.source_id)
         if q is None:
             raise DataError(f"question id not in {q_path}", file=path, record=s.source_id, field="question_id")
-        if "answer" not in q:
-            raise DataError("required field missing", file=q_path, record=s.source_id, field="answer")
         s.references = [str(q["answer"])]
         s.meta.update(_gqa_meta(q))
     have = {s.source_id for s in samples}
     note_official_extra(ctx, task, [{"id": str(qid), "references": [str(q["answer"])],
                                      "meta": {"question_id_type": "str", **_gqa_meta(q)}}
-                                    for qid, q in questions.items()
-                                    if str(qid) not in have and isinstance(q, dict) and "answer" in q])
+                                    for qid, q in questions.items() if str(qid) not in have])
+
+
+def read_gqa_questions(q_path: Path) -> dict[str, dict]:
+    """The official GQA questions, validated where the join reads them: an object keyed by question id whose
+    records are objects with an ``answer`` and, when present, an object ``types`` (a refusal names the file, the
+    question id and the field)."""
+    questions = read_json(q_path, "official GQA testdev_balanced_questions.json")
+    if not isinstance(questions, dict):
+        raise DataError(f"must be an object keyed by question id, got {type(questions).__name__}", file=q_path,
+                        field="(top level)")
+    for qid, q in questions.items():
+        if not isinstance(q, dict):
+            raise DataError(f"must be a JSON object, got {type(q).__name__}", file=q_path, record=qid)
+        if "answer" not in q:
+            raise DataError("required field missing", file=q_path, record=qid, field="answer")
+        if not isinstance(q.get("types") or {}, dict):
+            raise DataError(f"must be an object, got {type(q['types']).__name__}", file=q_path, record=qid,
+                            field="types")
+    return questions
 
 
 def _gqa_meta(q: dict) -> dict:

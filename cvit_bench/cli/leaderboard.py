@@ -48,10 +48,14 @@ def pack_command(run_out: Path, meta: Path, out: Path, predictions: Path | None,
 @click.option("--max-file-mb", type=float, default=Limits.max_file_bytes / MiB, show_default=True)
 @click.option("--max-total-mb", type=float, default=Limits.max_total_bytes / MiB, show_default=True)
 @click.option("--max-files", type=int, default=Limits.max_files, show_default=True)
+@click.option("--owner", metavar="IDENTITY", default=None,
+              help="who sent the bundle, as you (the maintainer) checked it, e.g. their address: the entry's owner "
+                   "(compared normalised: case, Unicode, whitespace). Without it the bundle's contact is only a "
+                   "claim: it may add an entry, never replace one")
 @click.option("--force", is_flag=True, default=False,
               help="maintainer override: replace an entry that belongs to another submitter (kept in its history)")
 def submit_command(bundle: Path, board: Path, data: Path | None, max_bundle_mb: float, max_file_mb: float,
-                   max_total_mb: float, max_files: int, force: bool) -> None:
+                   max_total_mb: float, max_files: int, owner: str | None, force: bool) -> None:
     """Verify a bundle (schema, hashes, exact id coverage), re-score it and store the entry under BOARD/submissions/."""
     from ..leaderboard.submit import submit
     from .common import console
@@ -59,7 +63,7 @@ def submit_command(bundle: Path, board: Path, data: Path | None, max_bundle_mb: 
 
     with RichProgress(console()) as progress:
         outcome = submit(bundle, board, data=data, limits=_limits(max_bundle_mb, max_file_mb, max_total_mb, max_files),
-                         force=force, progress=progress)
+                         owner=owner, force=force, progress=progress)
     e = outcome.entry
     click.echo(f"{'replaced' if outcome.replaced else 'added'} {e.tier} entry {e.id} ({e.name}) on board "
                f"{e.board.describe()}: {outcome.path}")

@@ -25,6 +25,7 @@ from torch import nn
 from ..errors import DataError
 from ..formats.run_file import ADAPTER_CONFIG, DEFAULT_WEIGHTS
 from . import StageFormat, register_format
+from .adapter_config import check_target_modules
 from .fork_experts import read_fork_layers, require_other, write_moe_stage
 from .llava import adapter_weights_file, read_adapter_config, refuse_options
 from .weights import load_weights_file
@@ -56,7 +57,9 @@ class CoinMoeLora(StageFormat):
         if r % experts:
             raise DataError(f"r {r} is not divisible by expert_num {experts}", file=cfg_path, field="r")
         weights_path = adapter_weights_file(stage_dir)
-        layers = read_fork_layers(load_weights_file(weights_path), weights_path)
+        source = load_weights_file(weights_path)
+        check_target_modules(cfg, cfg_path, base, source)
+        layers = read_fork_layers(source, weights_path)
         tensors = {}
         for module, layer in layers.items():
             require_other(layer, ("lora_router",), module=module, file=weights_path)

@@ -30,6 +30,7 @@ from ..errors import DataError
 from ..files import read_json
 from ..formats.run_file import ADAPTER_CONFIG, ADAPTER_WEIGHT_FILES, DEFAULT_WEIGHTS
 from . import StageFormat, register_format
+from .adapter_config import check_adapter_values, check_target_modules
 from .llava_layout import hf_key, linear_of, strip_peft_prefix
 from .weights import MODEL_WEIGHT_FILES, MODEL_WEIGHT_INDEXES, check_state_dict, load_weights_file
 
@@ -41,6 +42,7 @@ def read_adapter_config(stage_dir: Path) -> dict[str, Any]:
     cfg = read_json(path, "adapter config of a LLaVA stage")
     if not isinstance(cfg, dict):
         raise DataError("not a JSON object", file=path)
+    check_adapter_values(cfg, path)
     return cfg
 
 
@@ -87,6 +89,7 @@ class LlavaLora(StageFormat):
         refuse_options(cfg, cfg_path, "LoRA import")
         weights_path = adapter_weights_file(stage_dir)
         source = load_weights_file(weights_path)
+        check_target_modules(cfg, cfg_path, base, source)
         tensors: dict[str, torch.Tensor] = {}
         modules: dict[str, nn.Linear] = {}
         for key, value in source.items():

@@ -44,6 +44,7 @@ from torch import nn
 from ..errors import DataError
 from ..formats.run_file import DEFAULT_WEIGHTS
 from . import StageFormat, register_format
+from .adapter_config import check_target_modules
 from .coin_moelora import read_expert_config
 from .fork_experts import read_fork_layers, require_other, write_moe_stage
 from .llava import adapter_weights_file
@@ -81,7 +82,9 @@ class SmoLoraFork(StageFormat):
         table = instruction_table(cfg, cfg_path)
         half = experts // 2
         weights_path = adapter_weights_file(stage_dir)
-        layers = read_fork_layers(load_weights_file(weights_path), weights_path)
+        source = load_weights_file(weights_path)
+        check_target_modules(cfg, cfg_path, base, source)
+        layers = read_fork_layers(source, weights_path)
         tensors: dict[str, torch.Tensor] = {}
         for module, layer in layers.items():
             require_other(layer, ("lora_vu_gate", "lora_ins_gate", "lora_fc_A", "lora_fc_B"), module=module,

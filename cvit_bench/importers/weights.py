@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
+import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -40,9 +42,10 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         data = _torch_load(path)
     except pickle.UnpicklingError as exc:
         raise DataError("refused: this pickle holds more than tensors (loading it would run code it names); "
-                        f"only weights-only pickles are read ({str(exc).splitlines()[0][:300]})", file=path) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise DataError(f"not a readable PyTorch weights file ({str(exc).splitlines()[0][:300]})", file=path) from None
+                        f"only weights-only pickles are read ({_first_line(exc)})", file=path) from None
+    except UNREADABLE as exc:
+        raise DataError(f"not a readable PyTorch weights file, truncated or corrupt ({_first_line(exc)})",
+                        file=path) from None
     if not isinstance(data, Mapping):
         raise DataError(f"expected a state dict (name → tensor), found {type(data).__name__}", file=path)
     bad = [k for k, v in data.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
@@ -51,11 +54,20 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return dict(data)
 
 
+#: What ``torch.load`` raises on a truncated or corrupt file (an empty file, a cut legacy pickle: EOFError with no
+#: message, struct.error from a cut header, BadZipFile from a cut zip).
+UNREADABLE = (RuntimeError, EOFError, ValueError, OSError, IndexError, KeyError, struct.error, zipfile.BadZipFile)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none (``EOFError()``)."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
 def _torch_load(path: Path):
     """Weights-only load, memory-mapped when the file is in torch's zip format (every file torch >= 1.6
     writes), so a 10 GB shard is paged in as it is used rather than read whole first."""
-    import zipfile
-
     mmap = zipfile.is_zipfile(path)
     return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
 

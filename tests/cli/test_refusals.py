@@ -71,6 +71,33 @@ def test_prepare_names_the_raw_json_of_a_wrong_shape(raw, tmp_path, shape, needl
     assert snapshot(out) == before
 
 
+GQA_SHAPES = {
+    "list": (lambda d: [1, 2], None, "(top level)", "must be an object keyed by question id, got list"),
+    "record-string": (lambda d: {k: "x" for k in d}, "first", None, "must be a JSON object, got str"),
+    "types-list": (lambda d: {k: {**v, "types": ["x"]} for k, v in d.items()}, "first", "types", "must be an object"),
+    "answer-missing": (lambda d: {k: {x: y for x, y in v.items() if x != "answer"} for k, v in d.items()}, "first",
+                       "answer", "required field missing"),
+}
+
+
+@pytest.mark.parametrize("shape", list(GQA_SHAPES))
+def test_prepare_names_the_official_gqa_json_of_a_wrong_shape(raw, tmp_path, shape):
+    """The cvit-files GQA join reads ``testdev_balanced_questions.json``: a wrong shape is exit 2 naming that file,
+    the question and the field (was an AttributeError)."""
+    import shutil
+
+    edit, record, field, needle = GQA_SHAPES[shape]
+    bad = tmp_path / "raw"
+    shutil.copytree(raw, bad)
+    questions = bad / "GQA/testdev_balanced_questions.json"
+    data = json.loads(questions.read_text())
+    questions.write_text(json.dumps(edit(data)))
+    r = cli("prepare", "--source", "cvit-files", "--raw-root", bad, "--out", tmp_path / "out", "--tasks", "gqa")
+    needles = [str(questions), needle] + ([f"record {next(iter(data))}"] if record else []) + ([f"field '{field}'"] if field else [])
+    assert_refused(r, *needles)
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []     # nothing prepared
+
+
 def test_prepare_names_the_raw_file_of_a_duplicate_id_not_its_parquet(raw, tmp_path):
     import shutil
 

@@ -501,3 +501,165 @@ def test_cli_fork_runs_evaluate_end_to_end(fmt, method, parts, tiny_llava_dir, t
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["method"]["name"] == method and results["method"]["imported_from"] == fmt
     assert len(list((tmp_path / "eval" / "predictions").rglob("*.jsonl"))) == 3
+
+
+# ------------------------------------------------------------------------------------ refusals of import-run
+def _import_cli(parts, stage: Path, out: Path, fmt: str = "llava"):
+    from cvit_bench.cli import main
+
+    return CliRunner().invoke(main, ["import-run", "--format", fmt, "--model-base", str(parts["model_base"]),
+                                     "--vision-tower", str(parts["vision_tower"]), "--projector", str(parts["projector"]),
+                                     "--stage", str(stage), "--stage-tasks", "scienceqa", "--benchmark", "cvit",
+                                     "--out", str(out)])
+
+
+@pytest.fixture(scope="module")
+def good_lora_stage(tiny_llava_dir, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("good-stage") / "src"
+    native_lora_stage(tiny_llava_dir, folder, seed=3)
+    return folder
+
+
+def _refused(result, *needles: str) -> None:
+    assert result.exit_code == 2, (result.output, repr(result.exception))
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in result.output, (needle, result.output)
+
+
+@pytest.mark.parametrize("name", ["adapter_model.bin", "non_lora_trainables.bin"])
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.9, 0.999])
+def test_a_truncated_stage_file_is_refused_naming_it(parts, good_lora_stage, tmp_path, name, keep):
+    stage = tmp_path / "src"
+    shutil.copytree(good_lora_stage, stage)
+    data = (stage / name).read_bytes()
+    (stage / name).write_bytes(data[:int(len(data) * keep)])
+    _refused(_import_cli(parts, stage, tmp_path / "run"), str(stage / name))
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+ADAPTER_CONFIG_CASES = {
+    "alpha-nan": ('{"lora_alpha": NaN}', "lora_alpha", "finite"),
+    "alpha-inf": ('{"lora_alpha": Infinity}', "lora_alpha", "finite"),
+    "alpha-negative": ('{"lora_alpha": -8}', "lora_alpha", "positive"),
+    "alpha-string": ('{"lora_alpha": "8"}', "lora_alpha", "number"),
+    "r-zero": ('{"r": 0}', "r", "positive"),
+    "r-float": ('{"r": 4.5}', "r", "positive integer"),
+    "r-nan": ('{"r": NaN}', "r", "positive integer"),
+    "dropout": ('{"lora_dropout": 2}', "lora_dropout", "0 <= "),
+    "targets-number": ('{"target_modules": 5}', "target_modules", "a list of module names or a regular expression"),
+    "targets-mixed": ('{"target_modules": ["q_proj", 3]}', "target_modules", "a list of module names"),
+    "targets-unknown": ('{"target_modules": ["q_proj", "no_such_proj"]}', "target_modules", "no_such_proj"),
+    "targets-bad-regex": ('{"target_modules": "(["}', "target_modules", "not a valid regular expression"),
+    "targets-regex-nothing": ('{"target_modules": ".*nothing_here"}', "target_modules", "matches no module"),
+}
+
+
+@pytest.mark.parametrize("case", list(ADAPTER_CONFIG_CASES))
+def test_adapter_config_is_validated_against_the_base(parts, good_lora_stage, tmp_path, case):
+    edit, field, needle = ADAPTER_CONFIG_CASES[case]
+    stage = tmp_path / "src"
+    shutil.copytree(good_lora_stage, stage)
+    cfg_path = stage / "adapter_config.json"
+    cfg = cfg_path.read_text()
+    cfg_path.write_text(cfg.rstrip().rstrip("}") + ", " + edit.strip()[1:])      # the edit's keys override
+    _refused(_import_cli(parts, stage, tmp_path / "run"), str(cfg_path), f"field '{field}'", needle)
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+def _shrink_one(path: Path, pick, shrink) -> str:
+    tensors = torch.load(path, weights_only=True)
+    key = sorted(k for k in tensors if pick(k))[0]
+    tensors[key] = shrink(tensors[key])
+    torch.save(tensors, path)
+    return key
+
+
+TRUNCATED_TENSORS = {
+    "lora-1d": ("adapter_model.bin", lambda k: ".lora_A." in k, lambda t: t.reshape(-1)[:3]),
+    "lora-0d": ("adapter_model.bin", lambda k: ".lora_B." in k, lambda t: t.reshape(-1)[0]),
+    "lora-empty": ("adapter_model.bin", lambda k: ".lora_A." in k, lambda t: t[:0]),
+    "projector-0d": ("non_lora_trainables.bin", lambda k: k.endswith("weight"), lambda t: t.reshape(-1)[0]),
+    "projector-1d": ("non_lora_trainables.bin", lambda k: k.endswith("weight"), lambda t: t.reshape(-1)[:5]),
+    "projector-bias-0d": ("non_lora_trainables.bin", lambda k: k.endswith("bias"), lambda t: t.reshape(-1)[0]),
+}
+
+
+@pytest.mark.parametrize("case", list(TRUNCATED_TENSORS))
+def test_a_stage_with_truncated_tensors_is_refused_naming_file_and_tensor(parts, good_lora_stage, tmp_path, case):
+    name, pick, shrink = TRUNCATED_TENSORS[case]
+    stage = tmp_path / "src"
+    shutil.copytree(good_lora_stage, stage)
+    _shrink_one(stage / name, pick, shrink)
+    _refused(_import_cli(parts, stage, tmp_path / "run"), str(stage / name))
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+@pytest.fixture(scope="module")
+def good_fork_stages(tiny_llava_dir, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("good-fork")
+    for method in ("moe-lora", "smolora"):
+        native_moe_stage(tiny_llava_dir, root / method, seed=2, method=method)
+    return {"coin-moelora": root / "moe-lora", "smolora": root / "smolora"}
+
+
+TRUNCATED_FORK = {
+    "expert-1d": (lambda k: ".lora_A.loraA.1.weight" in k, lambda t: t.reshape(-1)[:3]),
+    "expert-0d": (lambda k: ".lora_B.loraB.0.weight" in k, lambda t: t.reshape(-1)[0]),
+    "gate-0d": (lambda k: ".lora_router.weight" in k or ".lora_vu_gate.weight" in k, lambda t: t.reshape(-1)[0]),
+    "gate-empty": (lambda k: ".lora_router.weight" in k or ".lora_ins_gate.weight" in k, lambda t: t[:0]),
+}
+
+
+@pytest.mark.parametrize("fmt", ["coin-moelora", "smolora"])
+@pytest.mark.parametrize("case", list(TRUNCATED_FORK))
+def test_a_fork_stage_with_truncated_tensors_is_refused(parts, good_fork_stages, tmp_path, fmt, case):
+    pick, shrink = TRUNCATED_FORK[case]
+    stage = tmp_path / "src"
+    shutil.copytree(good_fork_stages[fmt], stage)
+    _shrink_one(stage / "adapter_model.bin", pick, shrink)
+    _refused(_import_cli(parts, stage, tmp_path / "run", fmt), str(stage / "adapter_model.bin"))
+
+
+STAGE_REMAINS = {
+    "empty": (),
+    "config-only": ("config.json",),
+    "adapter-config-only": ("adapter_config.json",),
+    "no-adapter-weights": ("config.json", "adapter_config.json", "non_lora_trainables.bin"),
+}
+
+
+@pytest.mark.parametrize("case", list(STAGE_REMAINS))
+def test_a_stage_folder_missing_files_is_refused(parts, good_lora_stage, tmp_path, case):
+    stage = tmp_path / "src"
+    stage.mkdir()
+    for name in STAGE_REMAINS[case]:
+        shutil.copy2(good_lora_stage / name, stage / name)
+    _refused(_import_cli(parts, stage, tmp_path / "run"), str(stage))
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["legacy-pickle", "zip"])
+def test_every_cut_of_a_weights_file_is_a_named_refusal(tmp_path, legacy):
+    """A truncated ``.bin`` (an empty file, a legacy pickle cut anywhere: EOFError without a message, struct.error)
+    is a DataError naming the file, never an IndexError."""
+    path = tmp_path / "adapter_model.bin"
+    torch.save({"a": torch.zeros(16, 16), "b": torch.ones(3)}, path, _use_new_zipfile_serialization=not legacy)
+    data = path.read_bytes()
+    for cut in [*range(0, 400, 3), len(data) // 2, len(data) - 1]:
+        path.write_bytes(data[:cut])
+        with pytest.raises(DataError) as err:
+            load_weights_file(path)
+        assert str(path) in str(err.value), cut
+
+
+def test_a_truncated_legacy_adapter_is_refused_through_the_cli(parts, good_lora_stage, tmp_path):
+    stage = tmp_path / "src"
+    shutil.copytree(good_lora_stage, stage)
+    tensors = torch.load(stage / "adapter_model.bin", weights_only=True)
+    torch.save(tensors, stage / "adapter_model.bin", _use_new_zipfile_serialization=False)
+    (stage / "adapter_model.bin").write_bytes(b"")
+    _refused(_import_cli(parts, stage, tmp_path / "run"), str(stage / "adapter_model.bin"), "truncated or corrupt")
+    torch.save(tensors, stage / "adapter_model.bin", _use_new_zipfile_serialization=False)
+    data = (stage / "adapter_model.bin").read_bytes()
+    (stage / "adapter_model.bin").write_bytes(data[:len(data) // 2])
+    _refused(_import_cli(parts, stage, tmp_path / "run"), str(stage / "adapter_model.bin"))

@@ -95,31 +95,104 @@ def test_overflowing_number_and_schema_version_true_are_refused(reported, tmp_pa
 
 
 # ------------------------------------------------------------------------------------ 2: ownership and history
+def _worse(m):
+    m["predictions/6/vqav2.jsonl"] = m["predictions/6/vqav2.jsonl"].replace(b'"prediction": "', b'"prediction": "no', 1)
+
+
 def test_an_entry_belongs_to_its_submitter_and_force_keeps_history(bundle, board_prepared, run_out, tmp_path):
     board = tmp_path / "board"
-    assert submit_cli(bundle, board, board_prepared).exit_code == 0
+    assert submit_cli(bundle, board, board_prepared, "--owner", META["contact"]).exit_code == 0
     victim = read_entries(board)[0]
     assert victim.submitter == Submitter("contact", META["contact"])
     before = snapshot(board)
-    # same method name, same (unchecked) checkpoint hashes, worse predictions, another contact
-    def worse(m):
-        m["predictions/6/vqav2.jsonl"] = m["predictions/6/vqav2.jsonl"].replace(b'"prediction": "', b'"prediction": "no', 1)
+    # same method name, same (unchecked) checkpoint hashes, worse predictions, another owner
     attacker_meta = {**META, "contact": "attacker@example.org"}
-    hostile = rebundle(bundle, tmp_path / "a.tar.gz", meta=attacker_meta, members=worse)
-    r = submit_cli(hostile, board, board_prepared)
-    assert_refused(r, f"entry {victim.id}", "belongs to contact someone@example.org", "--force")
+    hostile = rebundle(bundle, tmp_path / "a.tar.gz", meta=attacker_meta, members=_worse)
+    r = submit_cli(hostile, board, board_prepared, "--owner", "attacker@example.org")
+    assert_refused(r, str(hostile), f"entry {victim.id}", "belongs to contact someone@example.org", "--force")
     assert snapshot(board) == before
     # the maintainer forces it: the victim's version stays in the history with its bundle and dates
-    r = submit_cli(hostile, board, board_prepared, "--force")
+    r = submit_cli(hostile, board, board_prepared, "--owner", "attacker@example.org", "--force")
     assert r.exit_code == 0, r.output
     [entry] = read_entries(board)
     assert entry.submitter == Submitter("contact", "attacker@example.org")
     assert [h["bundle_sha256"] for h in entry.history] == [victim.bundle_sha256]
     assert entry.history[0]["submitter"] == {"kind": "contact", "id": META["contact"]}
     assert entry.history[0]["submitted_utc"] == victim.submitted_utc and entry.history[0]["replaced_utc"]
+    assert entry.history[0]["forced"] is True
+    assert entry.history[0]["replaced_by"] == {"kind": "contact", "id": "attacker@example.org"}
     for sha in (victim.bundle_sha256, entry.bundle_sha256):
         assert hashlib.sha256((board / "submissions/bundles" / f"{sha}.tar.gz").read_bytes()).hexdigest() == sha
     assert (board / "submissions/bundles" / f"{victim.bundle_sha256}.tar.gz").read_bytes() == bundle.read_bytes()
+    # the entry page says the replacement was forced
+    assert cli("leaderboard", "build", "--board", board, "--out", tmp_path / "site").exit_code == 0
+    assert "by the maintainer over its owner (--force)" in (tmp_path / "site/entries" / f"{entry.id}.html").read_text()
+
+
+VICTIM = "someone@example.org"
+TAKEOVER_CONTACTS = {
+    "same": VICTIM,
+    "case": "SomeOne@Example.ORG",
+    "spaces": f"  {VICTIM}\t ",
+    "fullwidth": "ｓｏｍｅｏｎｅ＠ｅｘａｍｐｌｅ．ｏｒｇ",
+    "zero-width": "some\u200bone@example.org",
+}
+
+
+@pytest.mark.parametrize("variant", list(TAKEOVER_CONTACTS))
+def test_a_bundle_repeating_the_owners_contact_does_not_take_the_entry_over(bundle, board_prepared, tmp_path, variant):
+    board = tmp_path / "board"
+    assert submit_cli(bundle, board, board_prepared, "--owner", VICTIM).exit_code == 0
+    [victim] = read_entries(board)
+    before = snapshot(board)
+    hostile = rebundle(bundle, tmp_path / "h.tar.gz", meta={**META, "contact": TAKEOVER_CONTACTS[variant]}, members=_worse)
+    # without --owner the bundle's contact is only a claim: it never replaces an entry
+    assert_refused(submit_cli(hostile, board, board_prepared), str(hostile), f"entry {victim.id}",
+                   f"belongs to contact {VICTIM}", "not proof of identity", "--owner")
+    # the maintainer names the sender they checked: someone else, whatever the bundle's contact says
+    assert_refused(submit_cli(hostile, board, board_prepared, "--owner", "mallory@example.org"), str(hostile),
+                   f"entry {victim.id}", f"belongs to contact {VICTIM}", "not to contact mallory@example.org")
+    assert snapshot(board) == before
+
+
+@pytest.mark.parametrize("variant", ["case", "spaces", "fullwidth", "zero-width"])
+def test_the_owner_is_compared_normalised_and_their_resubmission_replaces_with_history(bundle, board_prepared,
+                                                                                       tmp_path, variant):
+    board = tmp_path / "board"
+    assert submit_cli(bundle, board, board_prepared, "--owner", VICTIM).exit_code == 0
+    [first] = read_entries(board)
+    again = rebundle(bundle, tmp_path / "again.tar.gz", members=_worse)
+    r = submit_cli(again, board, board_prepared, "--owner", TAKEOVER_CONTACTS[variant])
+    assert r.exit_code == 0 and "replaced" in r.output, r.output
+    [entry] = read_entries(board)
+    assert entry.submitter == Submitter("contact", VICTIM) and entry.bundle_sha256 != first.bundle_sha256
+    assert [h["bundle_sha256"] for h in entry.history] == [first.bundle_sha256]
+    assert entry.history[0]["forced"] is False
+
+
+def test_a_version_1_entry_is_owned_by_its_normalised_contact(bundle, board_prepared, tmp_path):
+    board = tmp_path / "board"
+    assert submit_cli(bundle, board, board_prepared, "--owner", VICTIM).exit_code == 0
+    [path] = (board / "submissions").glob("*.json")
+    old = json.loads(path.read_text())
+    old.update(schema_version=1, contact="  SomeOne@Example.org ")
+    del old["submitter"], old["history"]
+    path.write_text(json.dumps(old))
+    hostile = rebundle(bundle, tmp_path / "h.tar.gz", members=_worse)
+    assert_refused(submit_cli(hostile, board, board_prepared, "--owner", "mallory@example.org"),
+                   f"belongs to contact {VICTIM}")
+    assert submit_cli(hostile, board, board_prepared, "--owner", VICTIM).exit_code == 0
+    [entry] = read_entries(board)
+    assert entry.history[0]["submitter"] == {"kind": "contact", "id": VICTIM} and entry.history[0]["schema_version"] == 2
+
+
+def test_a_bundle_without_owner_still_adds_a_new_entry_owned_by_its_contact(bundle, board_prepared, tmp_path):
+    board = tmp_path / "board"
+    spaced = rebundle(bundle, tmp_path / "s.tar.gz", meta={**META, "contact": " SomeOne@Example.org "})
+    assert submit_cli(spaced, board, board_prepared).exit_code == 0
+    [entry] = read_entries(board)
+    assert entry.submitter == Submitter("contact", VICTIM) and entry.contact == " SomeOne@Example.org "
+    assert_refused(submit_cli(bundle, board, board_prepared, "--owner", "  "), "--owner")
 
 
 def test_submitter_tokens_are_distinct_owners(bundle, board_prepared, tmp_path):
@@ -130,7 +203,9 @@ def test_submitter_tokens_are_distinct_owners(bundle, board_prepared, tmp_path):
     board = tmp_path / "board"
     submit(bundle, board, data=board_prepared, submitter=Submitter("token", "tok-1"))
     with pytest.raises(OwnershipError, match="belongs to token tok-1"):
-        submit(bundle, board, data=board_prepared)                      # the same contact is not the token's owner
+        submit(bundle, board, data=board_prepared, owner=META["contact"])      # the same contact is not the token's owner
+    with pytest.raises(OwnershipError, match="not proof of identity"):
+        submit(bundle, board, data=board_prepared)
     assert issubclass(OwnershipError, CvitError)
     again = submit(bundle, board, data=board_prepared, submitter=Submitter("token", "tok-1"))
     assert again.replaced and len(again.entry.history) == 1
@@ -308,7 +383,8 @@ def test_parallel_submissions_are_serialised_by_the_board_lock(reported, tmp_pat
         bundles.append(rebundle(reported, tmp_path / f"p{i}.tar.gz",
                                 meta={**META, "method": {**META["method"], "name": f"Method {i % 2}"}},
                                 results=lambda d, i=i: d.setdefault("provenance", {}).update(run=i)))
-    procs = [subprocess.Popen([sys.executable, "-m", "cvit_bench", "leaderboard", "submit", str(b), "--board", str(board)],
+    procs = [subprocess.Popen([sys.executable, "-m", "cvit_bench", "leaderboard", "submit", str(b), "--board", str(board),
+                               "--owner", META["contact"]],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for b in bundles]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
@@ -326,7 +402,8 @@ def test_parallel_submissions_are_serialised_by_the_board_lock(reported, tmp_pat
 # ------------------------------------------------------------------------------------ build
 def _hand_entry(board: Path, eid: str, **changes) -> None:
     base = read_entries(board)[0].to_dict()
-    base.update(id=eid, **changes)
+    base.update(id=eid)
+    base.update(changes)
     (board / "submissions" / f"{eid}.json").write_text(json.dumps(base))
 
 
@@ -351,6 +428,25 @@ def test_build_that_fails_leaves_the_live_site_identical(reported, tmp_path):
     (board / "submissions/broken.json").write_text('{"schema_version": 2, "id": ')
     r = cli("leaderboard", "build", "--board", board, "--out", site)
     assert_refused(r, "broken.json", "malformed JSON")
+    assert snapshot(site) == before
+
+
+WRONG_TYPED_FIELDS = [("method", "Seq"), ("final_row", [1]), ("summary", None), ("summary_status", "x"),
+                      ("links", "https://x"), ("flags", 5), ("tasks", None), ("source", "paper"), ("seed", [1]),
+                      ("id", {"a": 1}), ("trainable_params", "7B"), ("history", [1])]
+
+
+@pytest.mark.parametrize("field, value", WRONG_TYPED_FIELDS, ids=[f for f, _ in WRONG_TYPED_FIELDS])
+def test_build_refuses_an_entry_with_a_wrong_typed_field_naming_file_and_field(reported, tmp_path, field, value):
+    """A board file edited by hand with a field of the wrong type: exit 2 naming the entry file and the field, the
+    live site untouched (was an AttributeError or TypeError traceback)."""
+    board, site = tmp_path / "board", tmp_path / "site"
+    assert submit_cli(reported, board).exit_code == 0
+    assert cli("leaderboard", "build", "--board", board, "--out", site).exit_code == 0
+    before = snapshot(site)
+    _hand_entry(board, "zz-hand", **{field: value})
+    assert_refused(cli("leaderboard", "build", "--board", board, "--out", site),
+                   str(board / "submissions/zz-hand.json"), f"field '{field}'", "must be")
     assert snapshot(site) == before
 
 

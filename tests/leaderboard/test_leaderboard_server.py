@@ -305,6 +305,47 @@ def test_unauthenticated_oversize_and_too_frequent_requests_get_401_413_429(worl
     assert _snapshot(srv.board) == before          # nothing was approved: the board is unchanged
 
 
+# ------------------------------------------------------------------------------------------------ ownership
+def test_the_token_owns_the_entry_and_a_bundle_repeating_the_owners_contact_takes_nothing_over(world, tmp_path):
+    """The owner of a published entry is the token that sent it, never the bundle's contact: tokens issued to
+    the same address (case, spaces, full-width or zero-width variants, or the very same string) submitting the
+    same method with the victim's contact are refused at approval (409), the board unchanged; the owner's own
+    resubmission replaces the entry and keeps the first version in its history."""
+    board = tmp_path / "board"
+    victim_contact = META["contact"]
+    victim = add_token(board, victim_contact)
+    attackers = {name: add_token(board, name) for name in
+                 (victim_contact, victim_contact.upper(), f"  {victim_contact} ", "ｓｏｍｅｏｎｅ＠ｅｘａｍｐｌｅ．ｏｒｇ")}
+    maint = add_token(board, "maintainer@example.org", maintainer=True)
+    contacts = [victim_contact, "SomeOne@Example.ORG", f" {victim_contact}\t", "some\u200bone@example.org"]
+    with run_server(board, world["prepared"], "--rate-limit", "50") as srv:
+        def publish(token: str, data: bytes):
+            sid = srv.upload(data, token).json()["id"]
+            state = srv.wait_state(sid, token, CHECKED)
+            assert state["state"] == "awaiting approval", state
+            return sid, srv.request("POST", f"/api/submissions/{sid}/approve", token=maint)
+
+        sid, r = publish(victim, world["bundle"].read_bytes())
+        assert r.status == 200, r.text
+        [first] = read_entries(board)
+        assert first.submitter is not None and first.submitter.kind == "token"
+        before = _snapshot(board)
+        for i, (token, contact) in enumerate(zip(attackers.values(), contacts)):
+            data = _bundle(world, f"takeover{i}", lambda m, c=contact: m.update(contact=c))
+            sid, r = publish(token, data)
+            assert r.status == 409, r.text
+            assert f"entry {first.id}" in r.text and f"belongs to token {first.submitter.id}" in r.text
+            assert str(board) not in r.text
+            assert srv.state(sid, token)["state"] == "awaiting approval"           # the approval was undone
+            assert _snapshot(board) == before
+        sid, r = publish(victim, _bundle(world, "own", lambda m: m.update(contact="new-address@example.org")))
+        assert r.status == 200, r.text
+        [entry] = read_entries(board)
+        assert entry.submitter == first.submitter and entry.bundle_sha256 != first.bundle_sha256
+        assert [h["bundle_sha256"] for h in entry.history] == [first.bundle_sha256]
+        assert entry.history[0]["forced"] is False and entry.history[0]["replaced_by"] == {"kind": "token", "id": first.submitter.id}
+
+
 # ------------------------------------------------------------------------------------------------ concurrency
 def concurrent_round(world, board: Path, n_same: int, n_pairs: int, n_single: int, *db: str) -> None:
     """``n_same`` copies of one method, 2 copies each of ``n_pairs`` others (one entry id per method: they replace
