@@ -8,7 +8,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
-# pytest-xdist workers: every core by default (PYTEST_WORKERS=0 runs in one process)
+# pytest-xdist workers: every core by default (PYTEST_WORKERS=0 runs in one process). --dist loadscope keeps each
+# test module on one worker, so a module's expensive fixture (the demo pipeline, a trained run) is built once,
+# not once per worker.
 PYTEST_WORKERS ?= auto
 
 .PHONY: demo test venv browser postgres clean bench
@@ -37,7 +39,7 @@ demo: $(STAMP)
 	$(BIN)/cvit-bench demo --out $(DEMO_OUT)
 
 test: $(STAMP) browser postgres
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/prepare.py

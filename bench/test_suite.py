@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cvit_bench.files import atomic_write_json  # noqa: E402
 
-MODES = {"serial": [], "xdist": ["-n", "auto"]}
+MODES = {"serial": [], "xdist": ["-n", "auto", "--dist", "loadscope"]}   # xdist: as `make test` runs it
 SUMMARY = re.compile(r"^=*\s*(\d+ (?:passed|failed).*?)\s*=*$")
 
 
