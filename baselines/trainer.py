@@ -258,11 +258,6 @@ def open_training_data(data: str | os.PathLike, benchmark: str | None) -> Prepar
     return PreparedData.open(data, load_benchmark(str(benchmark)).id if is_yaml else benchmark)
 
 
-def resolve_training_data(data: str | os.PathLike, benchmark: str | None) -> Path:
-    """The prepared benchmark folder :func:`open_training_data` opens."""
-    return open_training_data(data, benchmark).folder
-
-
 def _resolve_base(base_model: str | os.PathLike) -> str:
     p = Path(base_model)
     return str(p.resolve()) if p.exists() else str(base_model)

@@ -141,13 +141,6 @@ def resolve_prepared(data: str | os.PathLike, benchmark: str | None) -> Path:
     raise CvitError(f"{data}: no prepared benchmark {benchmark or ''} here: expected {data / (benchmark or '<benchmark>') / MANIFEST_NAME}{hint}")
 
 
-def verify_files(folder: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    """Check every listed parquet file exists and has the recorded hash (detects partial or edited data)."""
-    from .prepared import PreparedData
-
-    PreparedData(Path(folder), manifest).verify()
-
-
 def image_root(folder: str | os.PathLike, manifest: dict[str, Any]) -> Path:
     root = Path(manifest.get("image_root") or ".")
     return root if root.is_absolute() else Path(folder) / root

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from cvit_bench.files import JsonlAppender, iter_jsonl
-from cvit_bench.formats.manifest import read_manifest, verify_files
+from cvit_bench.formats.manifest import read_manifest
+from cvit_bench.formats.prepared import PreparedData
 from cvit_fixtures import make_cvit_files
 from cli_helpers import assert_refused, cli, snapshot
 from leaderboard_fixtures import write_predictions
@@ -153,7 +154,7 @@ def test_kill_at_any_point_of_the_replace_leaves_a_whole_benchmark(raw, tmp_path
     assert stale, "the killed run leaves its staging folder behind"
     if point != "between-renames":                  # atomic exchange: the out path always holds a whole benchmark
         manifest = read_manifest(out / "cvit")
-        verify_files(out / "cvit", manifest)
+        PreparedData.open(out / "cvit").verify()
         assert manifest["limit_per_split"] == expect
     # the next run removes what the killed one left (and puts back an old benchmark the fallback moved away)
     r = _prepare(raw, out, "--limit-per-split", "2")
@@ -253,11 +254,11 @@ def test_complete_last_line_without_newline_is_kept_on_resume(tmp_path):
 
 
 def test_train_accepts_a_benchmark_yaml_path_like_evaluate(prepared_all):
-    from cvit_bench.baselines.trainer import resolve_training_data
+    from cvit_bench.baselines.trainer import open_training_data
     from cvit_bench.benchmark import load_benchmark
 
     yaml_path = load_benchmark("cvit").source_file
-    assert resolve_training_data(prepared_all, str(yaml_path)) == prepared_all / "cvit"
+    assert open_training_data(prepared_all, str(yaml_path)).folder == prepared_all / "cvit"
 
 
 def test_a_write_failure_is_exit_2_naming_the_file_and_leaves_nothing_partial(results_json, tmp_path, monkeypatch):

@@ -16,7 +16,8 @@ from cvit_bench.cli import main
 from cvit_bench.errors import CvitError, DataError, MissingFileError, SchemaVersionError
 from cvit_bench.data.export import export
 from cvit_bench.files import sha256_file
-from cvit_bench.formats.manifest import read_manifest, resolve_prepared, verify_files
+from cvit_bench.formats.manifest import read_manifest, resolve_prepared
+from cvit_bench.formats.prepared import PreparedData
 from cvit_bench.data.prepare import MissingImagesError, prepare
 from cvit_bench.formats.sample import read_samples, samples_to_table
 from cvit_bench.data.templates import choose_index, compose_prompt, load_template_set
@@ -138,7 +139,7 @@ def test_manifest_lists_every_file_with_rows_hashes_and_fingerprints(prepared_si
         assert info["rows"] == len(read_samples(folder / rel))
     assert manifest["files"]["places365/fewshot-5.parquet"]["rows"] == 3
     assert len({t["fingerprint"] for t in manifest["tasks"].values()}) == 10
-    verify_files(folder, manifest)
+    PreparedData.open(folder).verify()
     assert resolve_prepared(folder.parent, "cvit") == folder and resolve_prepared(folder, None) == folder
 
 
